@@ -1,0 +1,32 @@
+# EdgeNAS developer entry points. `make setup` is idempotent; `make test` is what CI runs.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup demo test lint lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+# The main job on the embedded default.
+demo: setup
+	$(VENV)/bin/edgenas run --output runs/demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: setup lint
+	$(VENV)/bin/pytest -q tests
+
+lock:
+	$(VENV)/bin/uv pip compile requirements.in --python-version 3.10 \
+	  --prerelease=if-necessary-or-explicit -o requirements.lock
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,17 @@
+"""Errors that are the user's to fix: the CLI prints them as one line ``error: ...`` and exits 2."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (bad path, malformed file, impossible budget).
+
+    The message must name the thing at fault and say what to do about it.
+    """
+
+
+class MissingLutKeysError(UserError):
+    """A LUT lacks entries that an architecture or model needs."""
+
+    def __init__(self, lut_name: str, missing: list[str], hint: str):
+        self.missing = sorted(set(missing))
+        shown = ", ".join(self.missing[:5]) + (f" (+{len(self.missing) - 5} more)" if len(self.missing) > 5 else "")
+        super().__init__(f"LUT {lut_name} lacks {len(self.missing)} key(s): {shown}; {hint}")

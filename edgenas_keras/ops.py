@@ -1,0 +1,264 @@
+"""TFLite-operator-level view of a model: the one LUT key function and the block -> operator decomposition.
+
+Everything that prices a model (latency from a LUT, peak SRAM, flash) works on an ``OpGraph``: the int8
+operators the TFLite converter produces (BatchNorm folded into the convolution, ReLU6 fused as the
+operator's activation), with their activation tensors. ``arch_graph`` derives it from an architecture
+without building anything; ``edgenas_keras.tflite_model`` derives the same structure from any ``.tflite``
+file, so one LUT prices our blocks and third-party models alike. Tests check that both agree on converted
+models.
+
+Pure Python: no TensorFlow here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edgenas_keras.space import Arch, Block, SearchSpace
+
+
+def lut_key(op: str, in_shape: tuple[int, int, int], out_channels: int, kernel: int = 1, stride: int = 1,
+            padding: str = "none", activation: str = "none", variant: str = "") -> str:
+    """The one LUT key function (DESIGN.md section 4). Profilers that write LUTs and estimators that read
+    them both call this. ``in_shape`` is the first input's (H, W, C); resolution is always an argument.
+
+    ``variant`` distinguishes operators whose cost differs at the same shapes (``bcast`` for a MUL that
+    broadcasts a 1x1xC gate over HxWxC).
+    """
+    h, w, c = (int(v) for v in in_shape)
+    key = f"{op}|in={h}x{w}x{c}|out={int(out_channels)}|k={int(kernel)}|s={int(stride)}|p={padding}|act={activation}"
+    return key + (f"|{variant}" if variant else "")
+
+
+def parse_key(key: str) -> dict:
+    """Inverse of ``lut_key`` (for profilers that regenerate a single-operator model from its key)."""
+    parts = key.split("|")
+    out = {"op": parts[0], "variant": ""}
+    for p in parts[1:]:
+        if "=" not in p:
+            out["variant"] = p
+            continue
+        name, val = p.split("=", 1)
+        if name == "in":
+            out["in_shape"] = tuple(int(v) for v in val.split("x"))
+        elif name == "out":
+            out["out_channels"] = int(val)
+        elif name in ("k", "s"):
+            out[{"k": "kernel", "s": "stride"}[name]] = int(val)
+        elif name == "p":
+            out["padding"] = val
+        elif name == "act":
+            out["activation"] = val
+    if "in_shape" not in out or "out_channels" not in out:
+        raise ValueError(f"malformed LUT key {key!r}")
+    return out
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    if padding == "valid":
+        return (size - kernel) // stride + 1
+    return -(-size // stride)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One int8 TFLite operator as the cost models see it."""
+
+    op: str
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: int = 1
+    stride: int = 1
+    padding: str = "none"
+    activation: str = "none"
+    variant: str = ""
+    weights: int = 0          # int8 weight elements
+    bias: int = 0             # int32 bias elements
+    quant_channels: int = 0   # per-channel quantisation parameters of the weights (0: none)
+
+    @property
+    def key(self) -> str:
+        return lut_key(self.op, self.in_shape, self.out_shape[2], self.kernel, self.stride, self.padding,
+                       self.activation, self.variant)
+
+    @property
+    def macs(self) -> int:
+        oh, ow, oc = self.out_shape
+        if self.op == "CONV_2D":
+            return oh * ow * oc * self.kernel * self.kernel * self.in_shape[2]
+        if self.op == "DEPTHWISE_CONV_2D":
+            return oh * ow * oc * self.kernel * self.kernel
+        if self.op == "FULLY_CONNECTED":
+            return self.in_shape[0] * self.in_shape[1] * self.in_shape[2] * oc
+        return 0
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.bias
+
+
+@dataclass
+class OpNode:
+    spec: OpSpec
+    inputs: tuple[int, ...]   # activation tensor ids read
+    output: int               # activation tensor id written
+
+
+@dataclass
+class OpGraph:
+    """Operators in execution order over int8 activation tensors (sizes in bytes)."""
+
+    tensor_bytes: list[int] = field(default_factory=list)
+    nodes: list[OpNode] = field(default_factory=list)
+    input_id: int = 0
+    output_id: int = 0
+
+    def tensor(self, shape: tuple[int, ...]) -> int:
+        n = 1
+        for s in shape:
+            n *= int(s)
+        self.tensor_bytes.append(n)
+        return len(self.tensor_bytes) - 1
+
+    def add(self, spec: OpSpec, inputs: tuple[int, ...]) -> int:
+        out = self.tensor(spec.out_shape)
+        self.nodes.append(OpNode(spec, tuple(inputs), out))
+        self.output_id = out
+        return out
+
+    @property
+    def specs(self) -> list[OpSpec]:
+        return [n.spec for n in self.nodes]
+
+    @property
+    def op_types(self) -> list[str]:
+        return [n.spec.op for n in self.nodes]
+
+    @property
+    def keys(self) -> list[str]:
+        return [n.spec.key for n in self.nodes]
+
+    @property
+    def macs(self) -> int:
+        return sum(s.macs for s in self.specs)
+
+    @property
+    def params(self) -> int:
+        return sum(s.params for s in self.specs)
+
+
+# -- constructors of the operators our blocks use ----------------------------------------------------------
+
+def conv2d(in_shape, out_c, kernel=1, stride=1, activation="none", padding="same") -> OpSpec:
+    h, w, c = in_shape
+    out = (conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding), out_c)
+    return OpSpec("CONV_2D", tuple(in_shape), out, kernel, stride, padding, activation,
+                  weights=kernel * kernel * c * out_c, bias=out_c, quant_channels=out_c)
+
+
+def depthwise(in_shape, kernel, stride, activation="relu6", padding="same") -> OpSpec:
+    h, w, c = in_shape
+    out = (conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding), c)
+    return OpSpec("DEPTHWISE_CONV_2D", tuple(in_shape), out, kernel, stride, padding, activation,
+                  weights=kernel * kernel * c, bias=c, quant_channels=c)
+
+
+def se_reduced_channels(channels: int, ratio: int) -> int:
+    """Channels of the SE bottleneck: C / r, at least 8 (tiny bottlenecks quantise badly)."""
+    return max(8, channels // ratio)
+
+
+def _se(g: OpGraph, x: int, shape, ratio: int) -> int:
+    h, w, c = shape
+    pooled = g.add(OpSpec("MEAN", (h, w, c), (1, 1, c)), (x,))
+    cr = se_reduced_channels(c, ratio)
+    z = g.add(conv2d((1, 1, c), cr, activation="relu6"), (pooled,))
+    gate = g.add(conv2d((1, 1, cr), c, activation="relu6"), (z,))
+    return g.add(OpSpec("MUL", (h, w, c), (h, w, c), variant="bcast"), (x, gate))
+
+
+def arch_graph(space: SearchSpace, arch: Arch, resolution: int | None = None) -> OpGraph:
+    """The int8 TFLite operators of ``arch`` in ``space``, in execution order.
+
+    ``resolution`` overrides the space's input resolution (LUT keys carry it; nothing is hard-coded).
+    """
+    space.check(arch)
+    res = resolution or space.resolution
+    g = OpGraph()
+    x = g.tensor((res, res, space.in_channels))
+    g.input_id = x
+    x = g.add(conv2d((res, res, space.in_channels), space.stem_channels, space.stem_kernel,
+                     space.stem_stride, "relu6"), (x,))
+    shape = g.nodes[-1].spec.out_shape
+    for slot, b in zip(space.slots, arch.blocks):
+        x, shape = _add_block(g, x, shape, slot.stride, b)
+    h, w, c = shape
+    x = g.add(OpSpec("MEAN", (h, w, c), (1, 1, c)), (x,))
+    fc = OpSpec("FULLY_CONNECTED", (1, 1, c), (1, 1, space.num_classes),
+                weights=c * space.num_classes, bias=space.num_classes, quant_channels=1)
+    x = g.add(fc, (x,))
+    g.add(OpSpec("SOFTMAX", (1, 1, space.num_classes), (1, 1, space.num_classes)), (x,))
+    return g
+
+
+def reachable_keys(space: SearchSpace, resolutions: list[int] | None = None) -> list[str]:
+    """Every LUT key any architecture of ``space`` can produce (stem, blocks, head), sorted.
+
+    A block's input channels are the stem's or any earlier block's choice that only skips separate from it.
+    """
+    keys: set[str] = set()
+    for res in resolutions or [space.resolution]:
+        sp = space.with_resolution(res) if res != space.resolution else space
+        # A one-block-at-a-time walk: for each slot and each reachable input-channel count, every choice.
+        reach = {sp.stem_channels}
+        stem = conv2d((res, res, sp.in_channels), sp.stem_channels, sp.stem_kernel, sp.stem_stride, "relu6")
+        keys.add(stem.key)
+        for slot in sp.slots:
+            c = slot.choices
+            for cin in sorted(reach):
+                for op in slot.ops:
+                    if op == "skip":
+                        continue
+                    for k in c["kernel"]:
+                        for e in (c["expansion"] if op == "ir" else (None,)):
+                            for se in c["se"]:
+                                for cout in c["channels"]:
+                                    for spec in block_specs(slot, cin, Block(op, k, e, se, cout)):
+                                        keys.add(spec.key)
+            nxt = set(c["channels"])
+            if slot.skip_legal:
+                nxt |= reach
+            reach = nxt
+        f = sp.final_resolution
+        for cin in reach:
+            keys.add(OpSpec("MEAN", (f, f, cin), (1, 1, cin)).key)
+            keys.add(lut_key("FULLY_CONNECTED", (1, 1, cin), sp.num_classes))
+        keys.add(lut_key("SOFTMAX", (1, 1, sp.num_classes), sp.num_classes))
+    return sorted(keys)
+
+
+def _add_block(g: OpGraph, x: int, shape, stride: int, block) -> tuple[int, tuple]:
+    """Append one block's operators to ``g``; returns the output tensor and shape (skip adds nothing)."""
+    if block.op == "skip":
+        return x, shape
+    block_in, in_shape = x, shape
+    if block.op == "ir":
+        x = g.add(conv2d(shape, shape[2] * block.expansion, activation="relu6"), (x,))
+        shape = g.nodes[-1].spec.out_shape
+    x = g.add(depthwise(shape, block.kernel, stride), (x,))
+    shape = g.nodes[-1].spec.out_shape
+    if block.se:
+        x = _se(g, x, shape, block.se)
+    x = g.add(conv2d(shape, block.channels), (x,))
+    shape = g.nodes[-1].spec.out_shape
+    if stride == 1 and in_shape[2] == block.channels:
+        x = g.add(OpSpec("ADD", shape, shape), (block_in, x))
+    return x, shape
+
+
+def block_specs(slot, cin: int, block) -> list[OpSpec]:
+    """The operators of one block at ``slot`` with ``cin`` input channels (empty for skip)."""
+    g = OpGraph()
+    x = g.tensor((slot.in_res, slot.in_res, cin))
+    _add_block(g, x, (slot.in_res, slot.in_res, cin), slot.stride, block)
+    return g.specs

@@ -1,0 +1,8 @@
+"""Subcommand modules. Each has ``register(subparsers)`` that adds its parser(s) with ``func`` set.
+
+Keep heavy imports (TensorFlow, TFX, Beam) inside the command functions so ``edgenas --help`` stays fast.
+"""
+
+from pipeline.commands import arch, lut, space
+
+COMMAND_MODULES = [space, arch, lut]

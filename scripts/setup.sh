@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Creates .venv with Python 3.10 and installs requirements.lock plus the project (editable).
+# The same steps run in the Dockerfile and in CI. Idempotent: rerunning re-syncs the lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  if [[ -n "${EDGENAS_PYTHON:-}" ]]; then echo "$EDGENAS_PYTHON"; return; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local p
+    p="$(pyenv root)/versions/3.10.13/bin/python3.10"
+    [[ -x $p ]] && { echo "$p"; return; }
+    for p in "$(pyenv root)"/versions/3.10.*/bin/python3.10; do
+      [[ -x $p ]] && { echo "$p"; return; }
+    done
+  fi
+  for p in python3.10 python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import sys; sys.exit(0 if sys.version_info[:2]==(3,10) else 1)'; then
+      command -v "$p"; return
+    fi
+  done
+  echo "error: EdgeNAS needs CPython 3.10 (TFX 1.16 supports no newer Python). Install it (pyenv install 3.10, apt install python3.10, or the python:3.10 image) or set EDGENAS_PYTHON=/path/to/python3.10" >&2
+  exit 2
+}
+
+PYTHON=$(find_python)
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info[:2]==(3,10) else 1)'; then
+  rm -rf .venv
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
+# g++ is needed by the firmware-bundle compile test; install it where it is missing and we may.
+if ! command -v g++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+  apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+fi
+.venv/bin/uv pip sync --python .venv/bin/python -q requirements.lock
+.venv/bin/uv pip install --python .venv/bin/python -q --no-deps -e .
+echo "setup done: .venv (Python $(.venv/bin/python -c 'import platform; print(platform.python_version())'))"
