@@ -1,0 +1,211 @@
+"""Storage backends for the pusher: a local folder, or a Google Cloud Storage bucket and prefix.
+
+The pusher (deploy/push.py) needs only a handful of operations, and the two backends differ in the one that
+matters for "a version is complete or absent": a local folder can publish a staged directory with one
+atomic rename, whereas GCS has no rename, so publishing copies the staged objects one by one and writes the
+completion marker last. Both are hidden behind ``publish(staging, final, last)``.
+
+Keys are '/'-separated paths relative to the destination root, as in an object store.
+
+GCS calls retry transient errors (429, 5xx, connection resets, timeouts) with bounded exponential backoff
+(``TRANSIENT_RETRY``). We pass the retry explicitly on every call because google-cloud-storage retries an
+upload by default only when it carries a generation precondition; our uploads go to fresh staging names or
+overwrite an object with identical content, so repeating them is safe. ``STORAGE_EMULATOR_HOST`` is honoured
+by google-cloud-storage itself (anonymous credentials, no project needed), which is how the tests run
+against ``gcp-storage-emulator``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgenas_keras.errors import UserError
+
+GCS_SCHEME = "gs://"
+
+
+def _transient_retry():
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    # Delays 0.25 s, 0.5 s, 1 s ... capped at 8 s; give up after 120 s of trying one call.
+    return DEFAULT_RETRY.with_delay(initial=0.25, maximum=8.0, multiplier=2.0).with_timeout(120.0)
+
+
+def _norm_prefix(prefix: str) -> str:
+    return prefix.strip("/")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+class LocalStore:
+    """A destination folder on a local or mounted file system."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"destination {root} exists and is not a directory; give a folder or gs://bucket/prefix")
+
+    def url(self, key: str = "") -> str:
+        return str(self.root / key) if key else str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put_file(self, src: Path, key: str) -> None:
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` under a temporary name in the same folder, then rename: readers never see half."""
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self._path(_norm_prefix(prefix))
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(_norm_prefix(prefix))
+        shutil.rmtree(path, ignore_errors=True)
+        try:  # drop the parent too once empty (the .staging folder), so a clean push leaves a clean tree
+            path.parent.rmdir()
+        except OSError:
+            pass
+
+    def publish(self, staging: str, final: str, last: str) -> None:
+        """Rename the staged folder to ``final`` in one step (``last`` is already inside it)."""
+        src, dst = self._path(_norm_prefix(staging)), self._path(_norm_prefix(final))
+        if dst.exists():  # an incomplete leftover of the same version name: the caller checked it has no marker
+            shutil.rmtree(dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, dst)
+
+
+class GcsStore:
+    """A ``gs://bucket/prefix`` destination through google-cloud-storage."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import storage
+
+        self.bucket_name = bucket
+        self.prefix = _norm_prefix(prefix)
+        self.retry = _transient_retry()
+        try:
+            self.client = client or storage.Client()
+        except DefaultCredentialsError as exc:
+            raise UserError(
+                f"no Google Cloud credentials to write gs://{bucket}: set GOOGLE_APPLICATION_CREDENTIALS to a "
+                "service-account key file or run `gcloud auth application-default login` "
+                f"({str(exc).splitlines()[0]})"
+            ) from exc
+        self.bucket = self.client.bucket(bucket)
+
+    def url(self, key: str = "") -> str:
+        return f"{GCS_SCHEME}{self.bucket_name}/{_join(self.prefix, key)}".rstrip("/")
+
+    def _name(self, key: str) -> str:
+        return _join(self.prefix, key)
+
+    def _call(self, fn, *args, **kwargs):
+        """Run one storage call; turn a missing bucket or a refused permission into a UserError."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            return fn(*args, **kwargs)
+        except gexc.NotFound as exc:
+            if "bucket" in str(exc).lower():
+                raise UserError(f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest") from exc
+            raise
+        except gexc.Forbidden as exc:
+            raise UserError(
+                f"permission denied on gs://{self.bucket_name}: the account needs roles/storage.objectAdmin "
+                f"on the bucket ({exc.message})"
+            ) from exc
+
+    def put_file(self, src: Path, key: str) -> None:
+        blob = self.bucket.blob(self._name(key))
+        self._call(blob.upload_from_filename, str(src), retry=self.retry)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """One object upload: GCS makes an object visible only once it is whole."""
+        blob = self.bucket.blob(self._name(key))
+        self._call(blob.upload_from_string, data, content_type="application/octet-stream", retry=self.retry)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        from google.api_core import exceptions as gexc
+
+        blob = self.bucket.blob(self._name(key))
+        try:
+            return blob.download_as_bytes(retry=self.retry)
+        except gexc.NotFound:
+            if not self._call(self.bucket.exists, retry=self.retry):
+                raise UserError(
+                    f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest"
+                ) from None
+            return None
+
+    def list_keys(self, prefix: str) -> list[str]:
+        name_prefix = _join(self.prefix, prefix) + "/"
+        blobs = self._call(
+            lambda: list(self.client.list_blobs(self.bucket_name, prefix=name_prefix, retry=self.retry))
+        )
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(b.name[strip:] for b in blobs)
+
+    def delete_prefix(self, prefix: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        for key in self.list_keys(prefix):
+            try:
+                self.bucket.blob(self._name(key)).delete(retry=self.retry)
+            except gexc.NotFound:
+                pass
+
+    def publish(self, staging: str, final: str, last: str) -> None:
+        """Server-side copy of every staged object to ``final``, the ``last`` key after all the others."""
+        staging, final = _norm_prefix(staging), _norm_prefix(final)
+        keys = self.list_keys(staging)
+        last_key = _join(staging, last)
+        if last_key not in keys:
+            raise RuntimeError(f"staging {self.url(staging)} lacks {last}")
+        for key in [k for k in keys if k != last_key] + [last_key]:
+            rel = key[len(staging) + 1 :]
+            src = self.bucket.blob(self._name(key))
+            self._call(self.bucket.copy_blob, src, self.bucket, self._name(_join(final, rel)), retry=self.retry)
+
+
+def open_store(dest: str) -> LocalStore | GcsStore:
+    """``gs://bucket[/prefix]`` -> GcsStore; a path -> LocalStore; any other URL scheme is a user error."""
+    if dest.startswith(GCS_SCHEME):
+        bucket, _, prefix = dest[len(GCS_SCHEME) :].partition("/")
+        if not bucket:
+            raise UserError(f"destination {dest} names no bucket; use gs://BUCKET/PREFIX")
+        return GcsStore(bucket, prefix)
+    if "://" in dest:
+        raise UserError(f"destination {dest}: only local folders and gs://bucket/prefix are supported")
+    return LocalStore(dest)
