@@ -75,6 +75,7 @@ class OpSpec:
     weights: int = 0          # int8 weight elements
     bias: int = 0             # int32 bias elements
     quant_channels: int = 0   # per-channel quantisation parameters of the weights (0: none)
+    batchnorm: bool = False   # trained with a BatchNormalization that the converter folds in (Keras: 4 params/ch)
 
     @property
     def key(self) -> str:
@@ -144,23 +145,30 @@ class OpGraph:
 
     @property
     def params(self) -> int:
+        """Parameters of the int8 model (weights + biases, BatchNorm folded)."""
         return sum(s.params for s in self.specs)
+
+    @property
+    def keras_params(self) -> int:
+        """Parameters of the Keras training model: a folded BN had gamma, beta, mean and variance (4 per
+        channel) where the int8 model has one bias."""
+        return self.params + sum(3 * s.out_shape[2] for s in self.specs if s.batchnorm)
 
 
 # -- constructors of the operators our blocks use ----------------------------------------------------------
 
-def conv2d(in_shape, out_c, kernel=1, stride=1, activation="none", padding="same") -> OpSpec:
+def conv2d(in_shape, out_c, kernel=1, stride=1, activation="none", padding="same", bn=True) -> OpSpec:
     h, w, c = in_shape
     out = (conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding), out_c)
     return OpSpec("CONV_2D", tuple(in_shape), out, kernel, stride, padding, activation,
-                  weights=kernel * kernel * c * out_c, bias=out_c, quant_channels=out_c)
+                  weights=kernel * kernel * c * out_c, bias=out_c, quant_channels=out_c, batchnorm=bn)
 
 
 def depthwise(in_shape, kernel, stride, activation="relu6", padding="same") -> OpSpec:
     h, w, c = in_shape
     out = (conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding), c)
     return OpSpec("DEPTHWISE_CONV_2D", tuple(in_shape), out, kernel, stride, padding, activation,
-                  weights=kernel * kernel * c, bias=c, quant_channels=c)
+                  weights=kernel * kernel * c, bias=c, quant_channels=c, batchnorm=True)
 
 
 def se_reduced_channels(channels: int, ratio: int) -> int:
@@ -172,8 +180,8 @@ def _se(g: OpGraph, x: int, shape, ratio: int) -> int:
     h, w, c = shape
     pooled = g.add(OpSpec("MEAN", (h, w, c), (1, 1, c)), (x,))
     cr = se_reduced_channels(c, ratio)
-    z = g.add(conv2d((1, 1, c), cr, activation="relu6"), (pooled,))
-    gate = g.add(conv2d((1, 1, cr), c, activation="relu6"), (z,))
+    z = g.add(conv2d((1, 1, c), cr, activation="relu6", bn=False), (pooled,))
+    gate = g.add(conv2d((1, 1, cr), c, activation="relu6", bn=False), (z,))
     return g.add(OpSpec("MUL", (h, w, c), (h, w, c), variant="bcast"), (x, gate))
 
 

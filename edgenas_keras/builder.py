@@ -1,0 +1,70 @@
+"""Architecture -> Functional tf_keras model built from stock layers only, ready for tfmot QAT.
+
+Layers: Conv2D / DepthwiseConv2D with linear activation and no bias, BatchNormalization, ``ReLU(6.)``, Add,
+GlobalAveragePooling2D, Dense, Softmax, and the squeeze-and-excitation gate (``Multiply``; its QAT config lives in
+``edgenas_keras.qat``). After int8 conversion BN folds into the convolution and ReLU6 fuses into it, which gives
+exactly the operators of ``edgenas_keras.ops.arch_graph`` (a test checks this on converted models).
+
+The SE gate is ``relu6(conv(z))`` rather than a hard-sigmoid: tf_keras' ``hard_sigmoid`` is clip(0.2x+0.5), tfmot
+rejects unknown activations, and the gate's scale (0..6 instead of 0..1) is absorbed by the linear projection
+that always follows it (with BN in float training).
+"""
+
+from __future__ import annotations
+
+import tf_keras as keras
+
+from edgenas_keras.ops import se_reduced_channels
+from edgenas_keras.space import Arch, SearchSpace
+
+L = keras.layers
+
+
+def conv_bn_relu(x, filters, kernel, stride, name, relu=True):
+    x = L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    return L.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
+
+
+def dw_bn_relu(x, kernel, stride, name):
+    x = L.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    x = L.BatchNormalization(name=f"{name}_dwbn")(x)
+    return L.ReLU(6.0, name=f"{name}_dwrelu")(x)
+
+
+def squeeze_excite(x, ratio, name):
+    c = x.shape[-1]
+    s = L.GlobalAveragePooling2D(keepdims=True, name=f"{name}_sepool")(x)
+    s = L.Conv2D(se_reduced_channels(c, ratio), 1, name=f"{name}_sereduce")(s)
+    s = L.ReLU(6.0, name=f"{name}_serelu")(s)
+    s = L.Conv2D(c, 1, name=f"{name}_seexpand")(s)
+    s = L.ReLU(6.0, name=f"{name}_segate")(s)
+    return L.Multiply(name=f"{name}_semul")([x, s])
+
+
+def build_model(space: SearchSpace, arch: Arch, resolution: int | None = None, dropout: float = 0.0,
+                name: str = "edgenas") -> keras.Model:
+    """Build ``arch`` as a Functional model with softmax output (``num_classes`` probabilities)."""
+    space.check(arch)
+    res = resolution or space.resolution
+    inp = keras.Input((res, res, space.in_channels), name="image")
+    x = conv_bn_relu(inp, space.stem_channels, space.stem_kernel, space.stem_stride, "stem")
+    for slot, b in zip(space.slots, arch.blocks):
+        if b.op == "skip":
+            continue
+        n = f"b{slot.index}"
+        block_in = x
+        if b.op == "ir":
+            x = conv_bn_relu(x, x.shape[-1] * b.expansion, 1, 1, f"{n}_expand")
+        x = dw_bn_relu(x, b.kernel, slot.stride, n)
+        if b.se:
+            x = squeeze_excite(x, b.se, n)
+        x = conv_bn_relu(x, b.channels, 1, 1, f"{n}_project", relu=False)
+        if slot.stride == 1 and block_in.shape[-1] == b.channels:
+            x = L.Add(name=f"{n}_add")([block_in, x])
+    x = L.GlobalAveragePooling2D(name="head_pool")(x)
+    if dropout:
+        x = L.Dropout(dropout, name="head_dropout")(x)
+    x = L.Dense(space.num_classes, name="head_fc")(x)
+    out = L.Softmax(name="head_softmax")(x)
+    return keras.Model(inp, out, name=name)

@@ -1,0 +1,320 @@
+"""Cost models: latency (exact, vectorised, and the tables behind the supernet's expected latency), peak SRAM
+and flash of the int8 model. Pure numpy: no TensorFlow (the differentiable form is in ``cost_tf``).
+
+Latency
+    LAT(arch) = sum of the LUT entries of its TFLite operators (``ops.arch_graph``).
+
+    For many architectures and for the supernet, the same sum is organised per block: ``LatencyTables`` holds,
+    for block i, a table T_i[cin, op, k, e, se, c] of the block's latency for every input-channel count and
+    every choice. A block's input channels are the output channels of the last non-skip block before it, so
+    with independent per-factor distributions the input-channel distribution q_i is exact:
+    q_0 = onehot(stem channels), q_{i+1} = P(skip_i) q_i + (1 - P(skip_i)) p_c,i, and
+    E[LAT] = const + sum_i <T_i, q_i x p_op x p_k x p_e x p_se x p_c> + <head(c), q_N>, exactly.
+
+Peak SRAM (the TFLM arena)
+    Activation tensors are placed like TFLM's GreedyMemoryPlanner: buffers aligned to 16 bytes, sorted by size
+    (largest first), each put at the lowest offset that does not overlap a placed buffer whose lifetime
+    (first writer to last reader) overlaps its own. Residual inputs stay alive across their block because the
+    ADD reads them. Operator scratch buffers (kernel-library specific, e.g. CMSIS-NN im2col) are planned the same
+    way with a one-operator lifetime, from a per-device ``scratch`` function. To that the arena adds the runtime's
+    persistent allocations: ``PersistentModel`` (per tensor, per operator, per quantised output channel), whose
+    defaults were fitted on this 64-bit host against bisection-measured arenas (see README "Cost models").
+
+Flash
+    The flatbuffer: int8 weights, int32 biases, per-channel quantisation parameters (float32 scale + int64
+    zero point per channel, for weights and biases), plus per-tensor and per-operator overhead and a fixed
+    header, with constants fitted on converted models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgenas_keras.lut import Lut
+from edgenas_keras.ops import OpGraph, OpNode, OpSpec, arch_graph, block_specs, lut_key, reachable_keys
+from edgenas_keras.space import Arch, Block, SearchSpace
+
+ALIGN = 16
+
+
+def _align(n: int) -> int:
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+# -- latency ---------------------------------------------------------------------------------------------
+
+def graph_latency_ms(graph: OpGraph, lut: Lut) -> float:
+    return lut.latency_ms(graph.keys)
+
+
+def arch_latency_ms(space: SearchSpace, arch: Arch, lut: Lut, resolution: int | None = None) -> float:
+    return graph_latency_ms(arch_graph(space, arch, resolution), lut)
+
+
+@dataclass(frozen=True)
+class LatencyTables:
+    """Per-block latency tables in milliseconds (see module docstring). Axes of ``blocks[i]``:
+    (channel vocabulary index of the input, op, kernel, expansion, se, channels) over the slot's choices."""
+
+    vocab: tuple[int, ...]            # every channel count a block input can have
+    const_ms: float                   # the stem
+    blocks: tuple[np.ndarray, ...]
+    head: np.ndarray                  # head latency by the final channel count (vocabulary index)
+    cout_index: tuple[np.ndarray, ...]  # per block: vocabulary index of each channel choice
+    stem_index: int
+
+    @classmethod
+    def build(cls, space: SearchSpace, cost: Callable[[list[OpSpec]], float]) -> LatencyTables:
+        """``cost(specs)`` prices a list of operators in ms (a LUT sum, or a proxy such as MACs)."""
+        vocab = sorted({space.stem_channels} | {c for ch in space.choices for c in ch["channels"]})
+        vi = {c: i for i, c in enumerate(vocab)}
+        stem = arch_graph(space, Arch(tuple(_cheapest_block(s) for s in space.slots))).specs[:1]
+        tables, couts = [], []
+        reach = {space.stem_channels}
+        for slot in space.slots:
+            c = slot.choices
+            t = np.zeros((len(vocab), len(c["op"]), len(c["kernel"]), len(c["expansion"]), len(c["se"]),
+                          len(c["channels"])))
+            for cin in reach:
+                for oi, op in enumerate(c["op"]):
+                    if op not in slot.ops or op == "skip":
+                        continue
+                    for ki, k in enumerate(c["kernel"]):
+                        for ei, e in enumerate(c["expansion"]):
+                            for si, se in enumerate(c["se"]):
+                                for ci, cout in enumerate(c["channels"]):
+                                    b = Block(op, k, e if op == "ir" else None, se, cout)
+                                    t[vi[cin], oi, ki, ei, si, ci] = cost(block_specs(slot, cin, b))
+            tables.append(t)
+            couts.append(np.array([vi[x] for x in c["channels"]]))
+            reach = set(c["channels"]) | (reach if slot.skip_legal else set())
+        f = space.final_resolution
+        head = np.zeros(len(vocab))
+        for cin in reach:
+            head[vi[cin]] = cost([
+                OpSpec("MEAN", (f, f, cin), (1, 1, cin)),
+                OpSpec("FULLY_CONNECTED", (1, 1, cin), (1, 1, space.num_classes)),
+                OpSpec("SOFTMAX", (1, 1, space.num_classes), (1, 1, space.num_classes)),
+            ])
+        return cls(tuple(vocab), cost(stem), tuple(tables), head, tuple(couts), vi[space.stem_channels])
+
+    @classmethod
+    def from_lut(cls, space: SearchSpace, lut: Lut) -> LatencyTables:
+        lut.require(reachable_keys(space))
+        cache: dict[str, float] = {}
+
+        def price(specs):
+            total = 0.0
+            for s in specs:
+                k = s.key
+                if k not in cache:
+                    cache[k] = lut.op_us(k) / 1000.0
+                total += cache[k]
+            return total
+
+        return cls.build(space, price)
+
+    @classmethod
+    def from_macs(cls, space: SearchSpace, ms_per_mmac: float = 1.0) -> LatencyTables:
+        """The MAC (FLOP) proxy ablation: 'latency' proportional to multiply-accumulates."""
+        return cls.build(space, lambda specs: sum(s.macs for s in specs) / 1e6 * ms_per_mmac)
+
+    def batch_latency_ms(self, space: SearchSpace, idx: np.ndarray) -> np.ndarray:
+        """Exact latency of many architectures at once. ``idx``: (n, num_blocks, 5) index form."""
+        idx = np.asarray(idx)
+        n = idx.shape[0]
+        cin = np.full(n, self.stem_index)
+        total = np.full(n, self.const_ms)
+        for i, (slot, t) in enumerate(zip(space.slots, self.blocks)):
+            row = idx[:, i]
+            total += t[cin, row[:, 0], row[:, 1], row[:, 2], row[:, 3], row[:, 4]]
+            is_skip = np.asarray(slot.choices["op"])[row[:, 0]] == "skip"
+            cin = np.where(is_skip, cin, self.cout_index[i][row[:, 4]])
+        return total + self.head[cin]
+
+    def expected_ms(self, space: SearchSpace, probs: list[list[np.ndarray]]) -> float:
+        """E[LAT] for per-block, per-factor categorical probabilities (numpy reference of ``cost_tf``).
+        ``probs[i]`` = [p_op, p_k, p_e, p_se, p_c] for block i."""
+        q = np.zeros(len(self.vocab))
+        q[self.stem_index] = 1.0
+        total = self.const_ms
+        for i, (slot, t) in enumerate(zip(space.slots, self.blocks)):
+            p_op, p_k, p_e, p_se, p_c = probs[i]
+            total += float(np.einsum("aokesc,a,o,k,e,s,c->", t, q, p_op, p_k, p_e, p_se, p_c, optimize=True))
+            p_skip = sum(p for o, p in zip(slot.choices["op"], p_op) if o == "skip")
+            q_c = np.zeros_like(q)
+            np.add.at(q_c, self.cout_index[i], p_c)
+            q = p_skip * q + (1 - p_skip) * q_c
+        return total + float(self.head @ q)
+
+
+def _cheapest_block(slot) -> Block:
+    c = slot.choices
+    if slot.skip_legal:
+        return Block("skip")
+    op = "dws" if "dws" in c["op"] else "ir"
+    return Block(op, min(c["kernel"]), min(c["expansion"]) if op == "ir" else None, 0, min(c["channels"]))
+
+
+# -- SRAM --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PersistentModel:
+    """TFLM's persistent arena use beyond the planned buffers (bytes). Defaults: 64-bit host, fitted against
+    bisection-measured arenas of converted models (README "Cost models"). A 32-bit MCU's structs are smaller."""
+
+    base: int = 1024
+    per_tensor: int = 48
+    per_op: int = 64
+    per_quant_channel: int = 8   # int32 output multiplier + shift per output channel of conv/depthwise
+
+
+HOST_PERSISTENT = PersistentModel()
+MCU_PERSISTENT = PersistentModel(base=640, per_tensor=32, per_op=40, per_quant_channel=8)
+
+
+def no_scratch(node: OpNode) -> int:
+    return 0
+
+
+def tflm_reference_scratch(node: OpNode) -> int:
+    """Scratch TFLM's reference kernels request: MEAN (int8) keeps int32 partial sums per output element."""
+    if node.spec.op == "MEAN":
+        return 4 * node.spec.out_shape[2]
+    return 0
+
+
+def plan_greedy(sizes: list[int], lifetimes: list[tuple[int, int]]) -> int:
+    """Peak bytes of TFLM's greedy placement of buffers with (first, last) operator lifetimes."""
+    order = sorted(range(len(sizes)), key=lambda i: (-sizes[i], i))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    peak = 0
+    for i in order:
+        size, (first, last) = _align(sizes[i]), lifetimes[i]
+        if size == 0:
+            continue
+        live = sorted((o, e) for o, e, f, l in placed if not (l < first or f > last))
+        offset = 0
+        for o, e in live:
+            if offset + size <= o:
+                break
+            offset = max(offset, e)
+        placed.append((offset, offset + size, first, last))
+        peak = max(peak, offset + size)
+    return peak
+
+
+def planned_bytes(graph: OpGraph, scratch: Callable[[OpNode], int] = no_scratch) -> int:
+    """Activation (and scratch) bytes as the greedy planner lays them out."""
+    n_t = len(graph.tensor_bytes)
+    first = [None] * n_t
+    last = [0] * n_t
+    first[graph.input_id] = 0
+    for j, node in enumerate(graph.nodes):
+        for t in node.inputs:
+            last[t] = max(last[t], j)
+            if first[t] is None:
+                first[t] = j
+        first[node.output] = j
+        last[node.output] = max(last[node.output], j)
+    last[graph.output_id] = len(graph.nodes) - 1
+    sizes, lifes = [], []
+    for t in range(n_t):
+        if first[t] is None:
+            continue
+        sizes.append(graph.tensor_bytes[t])
+        lifes.append((first[t], last[t]))
+    for j, node in enumerate(graph.nodes):
+        s = scratch(node)
+        if s:
+            sizes.append(s)
+            lifes.append((j, j))
+    return plan_greedy(sizes, lifes)
+
+
+def sram_bytes(graph: OpGraph, scratch: Callable[[OpNode], int] = tflm_reference_scratch,
+               persistent: PersistentModel = HOST_PERSISTENT) -> int:
+    """Predicted TFLM arena for the int8 model of ``graph``."""
+    quant_ch = sum(n.spec.out_shape[2] for n in graph.nodes if n.spec.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    over = (persistent.base + persistent.per_tensor * len(graph.tensor_bytes) + persistent.per_op * len(graph.nodes)
+            + persistent.per_quant_channel * quant_ch)
+    return _align(planned_bytes(graph, scratch) + over)
+
+
+# -- flash -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FlashModel:
+    """Bytes of the .tflite flatbuffer (constants fitted on converted models; README "Cost models")."""
+
+    header: int = 2048
+    per_tensor: int = 96          # shape, name, buffer reference, per-tensor quantisation of activations
+    per_op: int = 48
+    per_channel: int = 12         # float32 scale + int64 zero point, weight and bias tensors each
+
+
+DEFAULT_FLASH = FlashModel()
+
+
+def flash_bytes(graph: OpGraph, model: FlashModel = DEFAULT_FLASH) -> int:
+    data = 0
+    n_const = 0
+    for s in graph.specs:
+        if s.weights:
+            data += s.weights + 4 * s.bias + 2 * model.per_channel * s.quant_channels
+            n_const += 2
+    n_tensors = len(graph.tensor_bytes) + n_const
+    return int(model.header + data + model.per_tensor * n_tensors + model.per_op * len(graph.nodes))
+
+
+# -- one call for reports ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchCost:
+    latency_ms: float
+    sram_bytes: int
+    flash_bytes: int
+    macs: int
+    params: int
+
+    def as_dict(self) -> dict:
+        return {"latency_ms": self.latency_ms, "sram_bytes": self.sram_bytes, "flash_bytes": self.flash_bytes,
+                "macs": self.macs, "params": self.params}
+
+
+def arch_cost(space: SearchSpace, arch: Arch, lut: Lut, resolution: int | None = None,
+              scratch: Callable[[OpNode], int] | None = None,
+              persistent: PersistentModel | None = None) -> ArchCost:
+    g = arch_graph(space, arch, resolution)
+    if scratch is None or persistent is None:
+        dev_scratch, dev_persistent = device_memory_terms(lut)
+        scratch = scratch or dev_scratch
+        persistent = persistent or dev_persistent
+    return ArchCost(graph_latency_ms(g, lut), sram_bytes(g, scratch, persistent), flash_bytes(g), g.macs,
+                    g.keras_params)
+
+
+def device_memory_terms(lut: Lut) -> tuple[Callable[[OpNode], int], PersistentModel]:
+    """The kernel-library scratch and persistent model for the LUT's device."""
+    kernels = str(lut.metadata.get("kernels", ""))
+    if "cmsis" in kernels:
+        return cmsis_nn_scratch, MCU_PERSISTENT
+    host = lut.metadata.get("unit") == "us"
+    return tflm_reference_scratch, (HOST_PERSISTENT if host else MCU_PERSISTENT)
+
+
+def cmsis_nn_scratch(node: OpNode) -> int:
+    """CMSIS-NN scratch: im2col for non-1x1 CONV_2D (2 * k*k*cin int16), the depthwise generic path's
+    buffer (k*k*c int16) and MEAN's partial sums."""
+    s = node.spec
+    if s.op == "CONV_2D" and s.kernel > 1:
+        return 2 * 2 * s.kernel * s.kernel * s.in_shape[2]
+    if s.op == "DEPTHWISE_CONV_2D" and not (s.kernel == 3 and s.in_shape[2] % 4 == 0):
+        return 2 * s.kernel * s.kernel * s.in_shape[2]
+    return tflm_reference_scratch(node)
+
+
+__all__ = ["ArchCost", "LatencyTables", "arch_cost", "arch_latency_ms", "flash_bytes", "lut_key", "sram_bytes"]

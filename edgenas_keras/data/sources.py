@@ -1,0 +1,154 @@
+"""Where VWW records come from: COCO instances annotations, the MLPerf Tiny folder layout, split choice.
+
+The label rule is DESIGN.md section 5 (the reference tensorflow/models VWW builder): label 1 iff some
+annotation of the category *named* ``person`` has ``area / (height * width) > threshold`` (strict), with
+height and width from the annotation file's ``images`` entry; crowd annotations count. Everything here is
+pure Python: parsing a 450 MB instances file is the driver's job, the image work happens in workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgenas_keras.data.records import assign_split
+from edgenas_keras.errors import UserError
+
+DEFAULT_AREA_THRESHOLD = 0.005
+DEFAULT_EVAL_FRACTION = 0.1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One image to ingest: where it is, its label and split, and the id it is hashed by."""
+
+    key: str  # stable, unique id: sharding and the eval split are hashed from it
+    path: str
+    label: int
+    split: str  # "train" or "eval"
+    source_id: str
+
+
+def vww_label(annotations: Iterable[dict], person_id: int, height: int, width: int, threshold: float) -> int:
+    """The VWW rule for one image: 1 iff a ``person`` annotation covers strictly more than ``threshold``."""
+    image_area = float(height) * float(width)
+    for ann in annotations:
+        if ann["category_id"] == person_id and float(ann["area"]) / image_area > threshold:
+            return 1
+    return 0
+
+
+@dataclass(frozen=True)
+class CocoImage:
+    image_id: int
+    file_name: str
+    label: int
+
+
+def parse_coco(annotations_path: str | Path, threshold: float = DEFAULT_AREA_THRESHOLD) -> list[CocoImage]:
+    """Label every image of one COCO instances file; a malformed file is a UserError naming it."""
+    path = Path(annotations_path)
+    if not path.is_file():
+        raise UserError(f"annotation file {path} does not exist; pass a COCO instances_*.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(
+            f"annotation file {path} is not valid JSON ({exc}); pass a COCO instances_*.json"
+        ) from exc
+    try:
+        person_ids = [c["id"] for c in data["categories"] if c["name"] == "person"]
+        if len(person_ids) != 1:
+            raise UserError(
+                f"annotation file {path} has {len(person_ids)} categories named 'person' (need exactly one)"
+            )
+        by_image: dict[int, list[dict]] = {}
+        for ann in data["annotations"]:
+            by_image.setdefault(int(ann["image_id"]), []).append(ann)
+        images = []
+        for img in data["images"]:
+            image_id = int(img["id"])
+            height, width = int(img["height"]), int(img["width"])
+            if height <= 0 or width <= 0:
+                raise ValueError(f"image {image_id} has size {width}x{height}")
+            label = vww_label(by_image.get(image_id, ()), person_ids[0], height, width, threshold)
+            images.append(CocoImage(image_id, str(img["file_name"]), label))
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(
+            f"annotation file {path} is not COCO instances format ({type(exc).__name__}: {exc})"
+        ) from exc
+    return images
+
+
+def read_minival_ids(path: str | Path) -> set[int]:
+    """Image ids, one per line (``#`` comments and blank lines allowed), as in mscoco_minival_ids.txt."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"minival ids file {p} does not exist")
+    ids = set()
+    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            ids.add(int(text))
+        except ValueError:
+            raise UserError(f"minival ids file {p} line {n}: {text!r} is not an integer image id") from None
+    if not ids:
+        raise UserError(f"minival ids file {p} holds no image ids")
+    return ids
+
+
+def coco_sources(
+    pairs: Sequence[tuple[str | Path, str | Path]],
+    threshold: float = DEFAULT_AREA_THRESHOLD,
+    minival_ids: set[int] | None = None,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+) -> list[SourceImage]:
+    """All images of the (images dir, instances file) pairs, labelled and split.
+
+    With ``minival_ids`` those ids are the eval split (the paper's protocol) and every other image trains;
+    otherwise a stable hash of the image id sends ``eval_fraction`` of them to eval.
+    """
+    out: dict[int, SourceImage] = {}
+    for images_dir, ann_path in pairs:
+        d = Path(images_dir)
+        if not d.is_dir():
+            raise UserError(f"images directory {d} does not exist or is not a directory")
+        for img in parse_coco(ann_path, threshold):
+            if img.image_id in out:
+                raise UserError(
+                    f"image id {img.image_id} appears twice (again in {ann_path}); pass each pair once"
+                )
+            key = f"coco/{img.image_id}"
+            if minival_ids is not None:
+                split = "eval" if img.image_id in minival_ids else "train"
+            else:
+                split = assign_split(key, eval_fraction)
+            out[img.image_id] = SourceImage(key, str(d / img.file_name), img.label, split, str(img.image_id))
+    return [out[i] for i in sorted(out)]
+
+
+def mlperf_tiny_sources(
+    images_dir: str | Path, eval_fraction: float = DEFAULT_EVAL_FRACTION
+) -> list[SourceImage]:
+    """The MLPerf Tiny ``vw_coco2014_96`` layout: ``person/`` is label 1, ``non_person/`` label 0."""
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise UserError(f"images directory {root} does not exist or is not a directory")
+    out = []
+    for sub, label in (("non_person", 0), ("person", 1)):
+        d = root / sub
+        if not d.is_dir():
+            raise UserError(f"{root} has no {sub}/ folder; the MLPerf Tiny layout is person/ and non_person/")
+        for f in sorted(d.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                key = f"{sub}/{f.name}"
+                out.append(SourceImage(key, str(f), label, assign_split(key, eval_fraction), f.stem))
+    return out

@@ -1,0 +1,239 @@
+"""Latency lookup tables (LUT format v1): loading, validation, pricing. Pure Python: no TensorFlow.
+
+A LUT file is JSON (schema: ``lut_assets/lut.schema.json``)::
+
+    {"format": "edgenas-lut", "version": 1,
+     "metadata": {"device": "cortex-m7", "core": "Cortex-M7", "clock_mhz": 480, "runtime": "tflm",
+                  "kernels": "cmsis-nn", "method": "analytical", "unit": "cycles", "tool_version": "0.1.0",
+                  "date": "2026-11-26", "sources": ["..."]},
+     "entries": [{"key": "<ops.lut_key(...)>", "value": 1234.0, "dispersion": 10.0, "samples": 5}, ...]}
+
+``unit`` is ``cycles`` for MCU tables (scaled by the clock, so ``clock_mhz`` can be overridden at use) and ``us``
+for host tables. Entries are keyed at TFLite-operator granularity by ``edgenas_keras.ops.lut_key``.
+
+Shipped tables live in ``lut_assets/`` with a ``manifest.json`` of sha256 checksums that ``load_device``
+verifies. A LUT may also carry an analytical model (``model`` in the metadata) that prices keys the table does
+not list; measured tables do not, and a missing key is an error that lists the keys and the build command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgenas_keras.errors import MissingLutKeysError, UserError
+
+FORMAT = "edgenas-lut"
+VERSION = 1
+UNITS = ("cycles", "us")
+METHODS = ("measured", "analytical", "fixture")
+REQUIRED_META = ("device", "core", "clock_mhz", "runtime", "kernels", "method", "unit", "tool_version", "date",
+                 "sources")
+
+
+def assets_dir() -> Path:
+    """The shipped ``lut_assets/`` folder (next to the packages in a checkout or editable install)."""
+    return Path(__file__).resolve().parent.parent / "lut_assets"
+
+
+@dataclass(frozen=True)
+class LutEntry:
+    value: float
+    dispersion: float
+    samples: int
+
+
+@dataclass
+class Lut:
+    metadata: dict
+    entries: dict[str, LutEntry]
+    sha256: str = ""
+    source: str = "<memory>"
+    # Prices keys the table does not list (analytical devices); None for measured tables.
+    estimator: Callable[[str], float] | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> str:
+        return self.metadata["device"]
+
+    @property
+    def unit(self) -> str:
+        return self.metadata["unit"]
+
+    @property
+    def clock_mhz(self) -> float:
+        return float(self.metadata["clock_mhz"])
+
+    def with_clock(self, clock_mhz: float | None) -> Lut:
+        """A view of this LUT at another clock (cycle tables only; host tables are in microseconds)."""
+        if clock_mhz is None:
+            return self
+        if not (isinstance(clock_mhz, (int, float)) and math.isfinite(clock_mhz) and clock_mhz > 0):
+            raise UserError(f"--clock-mhz must be a positive number, got {clock_mhz}")
+        if self.unit != "cycles":
+            raise UserError(f"LUT {self.source} is in {self.unit}, measured at a fixed clock: --clock-mhz does "
+                            "not apply to it")
+        meta = dict(self.metadata, clock_mhz=float(clock_mhz))
+        return Lut(meta, self.entries, self.sha256, self.source, self.estimator)
+
+    def to_us(self, value: float) -> float:
+        return value / self.clock_mhz if self.unit == "cycles" else value
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        if self.estimator is not None:
+            return []
+        return sorted({k for k in keys if k not in self.entries})
+
+    def require(self, keys: Iterable[str]) -> None:
+        miss = self.missing(keys)
+        if miss:
+            raise MissingLutKeysError(self.source, miss, f"build them with: edgenas lut build --device {self.device}")
+
+    def raw(self, key: str) -> float:
+        """The table's value for ``key`` (cycles or us), from the entries or the analytical estimator."""
+        e = self.entries.get(key)
+        if e is not None:
+            return e.value
+        if self.estimator is not None:
+            return self.estimator(key)
+        raise MissingLutKeysError(self.source, [key], f"build them with: edgenas lut build --device {self.device}")
+
+    def op_us(self, key: str) -> float:
+        return self.to_us(self.raw(key))
+
+    def latency_ms(self, keys: Iterable[str]) -> float:
+        keys = list(keys)
+        self.require(keys)
+        return sum(self.op_us(k) for k in keys) / 1000.0
+
+    # -- serialisation ----------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "metadata": self.metadata,
+                "entries": [{"key": k, "value": e.value, "dispersion": e.dispersion, "samples": e.samples}
+                            for k, e in sorted(self.entries.items())]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
+
+    def save(self, path: str | Path) -> str:
+        """Write atomically; returns the sha256 of the file."""
+        p = Path(path)
+        text = self.dumps()
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def parse(doc, source: str, sha256: str = "") -> Lut:
+    """Validate a decoded LUT document; errors name the file and the entry."""
+    if not isinstance(doc, dict):
+        raise UserError(f"{source}: a LUT must be a JSON object")
+    if doc.get("format") != FORMAT:
+        raise UserError(f"{source}: field 'format' must be {FORMAT!r}, got {doc.get('format')!r}")
+    if doc.get("version") != VERSION:
+        raise UserError(f"{source}: LUT version {doc.get('version')!r} is not supported (this tool reads "
+                        f"version {VERSION})")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict):
+        raise UserError(f"{source}: missing object 'metadata'")
+    for k in REQUIRED_META:
+        if k not in meta:
+            raise UserError(f"{source}: metadata lacks required field {k!r}")
+    if not _positive(meta["clock_mhz"]):
+        raise UserError(f"{source}: metadata.clock_mhz must be a positive finite number")
+    if meta["unit"] not in UNITS:
+        raise UserError(f"{source}: metadata.unit must be one of {UNITS}, got {meta['unit']!r}")
+    if meta["method"] not in METHODS:
+        raise UserError(f"{source}: metadata.method must be one of {METHODS}, got {meta['method']!r}")
+    entries_doc = doc.get("entries")
+    if not isinstance(entries_doc, list):
+        raise UserError(f"{source}: 'entries' must be a list")
+    entries: dict[str, LutEntry] = {}
+    for i, e in enumerate(entries_doc):
+        where = f"{source}: entries[{i}]"
+        if not isinstance(e, dict) or not isinstance(e.get("key"), str) or not e["key"]:
+            raise UserError(f"{where}: needs a non-empty string 'key'")
+        key = e["key"]
+        if key in entries:
+            raise UserError(f"{where}: duplicate key {key!r}")
+        if not _positive(e.get("value")):
+            raise UserError(f"{where} ({key}): value must be a positive finite number, got {e.get('value')!r}")
+        disp = e.get("dispersion", 0.0)
+        if not (isinstance(disp, (int, float)) and math.isfinite(disp) and disp >= 0):
+            raise UserError(f"{where} ({key}): dispersion must be a finite number >= 0")
+        n = e.get("samples", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UserError(f"{where} ({key}): samples must be an integer >= 1")
+        entries[key] = LutEntry(float(e["value"]), float(disp), n)
+    lut = Lut(meta, entries, sha256, source)
+    model = meta.get("model")
+    if model:
+        # Analytical tables name the model that generated them; it also prices shapes they do not list.
+        from edgenas_keras import lut_models  # noqa: PLC0415  (only analytical tables need it)
+
+        lut.estimator = lut_models.estimator_for(meta)
+    return lut
+
+
+def load(path: str | Path) -> Lut:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"LUT file {p} does not exist")
+    raw = p.read_bytes()
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: not valid JSON ({exc})") from None
+    return parse(doc, str(p), hashlib.sha256(raw).hexdigest())
+
+
+def manifest() -> dict:
+    p = assets_dir() / "manifest.json"
+    if not p.is_file():
+        return {"luts": {}}
+    return json.loads(p.read_text())
+
+
+def shipped_devices() -> list[str]:
+    return sorted(manifest().get("luts", {}))
+
+
+def load_device(device: str, clock_mhz: float | None = None) -> Lut:
+    """Load a shipped LUT by device name and verify its checksum against ``lut_assets/manifest.json``."""
+    entry = manifest().get("luts", {}).get(device)
+    if entry is None:
+        known = ", ".join(shipped_devices()) or "none"
+        raise UserError(f"no shipped LUT for device {device!r} (shipped: {known}); pass --lut FILE for your own")
+    path = assets_dir() / entry["file"]
+    lut = load(path)
+    if lut.sha256 != entry["sha256"]:
+        raise UserError(f"{path}: sha256 {lut.sha256[:12]}... does not match lut_assets/manifest.json "
+                        f"({entry['sha256'][:12]}...): the file was modified; rebuild it or restore it")
+    return lut.with_clock(clock_mhz)
+
+
+def resolve(device: str | None = None, lut_file: str | None = None, clock_mhz: float | None = None) -> Lut:
+    """The CLI's ``--device NAME | --lut FILE`` choice."""
+    if bool(device) == bool(lut_file):
+        raise UserError("give exactly one of --device NAME or --lut FILE")
+    lut = load(lut_file) if lut_file else load_device(device)
+    return lut.with_clock(clock_mhz)
+
+
+def update_manifest(device: str, path: Path, sha256: str) -> None:
+    """Record a LUT file and its checksum in ``lut_assets/manifest.json`` (atomically)."""
+    mpath = assets_dir() / "manifest.json"
+    m = manifest()
+    m.setdefault("luts", {})[device] = {"file": path.name, "sha256": sha256}
+    tmp = mpath.with_name("manifest.json.tmp")
+    tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    tmp.replace(mpath)

@@ -1,0 +1,291 @@
+"""Read any ``.tflite`` flatbuffer: operators, tensors, quantisation, and our ``OpGraph`` view of it.
+
+The analyzer, the firmware bundle and the arena measurements work on models nobody on this team trained
+(the reference models in ``../shared/reference_models``), so this reads the file itself with the schema
+module shipped in the tflite-micro wheel rather than trusting a TensorFlow interpreter: no TensorFlow import,
+and the same parse for ours and anyone's. ``TfliteModel.graph()`` converts the operators to
+``edgenas_keras.ops.OpSpec``s with the same key fields ``ops.arch_graph`` produces for our blocks, so one LUT
+prices both.
+
+Shapes in ``OpSpec`` are (H, W, C): a 4-D NHWC tensor drops its batch, lower-rank tensors are padded on the
+left with ones (``[1, 256]`` -> ``(1, 1, 256)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+from edgenas_keras.errors import UserError
+from edgenas_keras.ops import OpGraph, OpSpec
+
+BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+DTYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+OPTIONS_CLASSES = {v: k for k, v in vars(schema.BuiltinOptions).items() if not k.startswith("_")}
+ACTIVATIONS = {0: "none", 1: "relu", 2: "relu_n1_to_1", 3: "relu6", 4: "tanh", 5: "sign_bit"}
+PADDINGS = {0: "same", 1: "valid"}
+# Operators whose input 1 is a weight tensor and input 2 an optional bias.
+WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
+ELEMENTWISE_BINARY = {"ADD", "MUL", "SUB", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM"}
+# Option fields read from whichever options table an operator carries (absent fields are skipped).
+_OPTION_FIELDS = ("Padding", "StrideH", "StrideW", "DilationHFactor", "DilationWFactor", "DepthMultiplier",
+                  "FilterHeight", "FilterWidth", "FusedActivationFunction", "KeepNumDims", "KeepDims", "Beta")
+_ITEMSIZE = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4,
+             "int64": 8, "float64": 8, "complex64": 8}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str                      # 'int8', 'int32', 'float32', ...
+    scale: tuple[float, ...] = ()   # one per channel for per-channel quantisation, () if unquantised
+    zero_point: tuple[int, ...] = ()
+    quantized_dimension: int = 0
+    constant_bytes: int = 0         # size of the tensor's data in the file (0: an activation tensor)
+
+    @property
+    def is_constant(self) -> bool:
+        return self.constant_bytes > 0
+
+    @property
+    def elements(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.elements * _ITEMSIZE.get(self.dtype, 4)
+
+    @property
+    def hwc(self) -> tuple[int, int, int]:
+        return hwc(self.shape)
+
+    def details(self) -> dict:
+        """Interpreter-style details (what a firmware engineer or a caller feeding inputs needs)."""
+        return {"index": self.index, "name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "scale": list(self.scale), "zero_point": list(self.zero_point)}
+
+
+@dataclass(frozen=True)
+class OperatorInfo:
+    index: int
+    op: str                         # builtin name, e.g. 'CONV_2D'
+    inputs: tuple[int, ...]         # tensor indices, -1 for an omitted optional input
+    outputs: tuple[int, ...]
+    options: dict = field(default_factory=dict)   # raw option fields (see _OPTION_FIELDS)
+
+
+def hwc(shape) -> tuple[int, int, int]:
+    """(H, W, C) of a tensor shape: NHWC drops N; lower ranks are padded with leading ones."""
+    s = [int(v) for v in shape]
+    if len(s) >= 4:  # drop the batch; fold any further leading dimensions into H
+        s = [int(np.prod(s[1:-2]))] + s[-2:]
+    s = [1] * (3 - len(s)) + s
+    return (s[0], s[1], s[2])
+
+
+@dataclass(frozen=True)
+class TfliteModel:
+    """One parsed ``.tflite`` (its first subgraph, the one TFLM runs)."""
+
+    source: str                     # the file path, or a label for in-memory bytes (used in messages)
+    size_bytes: int
+    tensors: tuple[TensorInfo, ...]
+    operators: tuple[OperatorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+    @property
+    def op_types(self) -> list[str]:
+        return [o.op for o in self.operators]
+
+    @property
+    def op_set(self) -> list[str]:
+        return sorted(set(self.op_types))
+
+    @property
+    def constant_bytes(self) -> int:
+        return sum(t.constant_bytes for t in self.tensors)
+
+    def input_details(self) -> list[dict]:
+        return [self.tensors[i].details() for i in self.inputs]
+
+    def output_details(self) -> list[dict]:
+        return [self.tensors[i].details() for i in self.outputs]
+
+    def int8_problems(self) -> list[str]:
+        """Why this is not a full-int8 model (empty if it is): int8 inputs, outputs and weights, and no
+        float activations."""
+        problems = []
+        for kind, idx in (("input", self.inputs), ("output", self.outputs)):
+            for i in idx:
+                t = self.tensors[i]
+                if t.dtype != "int8":
+                    problems.append(f"{kind} tensor {t.name!r} is {t.dtype}, not int8")
+        for o in self.operators:
+            if o.op in WEIGHTED_OPS and len(o.inputs) > 1 and o.inputs[1] >= 0:
+                w = self.tensors[o.inputs[1]]
+                if w.dtype != "int8":
+                    problems.append(f"operator {o.index} ({o.op}) has {w.dtype} weights, not int8")
+        floats = [t.name for t in self.tensors if not t.is_constant and t.dtype in ("float32", "float16")]
+        if floats:
+            problems.append(f"{len(floats)} float activation tensor(s), e.g. {floats[0]!r}")
+        return problems
+
+    @property
+    def is_int8(self) -> bool:
+        return not self.int8_problems()
+
+    def require_int8(self) -> TfliteModel:
+        problems = self.int8_problems()
+        if problems:
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UserError(f"{self.source} is not a full-int8 model: {problems[0]}{more}; convert it with "
+                            "full-integer quantisation (TFLITE_BUILTINS_INT8, int8 input and output)")
+        return self
+
+    def op_spec(self, o: OperatorInfo) -> OpSpec:
+        """The ``OpSpec`` of one operator, with the key fields ``ops`` uses for our blocks."""
+        acts = [self.tensors[i] for i in o.inputs if i >= 0 and not self.tensors[i].is_constant]
+        out = self.tensors[o.outputs[0]].hwc if o.outputs else (1, 1, 1)
+        first = acts[0].hwc if acts else out
+        opts = o.options
+        kw: dict = {}
+        if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
+            w = self.tensors[o.inputs[1]]
+            # CONV_2D weights are [O, KH, KW, I], DEPTHWISE_CONV_2D [1, KH, KW, O]: KH is shape[1] in both.
+            kw["kernel"] = max(w.shape[1], w.shape[2])
+            kw["stride"] = max(opts.get("StrideH", 1), opts.get("StrideW", 1))
+            kw["padding"] = PADDINGS.get(opts.get("Padding", 0), "same")
+        elif o.op in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
+            kw["kernel"] = max(opts.get("FilterHeight", 1), opts.get("FilterWidth", 1))
+            kw["stride"] = max(opts.get("StrideH", 1), opts.get("StrideW", 1))
+            kw["padding"] = PADDINGS.get(opts.get("Padding", 0), "same")
+        if "FusedActivationFunction" in opts:
+            kw["activation"] = ACTIVATIONS.get(opts["FusedActivationFunction"], "none")
+        if o.op in ELEMENTWISE_BINARY and len(acts) == 2:
+            a, b = (t.hwc for t in acts)
+            big, small = (a, b) if a[0] * a[1] * a[2] >= b[0] * b[1] * b[2] else (b, a)
+            first = big
+            if small != big and small[0] * small[1] == 1 and big[0] * big[1] > 1:
+                kw["variant"] = "bcast"
+        if o.op in WEIGHTED_OPS:
+            w = self.tensors[o.inputs[1]]
+            kw["weights"] = w.elements
+            kw["quant_channels"] = len(w.scale)
+            if len(o.inputs) > 2 and o.inputs[2] >= 0:
+                kw["bias"] = self.tensors[o.inputs[2]].elements
+        return OpSpec(o.op, first, out, **kw)
+
+    def graph(self) -> OpGraph:
+        """The operators in execution order over the activation tensors (sizes in bytes).
+
+        An operator with several outputs is recorded with its first; the others become tensors with no
+        producer (a cost model then keeps them alive from the start: conservative).
+        """
+        g = OpGraph()
+        ids: dict[int, int] = {}
+
+        def tensor_id(i: int) -> int:
+            if i not in ids:
+                g.tensor_bytes.append(self.tensors[i].nbytes)
+                ids[i] = len(g.tensor_bytes) - 1
+            return ids[i]
+
+        for i in self.inputs:
+            tensor_id(i)
+        g.input_id = ids[self.inputs[0]] if self.inputs else 0
+        for o in self.operators:
+            ins = tuple(tensor_id(i) for i in o.inputs if i >= 0 and not self.tensors[i].is_constant)
+            spec = self.op_spec(o)
+            # OpGraph.add sizes its output from the spec's (H, W, C); record the real byte size instead.
+            out = g.add(spec, ins)
+            g.tensor_bytes[out] = self.tensors[o.outputs[0]].nbytes
+            ids[o.outputs[0]] = out
+            for extra in o.outputs[1:]:
+                tensor_id(extra)
+        if self.outputs and self.outputs[0] in ids:
+            g.output_id = ids[self.outputs[0]]
+        return g
+
+
+def _options(op) -> dict:
+    kind = op.BuiltinOptionsType()
+    cls = getattr(schema, OPTIONS_CLASSES.get(kind, ""), None) if kind else None
+    table = op.BuiltinOptions()
+    if cls is None or table is None:
+        return {}
+    obj = cls()
+    obj.Init(table.Bytes, table.Pos)
+    return {f: getattr(obj, f)() for f in _OPTION_FIELDS if hasattr(obj, f)}
+
+
+def _tensor(model, graph, i: int) -> TensorInfo:
+    t = graph.Tensors(i)
+    q = t.Quantization()
+    scale, zp, qdim = (), (), 0
+    if q is not None and q.ScaleLength():
+        scale = tuple(float(v) for v in q.ScaleAsNumpy())
+        zp = tuple(int(v) for v in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,) * len(scale)
+        qdim = q.QuantizedDimension()
+    size = 0
+    if t.Buffer() > 0:
+        buf = model.Buffers(t.Buffer())
+        # Models over 2 GB keep buffers outside the flatbuffer (offset and size instead of data).
+        size = buf.DataLength() or (buf.Size() if buf.Offset() > 1 else 0)
+    shape = tuple(int(v) for v in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+    return TensorInfo(i, t.Name().decode("utf-8", "replace"), shape, DTYPE_NAMES.get(t.Type(), str(t.Type())),
+                      scale, zp, qdim, int(size))
+
+
+def parse(data: bytes, source: str = "<bytes>") -> TfliteModel:
+    """Parse a ``.tflite`` flatbuffer. A file that is not one (or is truncated) is a ``UserError``."""
+    if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
+        raise UserError(f"{source} is not a TFLite flatbuffer (no 'TFL3' identifier); give a .tflite model file")
+    try:
+        model = schema.Model.GetRootAsModel(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("no subgraph")
+        g = model.Subgraphs(0)
+        tensors = tuple(_tensor(model, g, i) for i in range(g.TensorsLength()))
+        codes = []
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            name = BUILTIN_NAMES[code]
+            codes.append(f"CUSTOM:{oc.CustomCode().decode()}" if name == "CUSTOM" and oc.CustomCode() else name)
+        operators = []
+        for j in range(g.OperatorsLength()):
+            op = g.Operators(j)
+            ins = tuple(int(v) for v in op.InputsAsNumpy()) if op.InputsLength() else ()
+            outs = tuple(int(v) for v in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            if any(i >= len(tensors) for i in ins + outs) or not outs:
+                raise ValueError(f"operator {j} refers to a missing tensor")
+            operators.append(OperatorInfo(j, codes[op.OpcodeIndex()], ins, outs, _options(op)))
+        inputs = tuple(int(v) for v in g.InputsAsNumpy()) if g.InputsLength() else ()
+        outputs = tuple(int(v) for v in g.OutputsAsNumpy()) if g.OutputsLength() else ()
+        if any(i >= len(tensors) for i in inputs + outputs):
+            raise ValueError("a model input or output refers to a missing tensor")
+    except UserError:
+        raise
+    except Exception as exc:  # a damaged flatbuffer fails anywhere inside the generated accessors
+        raise UserError(f"{source} is a damaged TFLite flatbuffer ({type(exc).__name__}: {exc}); "
+                        "re-export the model") from exc
+    return TfliteModel(source, len(data), tensors, tuple(operators), inputs, outputs)
+
+
+def read_model(path: str | Path) -> TfliteModel:
+    """Read and parse a ``.tflite`` file (a missing file is a ``UserError`` naming it)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"model file {p} does not exist or is not a file")
+    return parse(p.read_bytes(), str(p))
+
+
+def read_int8_model(path: str | Path) -> TfliteModel:
+    """``read_model`` that also refuses a model that is not full-int8."""
+    return read_model(path).require_int8()
