@@ -196,7 +196,7 @@ def plan_greedy(sizes: list[int], lifetimes: list[tuple[int, int]]) -> int:
         size, (first, last) = _align(sizes[i]), lifetimes[i]
         if size == 0:
             continue
-        live = sorted((o, e) for o, e, f, l in placed if not (l < first or f > last))
+        live = sorted((o, e) for o, e, f, la in placed if not (la < first or f > last))
         offset = 0
         for o, e in live:
             if offset + size <= o:
