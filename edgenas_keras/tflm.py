@@ -1,0 +1,220 @@
+"""Helpers around the TFLite Micro Python runtime: arena measurement, running, timing, int8 (de)quantisation.
+
+Why these exist:
+- TFLM has no "how much arena do you need" API; its constructor fails when the arena is too small. The
+  minimal arena is found by bisection on ``arena_size``, and each failed attempt prints to stderr from C,
+  below Python's ``sys.stderr``: ``quiet_c_stderr`` silences file descriptor 2 (keeping what was printed, so a
+  real failure can still be reported).
+- The LUT builder times single-operator models; the Python -> C call of ``invoke`` costs microseconds that a
+  microcontroller does not pay, so ``time_invoke`` also reports that per-invoke overhead, measured on a model
+  with one operator on a one-element tensor, for the caller to subtract.
+
+The host is 64-bit: TFLM's persistent structs (tensor and node records, pointers) are larger than on a
+32-bit MCU, so a host arena is an upper bound for the same model on a Cortex-M (kernel-library scratch
+aside; see ``edgenas_keras.bundle``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tflite_micro import runtime
+
+from edgenas_keras.errors import UserError
+from edgenas_keras.tflite_model import parse
+
+ARENA_ALIGNMENT = 16          # TFLM aligns the arena and its buffers to 16 bytes
+_MAX_ARENA = 1 << 30          # give up above 1 GiB: no microcontroller model needs that
+
+
+@contextlib.contextmanager
+def quiet_c_stderr(captured: list[str] | None = None):
+    """Redirect file descriptor 2 (C-level stderr) to a temporary file for the duration of the block.
+
+    What was printed is appended to ``captured`` (when given), so callers can report a real failure.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if captured is not None:
+                sink.seek(0)
+                captured.append(sink.read().decode("utf-8", "replace"))
+
+
+def interpreter(model_bytes: bytes, arena_size: int) -> runtime.Interpreter:
+    """A TFLM interpreter with ``arena_size`` bytes of arena. Raises ``RuntimeError`` (with TFLM's own last
+    message) when the model cannot be allocated in it."""
+    log: list[str] = []
+    try:
+        with quiet_c_stderr(log):
+            return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_size))
+    except Exception as exc:  # TFLM raises RuntimeError; a damaged file fails earlier in Python
+        lines = [ln for ln in "".join(log).splitlines() if ln.strip()]
+        raise RuntimeError(lines[-1] if lines else str(exc)) from exc
+
+
+def _allocates(model_bytes: bytes, arena_size: int) -> bool:
+    try:
+        interpreter(model_bytes, arena_size)
+        return True
+    except RuntimeError:
+        return False
+
+
+def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
+    """The smallest ``arena_size`` with which TFLM allocates the model on this host (exact, by bisection).
+
+    A model TFLM cannot allocate at all (an unsupported operator, a damaged file) is a ``UserError``.
+    """
+    model_bytes = bytes(model_bytes)
+    parse(model_bytes, source)
+    hi = max(64 * 1024, 4 * len(model_bytes))
+    while True:
+        try:
+            interpreter(model_bytes, hi)
+            break
+        except RuntimeError as exc:
+            if hi >= _MAX_ARENA:
+                raise UserError(f"TFLM cannot allocate {source} even with a 1 GiB arena: {exc}") from exc
+            hi *= 4
+    lo = 0   # invariant: lo fails (or is 0), hi allocates
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _allocates(model_bytes, mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def default_arena(model_bytes: bytes) -> int:
+    """An arena that comfortably fits any microcontroller-sized model (for runs where size does not matter)."""
+    return max(4 << 20, 10 * len(model_bytes))
+
+
+class Runner:
+    """One allocated interpreter, invoked many times (evaluating a data set, timing)."""
+
+    def __init__(self, model_bytes: bytes, arena_size: int | None = None, source: str = "model"):
+        model = parse(bytes(model_bytes), source)
+        self.arena_size = int(arena_size or default_arena(model_bytes))
+        try:
+            self.interpreter = interpreter(model_bytes, self.arena_size)
+        except RuntimeError as exc:
+            raise UserError(f"TFLM cannot allocate {source} in {self.arena_size} bytes: {exc}") from exc
+        self.inputs = [self.interpreter.get_input_details(i) for i in range(len(model.inputs))]
+        self.n_outputs = len(model.outputs)
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        """Set every input (already quantised, the model's dtype), invoke, return every output."""
+        if len(inputs) != len(self.inputs):
+            raise ValueError(f"model takes {len(self.inputs)} input(s), got {len(inputs)}")
+        for i, (x, d) in enumerate(zip(inputs, self.inputs)):
+            self.interpreter.set_input(np.asarray(x, dtype=d["dtype"]).reshape(d["shape"]), i)
+        self.interpreter.invoke()
+        return [self.interpreter.get_output(i).copy() for i in range(self.n_outputs)]
+
+
+def run(model_bytes: bytes, inputs, arena_size: int | None = None) -> list[np.ndarray]:
+    """Run the model once on ``inputs`` (one array, or a list with one array per model input)."""
+    xs = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    return Runner(model_bytes, arena_size)(*xs)
+
+
+@dataclass(frozen=True)
+class InvokeTiming:
+    median_s: float      # median wall time of one ``invoke()``
+    overhead_s: float    # the same on a one-operator, one-element model: the interpreter's per-invoke cost
+
+    @property
+    def net_s(self) -> float:
+        """The model's own time: median minus the interpreter overhead (never below zero)."""
+        return max(0.0, self.median_s - self.overhead_s)
+
+
+def _median_invoke_s(runner: Runner, repeats: int, warmup: int) -> float:
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(runner.inputs):
+        info = np.iinfo(d["dtype"]) if np.issubdtype(d["dtype"], np.integer) else None
+        x = (rng.integers(info.min, info.max + 1, size=d["shape"]) if info is not None
+             else rng.standard_normal(d["shape"]))
+        runner.interpreter.set_input(x.astype(d["dtype"]), i)
+    invoke = runner.interpreter.invoke
+    for _ in range(warmup):
+        invoke()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        invoke()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def trivial_model_bytes() -> bytes:
+    """An int8 model with one RESHAPE of a one-element tensor: the cheapest thing TFLM can invoke."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
+
+    def tensor(name: str, buffer: int, shape, dtype) -> s.TensorT:
+        t = s.TensorT()
+        t.name, t.buffer, t.shape, t.type = name.encode(), buffer, list(shape), dtype
+        if dtype == s.TensorType.INT8:
+            t.quantization = s.QuantizationParametersT()
+            t.quantization.scale, t.quantization.zeroPoint = [1.0], [0]
+        return t
+
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.RESHAPE
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1], [2]
+    graph = s.SubGraphT()
+    graph.tensors = [tensor("x", 0, (1, 1), s.TensorType.INT8), tensor("shape", 1, (2,), s.TensorType.INT32),
+                     tensor("y", 0, (1, 1), s.TensorType.INT8)]
+    graph.inputs, graph.outputs, graph.operators = [0], [2], [op]
+    empty, shape = s.BufferT(), s.BufferT()
+    shape.data = list(np.array([1, 1], dtype="<i4").tobytes())
+    model = s.ModelT()
+    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
+    model.buffers = [empty, shape]
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+@functools.cache
+def invoke_overhead_s(repeats: int = 2000, warmup: int = 200) -> float:
+    """Median per-invoke cost of the interpreter itself (measured once per process)."""
+    return _median_invoke_s(Runner(trivial_model_bytes(), 64 * 1024), repeats, warmup)
+
+
+def time_invoke(model_bytes: bytes, repeats: int = 50, warmup: int = 5,
+                arena_size: int | None = None) -> InvokeTiming:
+    """Median seconds per ``invoke()`` of the model on random int8 inputs, and the interpreter overhead."""
+    median = _median_invoke_s(Runner(model_bytes, arena_size), repeats, warmup)
+    return InvokeTiming(median, invoke_overhead_s())
+
+
+def quantize(x, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
+    """Float -> integer with the tensor's affine quantisation: clip(round(x / scale) + zero_point)."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q, scale: float, zero_point: int) -> np.ndarray:
+    """Integer -> float: (q - zero_point) * scale."""
+    return (np.asarray(q, dtype=np.float32) - np.float32(zero_point)) * np.float32(scale)
