@@ -43,6 +43,7 @@ class FaultProxy:
         self.target_port = target_port
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.corrupt_downloads: str | None = None  # regex: flip a byte of matching media downloads
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,9 +71,14 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                drop = {"transfer-encoding", "connection", "content-length"}
+                if (proxy.corrupt_downloads and "/download/" in self.path and data
+                        and re.search(proxy.corrupt_downloads, self.path)):
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                    drop.add("x-goog-hash")  # a store that corrupts silently, so only our sha256 check can tell
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    if k.lower() not in drop:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
