@@ -33,3 +33,25 @@ def existing_dir(path: str, what: str) -> Path:
 
 def progress_write(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def load_space(path: str | None):
+    """The shipped search space, or a user's YAML (errors become one-line user errors)."""
+    from edgenas_keras.space import SearchSpace
+
+    try:
+        return SearchSpace.load(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(f"search space: {exc}") from None
+
+
+def parse_arch(text: str, space):
+    """Decode an architecture string and check it against ``space``; errors name the bad token."""
+    from edgenas_keras.space import decode
+
+    try:
+        arch = decode(text)
+        space.check(arch)
+    except ValueError as exc:
+        raise UserError(f"architecture {text!r}: {exc}") from None
+    return arch

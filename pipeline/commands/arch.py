@@ -1,0 +1,51 @@
+"""``edgenas arch check``: predicted latency, peak SRAM, flash, MACs and parameters of one architecture."""
+
+from __future__ import annotations
+
+from pipeline.commands._util import emit, load_space, parse_arch
+
+
+def register(sub) -> None:
+    p = sub.add_parser("arch", help="work with architecture strings")
+    asub = p.add_subparsers(dest="arch_command", metavar="SUBCOMMAND")
+    asub.required = True
+    chk = asub.add_parser(
+        "check", help="price one architecture on a device's LUT",
+        description="Predict latency (from the device LUT), peak SRAM (the TFLM arena), flash, MACs and "
+        "parameters of one architecture. ARCH is an architecture string such as "
+        "ir_k3_e4_c16-dws_k5_c24-skip-ir_k3_e6_se4_c32-dws_k3_c32-ir_k5_e2_c48-skip.")
+    chk.add_argument("arch", metavar="ARCH", help="architecture string")
+    g = chk.add_mutually_exclusive_group(required=True)
+    g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
+    g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1)")
+    chk.add_argument("--resolution", type=int, help="input resolution (default: the space's)")
+    chk.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
+    chk.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
+    chk.add_argument("--json", action="store_true", help="print one JSON object")
+    chk.set_defaults(func=cmd_check)
+
+
+def cmd_check(args) -> int:
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras.cost import arch_cost
+    from edgenas_keras.errors import UserError
+
+    space = load_space(args.space)
+    if args.resolution is not None and args.resolution <= 0:
+        raise UserError(f"--resolution must be positive, got {args.resolution}")
+    if args.resolution:
+        try:
+            space = space.with_resolution(args.resolution)
+        except ValueError as exc:
+            raise UserError(f"--resolution {args.resolution}: {exc}") from None
+    arch = parse_arch(args.arch, space)
+    lut = lutmod.resolve(args.device, args.lut, args.clock_mhz)
+    cost = arch_cost(space, arch, lut)
+    obj = {"arch": str(arch), "device": lut.device, "lut_sha256": lut.sha256, "resolution": space.resolution,
+           **cost.as_dict()}
+    human = (f"{arch}\n  device      {lut.device} ({lut.metadata.get('method')}, {lut.clock_mhz:g} MHz)\n"
+             f"  latency     {cost.latency_ms:.3f} ms\n  peak SRAM   {cost.sram_bytes / 1024:.1f} KiB "
+             f"({cost.sram_bytes} B)\n  flash       {cost.flash_bytes / 1024:.1f} KiB ({cost.flash_bytes} B)\n"
+             f"  MACs        {cost.macs / 1e6:.2f} M\n  params      {cost.params}")
+    emit(args, obj, human)
+    return 0

@@ -1,0 +1,42 @@
+"""``edgenas space show``: the search space, its per-block choices and exact cardinality."""
+
+from __future__ import annotations
+
+from pipeline.commands._util import emit, load_space
+
+
+def register(sub) -> None:
+    p = sub.add_parser("space", help="inspect the search space")
+    ssub = p.add_subparsers(dest="space_command", metavar="SUBCOMMAND")
+    ssub.required = True
+    show = ssub.add_parser("show", help="per-block choices and the exact cardinality",
+                           description="Show the search space: stem, per-block stride, input resolution and "
+                           "choices, head, and the exact number of architectures.")
+    show.add_argument("--space", metavar="FILE", help="a search-space YAML (default: the shipped space)")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(func=cmd_show)
+
+
+def cmd_show(args) -> int:
+    space = load_space(args.space)
+    blocks = [{"index": s.index + 1, "stride": s.stride, "in_resolution": s.in_res, "ops": list(s.ops),
+               "choices": {k: list(v) for k, v in s.choices.items() if k != "op"}, "cardinality": s.cardinality}
+              for s in space.slots]
+    obj = {"name": space.name, "num_blocks": space.num_blocks, "cardinality": space.cardinality,
+           "resolution": space.resolution, "in_channels": space.in_channels,
+           "stem": {"out_channels": space.stem_channels, "kernel": space.stem_kernel, "stride": space.stem_stride},
+           "blocks": blocks, "num_classes": space.num_classes}
+    lines = [f"search space {space.name}: {space.num_blocks} blocks, input {space.resolution}x{space.resolution}"
+             f"x{space.in_channels}",
+             f"stem: CONV_2D {space.stem_kernel}x{space.stem_kernel}/{space.stem_stride} -> {space.stem_channels} ch",
+             f"{'block':>5} {'stride':>6} {'in res':>6}  {'ops':<14} {'kernel':<9} {'expansion':<9} {'se':<8} "
+             f"{'channels':<18} {'configs':>7}"]
+    for b in blocks:
+        c = b["choices"]
+        lines.append(f"{b['index']:>5} {b['stride']:>6} {b['in_resolution']:>6}  {','.join(b['ops']):<14} "
+                     f"{','.join(map(str, c['kernel'])):<9} {','.join(map(str, c['expansion'])):<9} "
+                     f"{','.join(map(str, c['se'])):<8} {','.join(map(str, c['channels'])):<18} {b['cardinality']:>7}")
+    lines.append(f"head: MEAN -> FULLY_CONNECTED({space.num_classes}) -> SOFTMAX")
+    lines.append(f"cardinality: {space.cardinality} (= {space.cardinality:.3e}; product of the per-block counts)")
+    emit(args, obj, "\n".join(lines))
+    return 0
