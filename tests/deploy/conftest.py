@@ -89,7 +89,7 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def fail(self, method: str, path_re: str, status: int, skip: int = 0, times: int = 1) -> Fault:
         fault = Fault(method, path_re, status, skip, times)

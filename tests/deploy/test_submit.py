@@ -1,0 +1,140 @@
+"""Submission with the real kfp 2.5 client against a stand-in of the KFP v2beta1 REST API on 127.0.0.1.
+
+The pipeline is a small KFP v2 pipeline compiled here with kfp's own compiler (schema 2.1.0), so these
+tests do not depend on the EdgeNAS pipeline's compiler. What a CI user notices: the run or recurring run
+exists on the server with our spec, typed parameters and a six-field cron; re-submitting a schedule does
+not stack schedules; mistakes fail before reaching the cluster, as one line.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the component's annotations as real types.
+import pytest
+import yaml
+from kfp_standin import KfpStandIn
+
+from deploy.kfp_submit import normalize_cron, submit_pipeline
+from edgenas_keras.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.10-slim")
+    def train(epochs: int, lr: float, device: str, quick: bool) -> str:
+        return f"{device}:{epochs}:{lr}:{quick}"
+
+    @dsl.pipeline(name="edgenas-tiny")
+    def tiny(epochs: int = 1, lr: float = 0.1, device: str = "cortex-m7", quick: bool = False):
+        train(epochs=epochs, lr=lr, device=device, quick=quick)
+
+    path = tmp_path_factory.mktemp("pkg") / "pipeline.yaml"
+    compiler.Compiler().compile(tiny, str(path))
+    return path
+
+
+@pytest.fixture
+def kfp_api(monkeypatch):
+    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN", "KF_PIPELINES_COOKIES",
+                "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME", "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    server = KfpStandIn(token="s3cret").start()
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "s3cret")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_api):
+    result = submit_pipeline(
+        package, host=kfp_api.url, experiment="edgenas-ci", run_name="nightly 42",
+        params=["epochs=3", "lr=0.05", "device=cortex-m4", "quick=true"],
+    )
+    assert result.kind == "run"
+    assert result.url == f"{kfp_api.url}/#/runs/details/{result.id}"
+    run = kfp_api.runs[result.id]
+    assert run["display_name"] == "nightly 42"
+    assert run["pipeline_spec"] == yaml.safe_load(package.read_text())
+    assert run["runtime_config"]["parameters"] == {"epochs": 3, "lr": 0.05, "device": "cortex-m4", "quick": True}
+    assert kfp_api.experiments[run["experiment_id"]]["display_name"] == "edgenas-ci"
+
+    # A second run goes to the same experiment, not a new one.
+    again = submit_pipeline(package, host=kfp_api.url, experiment="edgenas-ci")
+    assert kfp_api.runs[again.id]["experiment_id"] == run["experiment_id"] and len(kfp_api.experiments) == 1
+    assert kfp_api.runs[again.id]["display_name"].startswith("edgenas-tiny ")
+
+
+def test_recurring_run_with_cron_replaces_the_previous_schedule(package, kfp_api):
+    first = submit_pipeline(package, host=kfp_api.url, experiment="edgenas-ci", run_name="weekly",
+                            params=["epochs=2"], schedule="0 3 * * 1")
+    assert first.kind == "recurring_run" and first.schedule == "0 0 3 * * 1"
+    job = kfp_api.recurring_runs[first.id]
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert job["mode"] == "ENABLE" and int(job["max_concurrency"]) == 1
+    assert job["no_catchup"] is True
+    assert job["pipeline_spec"]["pipelineInfo"]["name"] == "edgenas-tiny"
+    assert job["runtime_config"]["parameters"] == {"epochs": 2}
+    assert first.url == f"{kfp_api.url}/#/recurringrun/details/{first.id}"
+
+    second = submit_pipeline(package, host=kfp_api.url, experiment="edgenas-ci", run_name="weekly",
+                             schedule="30 0 4 * * *")
+    assert second.replaced == (first.id,)
+    assert list(kfp_api.recurring_runs) == [second.id]
+    assert kfp_api.recurring_runs[second.id]["trigger"]["cron_schedule"]["cron"] == "30 0 4 * * *"
+
+
+def test_namespace_reaches_the_experiment(package, kfp_api):
+    result = submit_pipeline(package, host=kfp_api.url, experiment="team-a", namespace="edge-ml")
+    exp = kfp_api.experiments[kfp_api.runs[result.id]["experiment_id"]]
+    assert exp["namespace"] == "edge-ml"
+    assert ("GET", "/apis/v2beta1/healthz") not in kfp_api.requests  # kfp skips it when a namespace is given
+
+
+def test_host_and_experiment_from_the_environment(package, kfp_api, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", kfp_api.url)
+    monkeypatch.setenv("KF_PIPELINES_DEFAULT_EXPERIMENT_NAME", "from-env")
+    result = submit_pipeline(package)
+    assert kfp_api.experiments[kfp_api.runs[result.id]["experiment_id"]]["display_name"] == "from-env"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"params": ["epochs=three"]}, "epochs=three: not a valid NUMBER_INTEGER"),
+        ({"params": ["epoch=3"]}, "no such parameter .*epochs, lr, quick"),
+        ({"params": ["epochs"]}, "must be KEY=VALUE"),
+        ({"schedule": "0 3 * *"}, "has 4 fields; KFP cron needs six"),
+    ],
+)
+def test_mistakes_fail_before_anything_is_submitted(package, kfp_api, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        submit_pipeline(package, host=kfp_api.url, **kwargs)
+    assert kfp_api.requests == []
+
+
+def test_refused_token_is_a_user_error(package, kfp_api, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "wrong")
+    with pytest.raises(UserError, match="refused the request \\(401\\).*KF_PIPELINES_TOKEN"):
+        submit_pipeline(package, host=kfp_api.url, namespace="edge-ml")
+    assert kfp_api.runs == {}
+
+
+def test_package_that_is_not_schema_2_1_is_rejected(package, tmp_path, kfp_api):
+    spec = yaml.safe_load(package.read_text())
+    spec["schemaVersion"] = "2.0.0"
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(spec))
+    with pytest.raises(UserError, match="accepts 2.1.0 only"):
+        submit_pipeline(old, host=kfp_api.url)
+    as_json = tmp_path / "x.json"
+    as_json.write_text("{}")
+    with pytest.raises(UserError, match="must be a .yaml"):
+        submit_pipeline(as_json, host=kfp_api.url)
+    assert kfp_api.requests == []
+
+
+def test_cron_normalization():
+    assert normalize_cron("0 3 * * 1") == "0 0 3 * * 1"
+    assert normalize_cron(" 0  0 3 * * 1 ") == "0 0 3 * * 1"
+    with pytest.raises(UserError):
+        normalize_cron("0 0 0 3 * * 1")
