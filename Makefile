@@ -22,7 +22,8 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 test: setup lint
-	$(VENV)/bin/pytest -q tests
+	@$(VENV)/bin/pytest -q tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; exit $$rc
 
 lock:
 	$(VENV)/bin/uv pip compile requirements.in --python-version 3.10 \
