@@ -79,7 +79,7 @@ def normalize_cron(expr: str) -> str:
         fields = ["0", *fields]
     if len(fields) != 6:
         raise UserError(
-            f"schedule {expr!r} has {len(expr.split())} fields; KFP cron needs six, seconds first "
+            f"schedule {expr!r} has {len(expr.split())} field(s); KFP cron needs six, seconds first "
             "(e.g. '0 0 3 * * 1' for Mondays 03:00), or give a classic five-field cron ('0 3 * * 1')"
         )
     return " ".join(fields)
@@ -89,7 +89,9 @@ def load_pipeline_spec(path: str | os.PathLike) -> dict:
     """The pipeline spec (first YAML document) of a compiled package, checked to be a KFP v2 spec."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"pipeline package {path} does not exist or is not a file; run `edgenas compile` first")
+        raise UserError(
+            f"pipeline package {path} does not exist or is not a file; run `edgenas compile` first"
+        )
     if p.suffix not in (".yaml", ".yml"):
         raise UserError(f"pipeline package {path} must be a .yaml file (a .json is a Vertex PipelineJob)")
     try:
@@ -174,7 +176,9 @@ def _kfp_errors(host: str):
             ) from exc
         if exc.status == 404:
             raise UserError(f"{host} has no Kubeflow Pipelines v2beta1 API (404); check --host") from exc
-        raise UserError(f"Kubeflow Pipelines at {host} rejected the request ({exc.status}): {detail}") from exc
+        raise UserError(
+            f"Kubeflow Pipelines at {host} rejected the request ({exc.status}): {detail}"
+        ) from exc
     except (urllib3.exceptions.HTTPError, TimeoutError, OSError) as exc:
         raise UserError(f"cannot reach Kubeflow Pipelines at {host}: {exc}") from exc
 
@@ -251,7 +255,9 @@ def _recurring_runs_named(client, experiment_id: str, name: str) -> list[str]:
     flt = json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
     ids, token = [], ""
     while True:
-        page = client.list_recurring_runs(experiment_id=experiment_id, filter=flt, page_token=token, page_size=100)
+        page = client.list_recurring_runs(
+            experiment_id=experiment_id, filter=flt, page_token=token, page_size=100
+        )
         ids += [r.recurring_run_id for r in page.recurring_runs or [] if r.display_name == name]
         token = page.next_page_token
         if not token:

@@ -15,13 +15,16 @@ Why this shape:
   local folder is renamed in one step; GCS objects are copied server-side, the marker after the rest).
   A version folder without ``PUSHED.json`` is an interrupted push and is never pointed to by ``LATEST``.
 - The version name is ``<UTC time to the minute>-<first 8 hex of the content hash>``: sortable by time,
-  and two pushes of the same bytes are recognised by their hash. Pushing content that already has a complete
-  version creates nothing new; it returns that version (and points ``LATEST`` back at it if needed, so
-  ``LATEST`` is always the most recently pushed model).
-- The content hash is the sha256 of the ``sha256sum``-style listing ``<sha256>  <relative path>`` of every
-  file, sorted by path, so anyone can recompute it with standard tools.
-- If the bundle carries a ``manifest.json`` with ``{"files": {"<relative path>": {"sha256": "<hex>"}}}``,
-  every listed file must exist and match before anything is uploaded: a corrupt bundle is never pushed.
+  and two pushes of the same model are recognised by their hash. Pushing content that already has a
+  complete version creates nothing new; it returns that version (and points ``LATEST`` back at it if
+  needed, so ``LATEST`` is always the most recently pushed model).
+- The content hash is the sha256 of the ``sha256sum``-style listing ``<sha256>  <relative path>``, sorted by
+  path, of every file except the bundle's ``manifest.json``: that file is provenance (source path, git
+  revision, tool versions) and differs between two runs that produce byte-identical firmware files, which
+  must count as the same model. The manifest is still pushed, checked and listed in ``PUSHED.json``.
+- If the bundle carries a ``manifest.json`` (edgenas_keras.bundle writes one) with ``{"files": {"<relative
+  path>": "<sha256>"}}``, every listed file must exist and match before anything is uploaded: a corrupt
+  bundle is never pushed.
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def content_hash(files: dict[str, str]) -> str:
-    """sha256 of the sorted ``sha256sum`` listing of ``{relative path: sha256}``."""
-    listing = "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files))
+    """sha256 of the sorted ``sha256sum`` listing of ``{relative path: sha256}``, manifest.json excluded."""
+    listing = "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files) if rel != BUNDLE_MANIFEST)
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
@@ -97,23 +100,26 @@ def scan_bundle(bundle_dir: Path) -> dict[str, str]:
     if not files:
         raise UserError(f"bundle {bundle_dir} is empty; nothing to push")
     if MARKER in files:
-        raise UserError(f"bundle {bundle_dir} contains {MARKER}, a name the pusher reserves; rename that file")
+        raise UserError(
+            f"bundle {bundle_dir} contains {MARKER}, a name the pusher reserves; rename that file"
+        )
     manifest_path = bundle_dir / BUNDLE_MANIFEST
     if manifest_path.is_file():
         try:
             listed = json.loads(manifest_path.read_text()).get("files", {})
         except (json.JSONDecodeError, AttributeError) as exc:
             raise UserError(f"bundle manifest {manifest_path} is not a JSON object: {exc}") from exc
-        for rel, entry in listed.items() if isinstance(listed, dict) else ():
-            want = entry.get("sha256") if isinstance(entry, dict) else None
-            if want is None:
-                continue
+        if not isinstance(listed, dict):
+            raise UserError(f"bundle manifest {manifest_path}: 'files' must map file names to sha256")
+        for rel, want in listed.items():
             if rel not in files:
-                raise UserError(f"bundle {bundle_dir} lacks {rel}, listed in {BUNDLE_MANIFEST}; rebuild the bundle")
+                raise UserError(
+                    f"bundle {bundle_dir} lacks {rel}, listed in {BUNDLE_MANIFEST}; rebuild the bundle"
+                )
             if files[rel] != want:
                 raise UserError(
                     f"bundle file {bundle_dir / rel} does not match {BUNDLE_MANIFEST} (sha256 {files[rel][:12]}... "
-                    f"vs {want[:12]}...); the bundle is corrupt, rebuild it"
+                    f"vs {str(want)[:12]}...); the bundle is corrupt, rebuild it"
                 )
     return files
 
@@ -146,7 +152,9 @@ def read_latest(dest: str, model_name: str, device: str) -> dict | None:
     return json.loads(data) if data is not None else None
 
 
-def push_bundle(bundle_dir, dest: str, model_name: str, device: str, now: datetime | None = None) -> PushResult:
+def push_bundle(
+    bundle_dir, dest: str, model_name: str, device: str, now: datetime | None = None
+) -> PushResult:
     """Publish ``bundle_dir`` as a new version under ``dest/model_name/device`` (or return the identical one).
 
     ``now`` fixes the version's timestamp (default: the current UTC time). Raises UserError for a bad bundle,
@@ -186,7 +194,9 @@ def push_bundle(bundle_dir, dest: str, model_name: str, device: str, now: dateti
                 "version": version,
                 "content_sha256": digest,
                 "pushed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "files": {rel: {"sha256": files[rel], "bytes": (bundle_dir / rel).stat().st_size} for rel in files},
+                "files": {
+                    rel: {"sha256": files[rel], "bytes": (bundle_dir / rel).stat().st_size} for rel in files
+                },
             }
             store.put_bytes(f"{staging}/{MARKER}", json.dumps(marker, indent=2, sort_keys=True).encode())
             store.publish(staging, final, last=MARKER)

@@ -48,7 +48,9 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
         if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"destination {root} exists and is not a directory; give a folder or gs://bucket/prefix")
+            raise UserError(
+                f"destination {root} exists and is not a directory; give a folder or gs://bucket/prefix"
+            )
 
     def url(self, key: str = "") -> str:
         return str(self.root / key) if key else str(self.root)
@@ -99,8 +101,8 @@ class LocalStore:
     def publish(self, staging: str, final: str, last: str) -> None:
         """Rename the staged folder to ``final`` in one step (``last`` is already inside it)."""
         src, dst = self._path(_norm_prefix(staging)), self._path(_norm_prefix(final))
-        if dst.exists():  # an incomplete leftover of the same version name: the caller checked it has no marker
-            shutil.rmtree(dst)
+        if dst.exists():
+            shutil.rmtree(dst)  # an incomplete leftover of this version name (the caller checked: no marker)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.rename(src, dst)
 
@@ -139,7 +141,9 @@ class GcsStore:
             return fn(*args, **kwargs)
         except gexc.NotFound as exc:
             if "bucket" in str(exc).lower():
-                raise UserError(f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest") from exc
+                raise UserError(
+                    f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest"
+                ) from exc
             raise
         except gexc.Forbidden as exc:
             raise UserError(
@@ -196,7 +200,9 @@ class GcsStore:
         for key in [k for k in keys if k != last_key] + [last_key]:
             rel = key[len(staging) + 1 :]
             src = self.bucket.blob(self._name(key))
-            self._call(self.bucket.copy_blob, src, self.bucket, self._name(_join(final, rel)), retry=self.retry)
+            self._call(
+                self.bucket.copy_blob, src, self.bucket, self._name(_join(final, rel)), retry=self.retry
+            )
 
 
 def open_store(dest: str) -> LocalStore | GcsStore:

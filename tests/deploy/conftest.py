@@ -59,7 +59,9 @@ class FaultProxy:
                             fault.skip -= 1
                         elif fault.served < fault.times:
                             fault.served += 1
-                            payload = json.dumps({"error": {"code": fault.status, "message": "injected"}}).encode()
+                            payload = json.dumps(
+                                {"error": {"code": fault.status, "message": "injected"}}
+                            ).encode()
                             self.send_response(fault.status)
                             self.send_header("Content-Type", "application/json")
                             self.send_header("Content-Length", str(len(payload)))
@@ -72,10 +74,15 @@ class FaultProxy:
                 resp = conn.getresponse()
                 data = resp.read()
                 drop = {"transfer-encoding", "connection", "content-length"}
-                if (proxy.corrupt_downloads and "/download/" in self.path and data
-                        and re.search(proxy.corrupt_downloads, self.path)):
+                if (
+                    proxy.corrupt_downloads
+                    and "/download/" in self.path
+                    and data
+                    and re.search(proxy.corrupt_downloads, self.path)
+                ):
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
-                    drop.add("x-goog-hash")  # a store that corrupts silently, so only our sha256 check can tell
+                    # A store that corrupts silently: no MD5 header, so only our sha256 check can tell.
+                    drop.add("x-goog-hash")
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
                     if k.lower() not in drop:
@@ -89,7 +96,9 @@ class FaultProxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def fail(self, method: str, path_re: str, status: int, skip: int = 0, times: int = 1) -> Fault:
         fault = Fault(method, path_re, status, skip, times)

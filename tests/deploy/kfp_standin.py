@@ -55,7 +55,9 @@ def _display_name_filter(query: dict) -> str | None:
 def _check_spec(body: dict) -> dict:
     spec = body.get("pipeline_spec")
     if not isinstance(spec, dict):
-        raise ApiError(400, "pipeline_spec is required (no pipeline_version_reference support in the stand-in)")
+        raise ApiError(
+            400, "pipeline_spec is required (no pipeline_version_reference support in the stand-in)"
+        )
     if spec.get("schemaVersion") != "2.1.0":
         raise ApiError(400, f"unsupported pipeline spec schema version {spec.get('schemaVersion')!r}")
     name = spec.get("pipelineInfo", {}).get("name", "")
@@ -98,7 +100,10 @@ class KfpStandIn:
                         body = json.loads(raw) if raw else {}
                         status, payload = standin.route(self.command, url.path, parse_qs(url.query), body)
                     except ApiError as exc:
-                        status, payload = exc.status, {"error": str(exc), "code": exc.status, "message": str(exc)}
+                        status, payload = (
+                            exc.status,
+                            {"error": str(exc), "code": exc.status, "message": str(exc)},
+                        )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -110,7 +115,9 @@ class KfpStandIn:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def start(self) -> KfpStandIn:
         self._thread.start()
@@ -153,7 +160,8 @@ class KfpStandIn:
             name = _display_name_filter(query)
             ns = query.get("namespace", [None])[0]
             found = [
-                e for e in self.experiments.values()
+                e
+                for e in self.experiments.values()
                 if (name is None or e["display_name"] == name) and (not ns or e["namespace"] == ns)
             ]
             return 200, ({"experiments": found, "total_size": len(found)} if found else {})
@@ -210,8 +218,10 @@ class KfpStandIn:
             name = _display_name_filter(query)
             exp_id = query.get("experiment_id", [None])[0]
             found = [
-                j for j in self.recurring_runs.values()
-                if (name is None or j["display_name"] == name) and (not exp_id or j["experiment_id"] == exp_id)
+                j
+                for j in self.recurring_runs.values()
+                if (name is None or j["display_name"] == name)
+                and (not exp_id or j["experiment_id"] == exp_id)
             ]
             return 200, ({"recurringRuns": found, "total_size": len(found)} if found else {})
         if ident in self.recurring_runs:

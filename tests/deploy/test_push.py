@@ -27,16 +27,23 @@ REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 26, 17, 12, tzinfo=timezone.utc)
 
 
-def make_bundle(root: Path, seed: int, big: int = 0) -> Path:
-    """A small firmware-like bundle; ``big`` adds a file of that many bytes sorted after the others."""
+def make_bundle(root: Path, seed: int, big: int = 0, source: str = "run-1/model.tflite") -> Path:
+    """A small bundle in the layout of edgenas_keras.bundle (manifest.json: provenance + sha256 of each file);
+    ``big`` adds a file of that many bytes sorted after the others."""
     root.mkdir(parents=True)
     (root / "model.tflite").write_bytes(bytes((seed * 7 + i) % 256 for i in range(3000)))
     (root / "src").mkdir()
-    (root / "src" / "model_data.cc").write_text(f"// seed {seed}\nconst unsigned char g_model[] = {{1, 2, 3}};\n")
+    (root / "src" / "model_data.cc").write_text(
+        f"// seed {seed}\nconst unsigned char g_model[] = {{1, 2, 3}};\n"
+    )
     if big:
         (root / "zz_large.bin").write_bytes(os.urandom(big))
-    files = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
-    (root / "manifest.json").write_text(json.dumps({"files": {k: {"sha256": v} for k, v in files.items()}}))
+    files = {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+    (root / "manifest.json").write_text(json.dumps({"model": {"source": source}, "files": files}))
     return root
 
 
@@ -52,11 +59,19 @@ def read_tree(dest: str) -> dict[str, bytes]:
             for b in client.list_blobs(bucket, prefix=prefix + "/")
         }
     root = Path(dest)
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()} if root.exists() else {}
+    return (
+        {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+        if root.exists()
+        else {}
+    )
 
 
 def complete_versions(tree: dict[str, bytes], base: str = "vww/cortex-m7") -> set[str]:
-    return {k.split("/")[2] for k in tree if k.startswith(base + "/") and k.endswith("/PUSHED.json") and k.count("/") == 3}
+    return {
+        k.split("/")[2]
+        for k in tree
+        if k.startswith(base + "/") and k.endswith("/PUSHED.json") and k.count("/") == 3
+    }
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -82,7 +97,9 @@ def test_push_publishes_a_complete_version_and_latest(tmp_path, dest):
     assert {rel: e["sha256"] for rel, e in marker["files"].items()} == {
         rel: hashlib.sha256(tree[prefix + rel]).hexdigest() for rel in result.files
     }
-    listing = "".join(f"{marker['files'][r]['sha256']}  {r}\n" for r in sorted(marker["files"]))
+    listing = "".join(
+        f"{marker['files'][r]['sha256']}  {r}\n" for r in sorted(marker["files"]) if r != "manifest.json"
+    )
     assert marker["content_sha256"] == hashlib.sha256(listing.encode()).hexdigest() == result.content_sha256
     assert result.version.endswith(result.content_sha256[:8])
     latest = json.loads(tree["vww/cortex-m7/LATEST"])
@@ -92,12 +109,15 @@ def test_push_publishes_a_complete_version_and_latest(tmp_path, dest):
 
 def test_identical_content_is_pushed_once(tmp_path, dest):
     first = push_bundle(make_bundle(tmp_path / "a", seed=1), dest, "vww", "cortex-m7", now=T0)
-    again = push_bundle(make_bundle(tmp_path / "a_copy", seed=1), dest, "vww", "cortex-m7",
-                        now=T0.replace(hour=18))
+    again = push_bundle(
+        make_bundle(tmp_path / "a_copy", seed=1), dest, "vww", "cortex-m7", now=T0.replace(hour=18)
+    )
     assert (again.created, again.version, again.uri) == (False, first.version, first.uri)
     assert complete_versions(read_tree(dest)) == {first.version}
 
-    second = push_bundle(make_bundle(tmp_path / "b", seed=2), dest, "vww", "cortex-m7", now=T0.replace(hour=19))
+    second = push_bundle(
+        make_bundle(tmp_path / "b", seed=2), dest, "vww", "cortex-m7", now=T0.replace(hour=19)
+    )
     assert second.created and second.version != first.version
     assert json.loads(read_tree(dest)["vww/cortex-m7/LATEST"])["version"] == second.version
 
@@ -107,6 +127,18 @@ def test_identical_content_is_pushed_once(tmp_path, dest):
     assert (back.created, back.version) == (False, first.version)
     assert complete_versions(tree) == {first.version, second.version}
     assert json.loads(tree["vww/cortex-m7/LATEST"])["version"] == first.version
+
+
+def test_same_files_with_other_provenance_are_the_same_model(tmp_path, dest):
+    """Two pipeline runs bundling the same model differ only in manifest.json's provenance: one version."""
+    first = push_bundle(
+        make_bundle(tmp_path / "a", seed=1, source="run-1/m.tflite"), dest, "vww", "cortex-m7"
+    )
+    again = push_bundle(
+        make_bundle(tmp_path / "b", seed=1, source="run-2/m.tflite"), dest, "vww", "cortex-m7"
+    )
+    assert (again.created, again.version) == (False, first.version)
+    assert complete_versions(read_tree(dest)) == {first.version}
 
 
 def test_bundle_that_contradicts_its_manifest_is_not_pushed(tmp_path, dest):
@@ -146,7 +178,9 @@ def test_local_push_interrupted_by_a_refused_write_leaves_latest_alone(tmp_path)
         from deploy.push import push_bundle
         push_bundle({str(bundle)!r}, {dest!r}, "vww", "cortex-m7")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert "File too large" in proc.stderr, proc.stderr[-2000:]
 
@@ -218,3 +252,23 @@ def test_staged_copy_that_reads_back_different_is_not_published(tmp_path, gcs):
     gcs.corrupt_downloads = None
     tree = read_tree(dest)
     assert complete_versions(tree) == set() and "vww/cortex-m7/LATEST" not in tree
+
+
+def test_cli_push_prints_one_json_object_and_errors_are_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    bundle = make_bundle(tmp_path / "bundle", seed=8)
+    dest = str(tmp_path / "releases")
+    argv = ["push", str(bundle), "--dest", dest, "--model-name", "vww", "--device", "cortex-m7", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["created"] is True and Path(out["uri"], "PUSHED.json").is_file()
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == out["version"]
+
+    assert (
+        main(["push", str(tmp_path / "missing"), "--dest", dest, "--model-name", "vww", "--device", "m7"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("error: bundle") and "missing" in err and len(err.strip().splitlines()) == 1

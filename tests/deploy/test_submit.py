@@ -7,6 +7,8 @@ not stack schedules; mistakes fail before reaching the cluster, as one line.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component's annotations as real types.
+import json
+
 import pytest
 import yaml
 from kfp_standin import KfpStandIn
@@ -34,8 +36,14 @@ def package(tmp_path_factory):
 
 @pytest.fixture
 def kfp_api(monkeypatch):
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN", "KF_PIPELINES_COOKIES",
-                "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME", "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME"):
+    for var in (
+        "KF_PIPELINES_ENDPOINT",
+        "KF_PIPELINES_UI_ENDPOINT",
+        "KF_PIPELINES_TOKEN",
+        "KF_PIPELINES_COOKIES",
+        "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
+        "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
+    ):
         monkeypatch.delenv(var, raising=False)
     server = KfpStandIn(token="s3cret").start()
     monkeypatch.setenv("KF_PIPELINES_TOKEN", "s3cret")
@@ -47,7 +55,10 @@ def kfp_api(monkeypatch):
 
 def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_api):
     result = submit_pipeline(
-        package, host=kfp_api.url, experiment="edgenas-ci", run_name="nightly 42",
+        package,
+        host=kfp_api.url,
+        experiment="edgenas-ci",
+        run_name="nightly 42",
         params=["epochs=3", "lr=0.05", "device=cortex-m4", "quick=true"],
     )
     assert result.kind == "run"
@@ -55,7 +66,12 @@ def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_
     run = kfp_api.runs[result.id]
     assert run["display_name"] == "nightly 42"
     assert run["pipeline_spec"] == yaml.safe_load(package.read_text())
-    assert run["runtime_config"]["parameters"] == {"epochs": 3, "lr": 0.05, "device": "cortex-m4", "quick": True}
+    assert run["runtime_config"]["parameters"] == {
+        "epochs": 3,
+        "lr": 0.05,
+        "device": "cortex-m4",
+        "quick": True,
+    }
     assert kfp_api.experiments[run["experiment_id"]]["display_name"] == "edgenas-ci"
 
     # A second run goes to the same experiment, not a new one.
@@ -65,8 +81,14 @@ def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_
 
 
 def test_recurring_run_with_cron_replaces_the_previous_schedule(package, kfp_api):
-    first = submit_pipeline(package, host=kfp_api.url, experiment="edgenas-ci", run_name="weekly",
-                            params=["epochs=2"], schedule="0 3 * * 1")
+    first = submit_pipeline(
+        package,
+        host=kfp_api.url,
+        experiment="edgenas-ci",
+        run_name="weekly",
+        params=["epochs=2"],
+        schedule="0 3 * * 1",
+    )
     assert first.kind == "recurring_run" and first.schedule == "0 0 3 * * 1"
     job = kfp_api.recurring_runs[first.id]
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
@@ -76,8 +98,9 @@ def test_recurring_run_with_cron_replaces_the_previous_schedule(package, kfp_api
     assert job["runtime_config"]["parameters"] == {"epochs": 2}
     assert first.url == f"{kfp_api.url}/#/recurringrun/details/{first.id}"
 
-    second = submit_pipeline(package, host=kfp_api.url, experiment="edgenas-ci", run_name="weekly",
-                             schedule="30 0 4 * * *")
+    second = submit_pipeline(
+        package, host=kfp_api.url, experiment="edgenas-ci", run_name="weekly", schedule="30 0 4 * * *"
+    )
     assert second.replaced == (first.id,)
     assert list(kfp_api.recurring_runs) == [second.id]
     assert kfp_api.recurring_runs[second.id]["trigger"]["cron_schedule"]["cron"] == "30 0 4 * * *"
@@ -103,7 +126,7 @@ def test_host_and_experiment_from_the_environment(package, kfp_api, monkeypatch)
         ({"params": ["epochs=three"]}, "epochs=three: not a valid NUMBER_INTEGER"),
         ({"params": ["epoch=3"]}, "no such parameter .*epochs, lr, quick"),
         ({"params": ["epochs"]}, "must be KEY=VALUE"),
-        ({"schedule": "0 3 * *"}, "has 4 fields; KFP cron needs six"),
+        ({"schedule": "0 3 * *"}, "has 4 field\\(s\\); KFP cron needs six"),
     ],
 )
 def test_mistakes_fail_before_anything_is_submitted(package, kfp_api, kwargs, message):
@@ -138,3 +161,31 @@ def test_cron_normalization():
     assert normalize_cron(" 0  0 3 * * 1 ") == "0 0 3 * * 1"
     with pytest.raises(UserError):
         normalize_cron("0 0 0 3 * * 1")
+
+
+def test_cli_submit_json_is_the_only_stdout(package, kfp_api, capsys):
+    from pipeline.cli import main
+
+    rc = main(
+        [
+            "submit",
+            str(package),
+            "--host",
+            kfp_api.url,
+            "--experiment",
+            "ci",
+            "--param",
+            "epochs=4",
+            "--schedule",
+            "0 0 2 * * *",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)  # kfp's "Experiment details: ..." line went to stderr
+    assert out["kind"] == "recurring_run" and out["schedule"] == "0 0 2 * * *"
+    assert kfp_api.recurring_runs[out["id"]]["runtime_config"]["parameters"] == {"epochs": 4}
+
+    assert main(["submit", str(package), "--host", kfp_api.url, "--schedule", "daily"]) == 2
+    assert capsys.readouterr().err.startswith("error: schedule 'daily' has 1 field(s)")

@@ -1,0 +1,101 @@
+"""``edgenas submit`` (a compiled pipeline to Kubeflow Pipelines) and ``edgenas push`` (a firmware bundle).
+
+Both are meant for CI jobs: ``--json`` prints one JSON object on stdout, and every failure a user can act
+on (bad path, unreachable host, refused credentials, a push that could not complete) is one ``error:`` line
+with exit status 2. The work is done by deploy.kfp_submit and deploy.push.
+"""
+
+from __future__ import annotations
+
+from pipeline.commands._util import emit
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="submit a compiled pipeline YAML to Kubeflow Pipelines (a run, or a recurring run with --schedule)",
+        description="Submit a pipeline spec compiled by `edgenas compile` with the kfp client. Credentials come "
+        "from the environment: KF_PIPELINES_ENDPOINT (instead of --host), KF_PIPELINES_TOKEN (bearer token), "
+        "KF_PIPELINES_COOKIES (e.g. authservice_session=...), KF_PIPELINES_IAP_OAUTH2_CLIENT_ID and "
+        "KF_PIPELINES_APP_OAUTH2_CLIENT_ID/_SECRET (IAP), KF_PIPELINES_SA_TOKEN_PATH (in a cluster pod); "
+        "see docs/deploy.md.",
+    )
+    p.add_argument("package", help="compiled pipeline spec (.yaml, schema 2.1.0)")
+    p.add_argument(
+        "--host", help="KFP API URL, e.g. https://kfp.example.com/pipeline (default: $KF_PIPELINES_ENDPOINT)"
+    )
+    p.add_argument("--experiment", help="experiment name, created if missing (default: Default)")
+    p.add_argument(
+        "--run-name", help="run name; with --schedule, the recurring run's name (one schedule per name)"
+    )
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter, converted to its declared type; repeatable",
+    )
+    p.add_argument(
+        "--schedule",
+        metavar="CRON",
+        help="create a recurring run: six-field cron, seconds first ('0 0 3 * * 1' = Mondays 03:00); "
+        "a five-field cron gets second 0 prepended; replaces the recurring run of the same name",
+    )
+    p.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "push",
+        help="push a firmware bundle to DEST/<model-name>/<device>/<version>/ and update LATEST",
+        description="Publish a bundle directory as an immutable version (UTC time + content hash) under a "
+        "local folder or gs://bucket/prefix; identical content is pushed once. Uses Google application "
+        "default credentials (GOOGLE_APPLICATION_CREDENTIALS) or STORAGE_EMULATOR_HOST.",
+    )
+    p.add_argument("bundle", help="bundle directory (e.g. the pipeline's bundle_dir)")
+    p.add_argument("--dest", required=True, help="local folder or gs://bucket/prefix")
+    p.add_argument("--model-name", required=True, help="model name, the first level under DEST")
+    p.add_argument("--device", required=True, help="target device, e.g. cortex-m7")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_push)
+
+
+def cmd_submit(args) -> int:
+    from deploy.kfp_submit import submit_pipeline
+
+    result = submit_pipeline(
+        args.package,
+        host=args.host,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        params=args.param,
+        schedule=args.schedule,
+        namespace=args.namespace,
+    )
+    what = f"recurring run {result.name!r} ({result.schedule})" if result.schedule else f"run {result.name!r}"
+    human = f"submitted {what}\n  id:  {result.id}\n  url: {result.url}"
+    if result.replaced:
+        human += f"\n  replaced recurring run(s): {', '.join(result.replaced)}"
+    emit(args, result.to_dict(), human)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from google.api_core.exceptions import GoogleAPICallError
+
+    from deploy.push import PushVerificationError, push_bundle
+    from edgenas_keras.errors import UserError
+
+    try:
+        result = push_bundle(args.bundle, args.dest, args.model_name, args.device)
+    except (OSError, GoogleAPICallError, PushVerificationError) as exc:
+        raise UserError(
+            f"push of {args.bundle} to {args.dest} failed ({exc}); LATEST is unchanged and no partial version "
+            "is visible: run the push again"
+        ) from exc
+    if result.created:
+        human = f"pushed version {result.version} ({len(result.files)} files)\n  {result.uri}"
+    else:
+        human = f"already pushed as version {result.version}: nothing uploaded\n  {result.uri}"
+    emit(args, result.to_dict(), human + f"\n  LATEST: {result.latest_uri}")
+    return 0
