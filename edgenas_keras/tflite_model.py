@@ -126,6 +126,8 @@ class TfliteModel:
                 t = self.tensors[i]
                 if t.dtype != "int8":
                     problems.append(f"{kind} tensor {t.name!r} is {t.dtype}, not int8")
+                elif not t.scale:
+                    problems.append(f"{kind} tensor {t.name!r} has no quantisation parameters")
         for o in self.operators:
             if o.op in WEIGHTED_OPS and len(o.inputs) > 1 and o.inputs[1] >= 0:
                 w = self.tensors[o.inputs[1]]
@@ -160,7 +162,8 @@ class TfliteModel:
             # CONV_2D weights are [O, KH, KW, I], DEPTHWISE_CONV_2D [1, KH, KW, O]: KH is shape[1] in both.
             kw["kernel"] = max(w.shape[1], w.shape[2])
             kw["stride"] = max(opts.get("StrideH", 1), opts.get("StrideW", 1))
-            kw["padding"] = PADDINGS.get(opts.get("Padding", 0), "same")
+            # A 1x1 kernel pads nothing under either scheme (same output size): key it as 'same', like ops.
+            kw["padding"] = "same" if kw["kernel"] == 1 else PADDINGS.get(opts.get("Padding", 0), "same")
         elif o.op in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
             kw["kernel"] = max(opts.get("FilterHeight", 1), opts.get("FilterWidth", 1))
             kw["stride"] = max(opts.get("StrideH", 1), opts.get("StrideW", 1))

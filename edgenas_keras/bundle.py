@@ -1,0 +1,396 @@
+"""The firmware bundle: what a firmware engineer needs to run an int8 ``.tflite`` (ours or anyone's) in TFLM.
+
+Contents (issue 6, section 4): ``model.tflite``; ``<name>_model_data.cc/.h`` (the model as a 16-byte-aligned
+C array and its length, the TFLM examples' convention); ``<name>_op_resolver.h`` (a
+``tflite::MicroMutableOpResolver<N>`` registering exactly the operators the model uses, so the linker keeps
+no other kernel); ``<name>_model_settings.h`` (input shape, quantisation, labels, ``kTensorArenaSize``);
+``manifest.json`` (provenance and the sha256 of every file); ``README.md``.
+
+Arena: ``kTensorArenaSize`` is the arena measured on this host by bisection (exact for the host TFLM build)
+plus ``ARENA_MARGIN``, rounded up to 16. The host is 64-bit, so its persistent structs already overstate a
+32-bit MCU's; the margin covers what the host does not see: optimised kernel libraries (CMSIS-NN) request
+scratch buffers that the host's reference kernels do not (im2col, depthwise buffers: a few KiB for
+MobileNet-class models), and TFLM builds newer than the host's may add a few persistent bytes.
+
+The bundle is written to a temporary directory next to ``out_dir`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import edgenas_keras
+from edgenas_keras.errors import UserError
+from edgenas_keras.tflite_model import TfliteModel, parse
+from edgenas_keras.tflm import ARENA_ALIGNMENT, min_arena_bytes
+
+BUNDLE_FORMAT = "edgenas-bundle/1"
+ARENA_MARGIN_FRACTION = 0.05     # of the measured host arena ...
+ARENA_MARGIN_MIN = 2048          # ... and never less than this many bytes
+# TFLM's MicroMutableOpResolver method names, where they differ from CamelCase of the builtin name.
+_RESOLVER_EXCEPTIONS = {
+    "BATCH_MATMUL": "AddBatchMatMul",
+    "CUMSUM": "AddCumSum",
+    "PADV2": "AddPadV2",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
+}
+_RESERVED_MANIFEST_KEYS = {"format", "name", "model", "arena", "device", "tools", "git_revision", "files",
+                           "labels"}
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def resolver_method(op: str) -> str:
+    """The ``MicroMutableOpResolver`` method that registers builtin ``op`` (``CONV_2D`` -> ``AddConv2D``)."""
+    if op in _RESOLVER_EXCEPTIONS:
+        return _RESOLVER_EXCEPTIONS[op]
+    return "Add" + "".join(p.capitalize() for p in op.split("_")).replace("2d", "2D").replace("3d", "3D")
+
+
+def arena_size(measured: int) -> int:
+    """``kTensorArenaSize``: the measured host arena plus the documented margin, rounded up to 16 bytes."""
+    margin = max(ARENA_MARGIN_MIN, int(measured * ARENA_MARGIN_FRACTION))
+    return -(-(measured + margin) // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+
+
+@dataclass(frozen=True)
+class Bundle:
+    out_dir: Path
+    name: str
+    ops: tuple[str, ...]          # the operator set, sorted
+    host_arena_bytes: int         # measured by bisection
+    tensor_arena_size: int        # kTensorArenaSize
+    files: dict                   # file name -> sha256
+
+    def as_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "name": self.name, "ops": list(self.ops),
+                "host_arena_bytes": self.host_arena_bytes, "tensor_arena_size": self.tensor_arena_size,
+                "files": self.files}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _git_revision() -> str | None:
+    root = Path(edgenas_keras.__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("-dirty" if dirty else "")
+
+
+def _tool_versions() -> dict:
+    versions = {"edgenas": edgenas_keras.__version__, "python": platform.python_version()}
+    for dist in ("tflite-micro", "tensorflow", "tf-keras", "tensorflow-model-optimization", "numpy",
+                 "flatbuffers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _c_array(data: bytes, per_line: int = 12) -> str:
+    lines = []
+    for i in range(0, len(data), per_line):
+        lines.append("    " + ", ".join(f"0x{b:02x}" for b in data[i:i + per_line]) + ",")
+    return "\n".join(lines)
+
+
+def _model_data_h(name: str) -> str:
+    guard = f"{name.upper()}_MODEL_DATA_H_"
+    return f"""// Generated by edgenas bundle: the int8 model as a C array (TFLM examples' convention).
+#ifndef {guard}
+#define {guard}
+
+// The .tflite flatbuffer, 16-byte aligned (TFLM reads it in place; keep it in flash).
+extern const unsigned char g_{name}_model_data[];
+// Its length in bytes.
+extern const unsigned int g_{name}_model_data_len;
+
+#endif  // {guard}
+"""
+
+
+def _model_data_cc(name: str, data: bytes) -> str:
+    return f"""// Generated by edgenas bundle from model.tflite (sha256 {_sha256(data)}).
+#include "{name}_model_data.h"
+
+alignas(16) const unsigned char g_{name}_model_data[] = {{
+{_c_array(data)}
+}};
+const unsigned int g_{name}_model_data_len = {len(data)};
+"""
+
+
+def _camel(name: str) -> str:
+    return "".join(p.capitalize() for p in name.split("_") if p)
+
+
+def _op_resolver_h(name: str, ops: list[str]) -> str:
+    guard = f"{name.upper()}_OP_RESOLVER_H_"
+    cls = _camel(name)
+    calls = "\n".join(f"  TF_LITE_ENSURE_STATUS(resolver.{resolver_method(op)}());  // {op}" for op in ops)
+    return f"""// Generated by edgenas bundle: registers exactly the {len(ops)} operator types the model uses.
+#ifndef {guard}
+#define {guard}
+
+#include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+
+constexpr int k{cls}OpCount = {len(ops)};
+using {cls}OpResolver = tflite::MicroMutableOpResolver<k{cls}OpCount>;
+
+// Registers the model's operators in `resolver`; returns kTfLiteError if one fails.
+inline TfLiteStatus Register{cls}Ops({cls}OpResolver& resolver) {{
+{calls}
+  return kTfLiteOk;
+}}
+
+// Factory: a resolver with the model's operators registered (keep it alive as long as the interpreter).
+inline {cls}OpResolver Make{cls}OpResolver() {{
+  {cls}OpResolver resolver;
+  Register{cls}Ops(resolver);
+  return resolver;
+}}
+
+#endif  // {guard}
+"""
+
+
+def _c_string(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid C string literal for printable text
+
+
+def _model_settings_h(name: str, model: TfliteModel, labels: list[str], measured: int, arena: int) -> str:
+    guard = f"{name.upper()}_MODEL_SETTINGS_H_"
+    inp = model.tensors[model.inputs[0]]
+    out = model.tensors[model.outputs[0]]
+    dims = ", ".join(str(d) for d in inp.shape)
+    h, w, c = inp.hwc
+    label_lines = ",\n".join(f"    {_c_string(label)}" for label in labels)
+    return f"""// Generated by edgenas bundle: what the application needs to feed the model and read its answer.
+#ifndef {guard}
+#define {guard}
+
+// Input tensor 0 ({_c_string(inp.name)}), {inp.dtype}, shape [{dims}].
+constexpr int kInputDims[] = {{{dims}}};
+constexpr int kInputHeight = {h};
+constexpr int kInputWidth = {w};
+constexpr int kInputChannels = {c};
+constexpr int kInputElements = {inp.elements};
+// Quantisation: q = round(x / kInputScale) + kInputZeroPoint, clamped to [-128, 127].
+constexpr float kInputScale = {inp.scale[0]!r}f;
+constexpr int kInputZeroPoint = {inp.zero_point[0]};
+
+// Output tensor 0 ({_c_string(out.name)}), {out.dtype}, {out.elements} values:
+// x = (q - kOutputZeroPoint) * kOutputScale.
+constexpr float kOutputScale = {out.scale[0]!r}f;
+constexpr int kOutputZeroPoint = {out.zero_point[0]};
+
+constexpr int kCategoryCount = {len(labels)};
+constexpr const char* kCategoryLabels[kCategoryCount] = {{
+{label_lines}
+}};
+
+// Tensor arena: {measured} bytes measured by bisection in the TFLM runtime on a 64-bit host, plus a margin
+// of max({ARENA_MARGIN_MIN} bytes, {ARENA_MARGIN_FRACTION:.0%}) for kernel-library scratch (CMSIS-NN), rounded up to 16.
+// Declare it as: alignas(16) static uint8_t tensor_arena[kTensorArenaSize];
+constexpr int kTensorArenaSize = {arena};
+
+#endif  // {guard}
+"""
+
+
+def _float_range(t) -> str:
+    lo = (-128 - t.zero_point[0]) * t.scale[0]
+    hi = (127 - t.zero_point[0]) * t.scale[0]
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
+def _readme(name: str, model: TfliteModel, labels: list[str], measured: int, arena: int,
+            manifest: dict) -> str:
+    inp = model.tensors[model.inputs[0]]
+    out = model.tensors[model.outputs[0]]
+    h, w, c = inp.hwc
+    cls = _camel(name)
+    order = {1: "one channel (grayscale)", 3: "three channels, in the order the model was trained with "
+             "(RGB for EdgeNAS models)"}.get(c, f"{c} channels")
+    arch = manifest.get("architecture")
+    ops = ", ".join(model.op_set)
+    return f"""# Firmware bundle `{name}`
+
+Generated by `edgenas bundle`{f" for architecture `{arch}`" if arch else ""}{f", target device `{manifest['device']}`" if manifest.get("device") else ""}.
+Model: {model.size_bytes:,} bytes, {len(model.operators)} operators ({ops}).
+
+## Files
+
+| file | what |
+| --- | --- |
+| `model.tflite` | the int8 model |
+| `{name}_model_data.cc` / `.h` | the model as `alignas(16) const unsigned char g_{name}_model_data[]` and `g_{name}_model_data_len` |
+| `{name}_op_resolver.h` | `{cls}OpResolver` (`tflite::MicroMutableOpResolver<{len(model.op_set)}>`), `Register{cls}Ops()`, `Make{cls}OpResolver()` |
+| `{name}_model_settings.h` | input shape and quantisation, output quantisation, labels, `kTensorArenaSize` |
+| `manifest.json` | provenance: tool versions, git revision, figures, sha256 of every file |
+
+## Adding it to a TFLM build
+
+1. Copy the `.cc` and `.h` files into your application and add `{name}_model_data.cc` to the sources
+   (a TFLM tree provides `tensorflow/lite/micro/micro_mutable_op_resolver.h`).
+2. Set up the interpreter:
+
+```cpp
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "{name}_model_data.h"
+#include "{name}_model_settings.h"
+#include "{name}_op_resolver.h"
+
+alignas(16) static uint8_t tensor_arena[kTensorArenaSize];
+static {cls}OpResolver resolver;
+
+const tflite::Model* model = tflite::GetModel(g_{name}_model_data);
+Register{cls}Ops(resolver);
+static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, kTensorArenaSize);
+interpreter.AllocateTensors();  // check the status: kTfLiteOk
+```
+
+## The arena
+
+`kTensorArenaSize = {arena}` bytes: {measured:,} bytes measured by bisection in the TFLM runtime on a 64-bit
+host (the smallest arena with which it allocates), plus a margin of max({ARENA_MARGIN_MIN} bytes,
+{ARENA_MARGIN_FRACTION:.0%}), rounded up to 16. A 32-bit MCU needs somewhat less than the host for the same
+kernels (smaller persistent structs); the margin covers the scratch buffers optimised kernels (CMSIS-NN)
+request and the host's reference kernels do not. Keep the arena 16-byte aligned. After
+`AllocateTensors()`, `interpreter.arena_used_bytes()` gives the figure on your board.
+
+## Input preprocessing
+
+- Shape {list(inp.shape)} ({h} x {w} pixels, {order}), layout NHWC, type {inp.dtype}.
+- Quantise each float value x: `q = round(x / {inp.scale[0]:.8g}) + ({inp.zero_point[0]})`, clamped to
+  [-128, 127]. The representable float range is {_float_range(inp)}: scale the pixels to the range the model
+  was trained with (for EdgeNAS models, [0, 1] = pixel / 255).
+- Output: {out.elements} int8 values; `x = (q - ({out.zero_point[0]})) * {out.scale[0]:.8g}`. Labels, in order: {", ".join(labels)}.
+"""
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise UserError(f"bundle name {name!r} is not a C identifier: use lowercase letters, digits and "
+                        "underscores, not starting with a digit")
+    return name
+
+
+def default_name(model_path: str | Path) -> str:
+    stem = re.sub(r"[^a-z0-9_]+", "_", Path(model_path).stem.lower()).strip("_") or "model"
+    return stem if not stem[0].isdigit() else f"m_{stem}"
+
+
+def make_bundle(model_path: str | Path, out_dir: str | Path, name: str | None = None, device: str | None = None,
+                extra_manifest: dict | None = None) -> Bundle:
+    """Write the firmware bundle of the int8 model at ``model_path`` to ``out_dir``.
+
+    ``extra_manifest`` adds provenance the caller knows (``architecture``, ``lut_sha256``, ``budgets``,
+    ``figures``, ``accuracy``, ``dataset_fingerprint``, ...) and may carry ``labels`` (class names, in output
+    order; default ``class_0``, ``class_1``, ...). ``out_dir`` must not exist, be empty, or hold an earlier
+    bundle (which is replaced).
+    """
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if not model_path.is_file():
+        raise UserError(f"model file {model_path} does not exist or is not a file")
+    name = _check_name(name or default_name(model_path))
+    data = model_path.read_bytes()
+    model = parse(data, str(model_path)).require_int8()
+    custom = [op for op in model.op_set if op.startswith("CUSTOM")]
+    if custom:
+        raise UserError(f"{model_path} uses custom operator(s) {', '.join(custom)}: the bundle registers "
+                        "builtin operators only; register them in your firmware and the runtime")
+    if not model.inputs or not model.outputs:
+        raise UserError(f"{model_path} has no input or output tensor")
+    extra = dict(extra_manifest or {})
+    clash = _RESERVED_MANIFEST_KEYS & (set(extra) - {"labels"})
+    if clash:
+        raise ValueError(f"extra_manifest may not set {sorted(clash)}")
+    out_elems = model.tensors[model.outputs[0]].elements
+    labels = [str(v) for v in extra.pop("labels", None) or [f"class_{i}" for i in range(out_elems)]]
+    if len(labels) != out_elems:
+        raise UserError(f"{len(labels)} labels given for a model with {out_elems} outputs")
+    _check_out_dir(out_dir)
+
+    measured = min_arena_bytes(data, str(model_path))
+    arena = arena_size(measured)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "device": device,
+        **extra,
+        "labels": labels,
+        "model": {"source": str(model_path), "bytes": len(data), "sha256": _sha256(data),
+                  "operators": len(model.operators), "op_set": model.op_set,
+                  "inputs": model.input_details(), "outputs": model.output_details()},
+        "arena": {"host_measured_bytes": measured, "tensor_arena_size": arena,
+                  "margin": f"max({ARENA_MARGIN_MIN} B, {ARENA_MARGIN_FRACTION:.0%} of measured), rounded up to 16",
+                  "measured_on": f"tflite-micro Python runtime, {platform.machine()} (64-bit), reference kernels"},
+        "tools": _tool_versions(),
+        "git_revision": _git_revision(),
+    }
+    texts = {
+        f"{name}_model_data.h": _model_data_h(name),
+        f"{name}_model_data.cc": _model_data_cc(name, data),
+        f"{name}_op_resolver.h": _op_resolver_h(name, model.op_set),
+        f"{name}_model_settings.h": _model_settings_h(name, model, labels, measured, arena),
+        "README.md": _readme(name, model, labels, measured, arena, manifest),
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the bundle is an ordinary output directory
+    try:
+        files = {"model.tflite": _sha256(data)}
+        (tmp / "model.tflite").write_bytes(data)
+        for fname, text in texts.items():
+            (tmp / fname).write_text(text)
+            files[fname] = _sha256(text.encode())
+        manifest["files"] = dict(sorted(files.items()))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle(out_dir, name, tuple(model.op_set), measured, arena, manifest["files"])
+
+
+def _is_bundle(d: Path) -> bool:
+    try:
+        return json.loads((d / "manifest.json").read_text()).get("format") == BUNDLE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_bundle(out_dir):
+        raise UserError(f"output directory {out_dir} is not empty and holds no earlier bundle; "
+                        "give a new or empty directory")
+
+
+def _replace_dir(new: Path, out_dir: Path) -> None:
+    """Move the finished bundle into place; an earlier bundle there is swapped out, then deleted."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        out_dir.rename(old / "b")
+    new.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
