@@ -250,27 +250,21 @@ def finalize(out_dir: str | Path, staging: str | Path, quarantined: Sequence[dic
     return stats
 
 
-def write_dataset(
-    out_dir: str | Path,
-    records: Iterable[Record],
-    options: dict,
-    num_shards: dict | None = None,
-    quarantined: Sequence[dict] = (),
-) -> dict:
-    """In-process writer (synthetic data, small ingests): stage every shard, then ``finalize``.
+def write_dataset(out_dir: str | Path, records: Iterable[Record], options: dict) -> dict:
+    """In-process writer (synthetic data): stage every shard, then ``finalize``; returns the stats.
 
-    Records are held in memory per shard (about 3 KB each at 96x96). ``num_shards`` maps split -> shards;
-    by default it follows the number of records in the split.
+    Records are held in memory until their shard is written (about 3 KB each at 96x96); the number of
+    shards per split follows its size, exactly as in the Beam pipeline, so both write the same files.
     """
     staging = staging_dir(out_dir)
     by_split: dict[str, list[Record]] = {s: [] for s in SPLITS}
     for r in records:
         by_split[r.split].append(r)
+    num_shards = {s: num_shards_for(len(by_split[s])) for s in SPLITS}
     for split, recs in by_split.items():
-        n = (num_shards or {}).get(split) or num_shards_for(len(recs))
-        shards: dict[int, list[Record]] = {}
+        groups: dict[int, list[Record]] = {}
         for r in recs:
-            shards.setdefault(shard_of(r.key, n), []).append(r)
-        for shard, items in sorted(shards.items()):
-            write_shard(staging, split, shard, n, items)
-    return finalize(out_dir, staging, quarantined, options)
+            groups.setdefault(shard_of(r.key, num_shards[split]), []).append(r)
+        for shard, items in sorted(groups.items()):
+            write_shard(staging, split, shard, num_shards[split], items)
+    return finalize(out_dir, staging, [], {**options, "num_shards": num_shards})

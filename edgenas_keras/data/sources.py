@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgenas_keras.data.records import assign_split
+from edgenas_keras.data.images import read_and_process
+from edgenas_keras.data.records import Record, assign_split, vww_record
 from edgenas_keras.errors import UserError
 
 DEFAULT_AREA_THRESHOLD = 0.005
@@ -29,7 +30,7 @@ class SourceImage:
     path: str
     label: int
     split: str  # "train" or "eval"
-    source_id: str
+    source_id: str  # image/source_id: the COCO image id, else the key; unique, so subsets can hash it
 
 
 def vww_label(annotations: Iterable[dict], person_id: int, height: int, width: int, threshold: float) -> int:
@@ -150,5 +151,11 @@ def mlperf_tiny_sources(
         for f in sorted(d.iterdir()):
             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                 key = f"{sub}/{f.name}"
-                out.append(SourceImage(key, str(f), label, assign_split(key, eval_fraction), f.stem))
+                out.append(SourceImage(key, str(f), label, assign_split(key, eval_fraction), key))
     return out
+
+
+def source_record(src: SourceImage, resolution: int, grayscale: bool = False) -> Record:
+    """Read, decode, resize and re-encode one source image into its example; raises ``BadImage``."""
+    jpeg = read_and_process(src.path, resolution, grayscale)
+    return vww_record(src.key, src.split, src.label, jpeg, resolution, Path(src.path).name, src.source_id)

@@ -52,7 +52,7 @@ class SynthSpec:
         image, label, _ = draw_scene(self.seed, index, self.resolution, self.area_threshold)
         if self.grayscale:
             image = image.convert("L")
-        key = f"synth/{self.seed}/{index:08d}"
+        key = self.key(index)
         return vww_record(
             key,
             assign_split(key, self.eval_fraction),
@@ -60,8 +60,11 @@ class SynthSpec:
             encode_jpeg(image),
             self.resolution,
             f"synth_{self.seed}_{index:08d}.jpg",
-            str(index),
+            key,
         )
+
+    def key(self, index: int) -> str:
+        return f"synth/{self.seed}/{index:08d}"
 
     def options(self) -> dict:
         return {"source": "synth", **asdict(self)}

@@ -1,0 +1,199 @@
+"""``edgenas data``: build VWW data sets in the TFX Examples layout (DESIGN.md section 5).
+
+- ``data ingest``: real images (COCO 2014 + instances annotations, or the MLPerf Tiny folders) through the
+  Beam pipeline in components/vww_ingest.py; multi-process DirectRunner by default, any runner through
+  ``--beam-arg=--runner=...``.
+- ``data synth``: the synthetic VWW-like data set (edgenas_keras/data/synth.py), drawn in this process;
+  the embedded default data set of the main job is made by it.
+
+Both write ``OUT/Split-train/*.gz``, ``OUT/Split-eval/*.gz`` and, last, ``OUT/stats.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from edgenas_keras.errors import UserError
+from pipeline.commands._util import emit, existing_file
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("data", help="build VWW data sets (ingest real images, or synthesise)")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    sub.required = True
+
+    ing = sub.add_parser(
+        "ingest",
+        help="ingest COCO 2014 or MLPerf Tiny images into TFRecord shards (Apache Beam)",
+        description="Label, resize and shard real VWW images. Pass-through Beam options take the "
+        "'=' form: --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ...",
+    )
+    ing.add_argument("--source", choices=["coco", "mlperf-tiny"], required=True)
+    ing.add_argument(
+        "--images",
+        action="append",
+        required=True,
+        metavar="DIR",
+        help="image folder (coco: repeat with --annotations, e.g. train2014 and val2014)",
+    )
+    ing.add_argument(
+        "--annotations",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="COCO instances_*.json, one per --images (coco only)",
+    )
+    ing.add_argument("--out", required=True, metavar="DIR", help="output Examples directory")
+    ing.add_argument(
+        "--minival-ids",
+        metavar="FILE",
+        help="image ids (one per line) held out as the eval split (coco only; the paper's protocol)",
+    )
+    ing.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=None,
+        help="fraction sent to eval by a stable hash of the image id (default 0.1)",
+    )
+    ing.add_argument(
+        "--area-threshold",
+        type=float,
+        default=0.005,
+        help="person area / image area must be strictly greater than this for label 1",
+    )
+    ing.add_argument("--resolution", type=int, default=96)
+    ing.add_argument("--grayscale", action="store_true", help="store 1-channel images")
+    ing.add_argument(
+        "--num-shards", type=int, default=None, help="shards per split (default 1 per 2,000 images)"
+    )
+    ing.add_argument(
+        "--direct-num-workers",
+        type=int,
+        default=None,
+        help="DirectRunner worker processes (default: number of cores; 1 = in-process)",
+    )
+    ing.add_argument(
+        "--beam-arg",
+        action="append",
+        default=[],
+        metavar="=--OPTION=VALUE",
+        help="pass-through Beam pipeline option, e.g. --beam-arg=--runner=FlinkRunner (repeatable)",
+    )
+    ing.add_argument("--json", action="store_true", help="print one JSON object")
+    ing.set_defaults(func=cmd_ingest)
+
+    syn = sub.add_parser("synth", help="generate the synthetic VWW data set")
+    syn.add_argument("--out", required=True, metavar="DIR", help="output Examples directory")
+    syn.add_argument("--n", type=int, required=True, help="number of images")
+    syn.add_argument("--resolution", type=int, default=96)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--eval-fraction", type=float, default=0.1)
+    syn.add_argument("--grayscale", action="store_true", help="store 1-channel images")
+    syn.add_argument("--json", action="store_true", help="print one JSON object")
+    syn.set_defaults(func=cmd_synth)
+
+
+def _check_common(args) -> None:
+    if not 8 <= args.resolution <= 1024:
+        raise UserError(
+            f"--resolution {args.resolution} is out of range; use 8..1024 (96 is the VWW default)"
+        )
+    if args.eval_fraction is not None and not 0.0 <= args.eval_fraction < 1.0:
+        raise UserError(f"--eval-fraction {args.eval_fraction} must be in [0, 1)")
+
+
+def _summary(stats: dict) -> dict:
+    return {"written": stats["written"], "labels": stats["labels"], "quarantined": stats["quarantined"]}
+
+
+def _human(stats: dict, out: str) -> str:
+    w, lab = stats["written"], stats["labels"]
+    lines = [
+        f"wrote {w['train']} train + {w['eval']} eval examples to {out} "
+        f"(label 1: {lab['1']}, label 0: {lab['0']}); fingerprint {stats['fingerprint'][:16]}"
+    ]
+    q = stats["quarantined"]
+    if q:
+        lines.append(f"quarantined {len(q)}:")
+        lines += [f"  {item['file']}: {item['reason']}" for item in q[:20]]
+        if len(q) > 20:
+            lines.append(f"  ... {len(q) - 20} more in {out}/stats.json")
+    return "\n".join(lines)
+
+
+def cmd_ingest(args) -> int:
+    from pathlib import Path
+
+    from edgenas_keras.data import sources
+
+    _check_common(args)
+    if args.area_threshold < 0 or args.area_threshold >= 1:
+        raise UserError(f"--area-threshold {args.area_threshold} must be in [0, 1)")
+    options = {"source": args.source, "images": [str(Path(d).resolve()) for d in args.images]}
+    if args.source == "coco":
+        if len(args.annotations) != len(args.images):
+            raise UserError(
+                f"--source coco needs one --annotations per --images (got {len(args.images)} --images and "
+                f"{len(args.annotations)} --annotations)"
+            )
+        minival = None
+        if args.minival_ids:
+            if args.eval_fraction is not None:
+                raise UserError(
+                    "--minival-ids and --eval-fraction both choose the eval split; pass one of them"
+                )
+            minival = sources.read_minival_ids(existing_file(args.minival_ids, "minival ids file"))
+        eval_fraction = sources.DEFAULT_EVAL_FRACTION if args.eval_fraction is None else args.eval_fraction
+        srcs = sources.coco_sources(
+            list(zip(args.images, args.annotations)), args.area_threshold, minival, eval_fraction
+        )
+        options.update(
+            annotations=[str(Path(a).resolve()) for a in args.annotations],
+            area_threshold=args.area_threshold,
+            minival_ids=str(Path(args.minival_ids).resolve()) if minival else None,
+            eval_fraction=None if minival else eval_fraction,
+        )
+    else:
+        if args.annotations or args.minival_ids:
+            raise UserError("--annotations and --minival-ids apply to --source coco only")
+        if len(args.images) != 1:
+            raise UserError(
+                "--source mlperf-tiny takes one --images folder (holding person/ and non_person/)"
+            )
+        eval_fraction = sources.DEFAULT_EVAL_FRACTION if args.eval_fraction is None else args.eval_fraction
+        srcs = sources.mlperf_tiny_sources(args.images[0], eval_fraction)
+        options["eval_fraction"] = eval_fraction
+    if not srcs:
+        raise UserError(f"no images found in {', '.join(args.images)}")
+    if args.num_shards is not None and args.num_shards < 1:
+        raise UserError(f"--num-shards {args.num_shards} must be at least 1")
+
+    from components.vww_ingest import run_ingest
+
+    stats = run_ingest(
+        args.out,
+        srcs,
+        options,
+        args.resolution,
+        args.grayscale,
+        args.num_shards,
+        args.direct_num_workers,
+        args.beam_arg,
+    )
+    emit(args, _summary(stats), _human(stats, args.out))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from edgenas_keras.data.synth import SynthSpec, write_synth
+
+    _check_common(args)
+    if args.n < 1:
+        raise UserError(f"--n {args.n} must be at least 1")
+    spec = SynthSpec(args.n, args.seed, args.resolution, args.grayscale, args.eval_fraction)
+    with tqdm(total=args.n, desc="synth", unit="img", file=sys.stderr, mininterval=1.0) as bar:
+        stats = write_synth(args.out, spec, progress=lambda i: bar.update(1))
+    emit(args, _summary(stats), _human(stats, args.out))
+    return 0
