@@ -40,7 +40,8 @@ ENVIRONMENT = {
     "KF_PIPELINES_IAP_OAUTH2_CLIENT_ID": "OAuth client id of an IAP-protected endpoint (kfp)",
     "KF_PIPELINES_APP_OAUTH2_CLIENT_ID": "desktop OAuth client id used to obtain IAP tokens (kfp)",
     "KF_PIPELINES_APP_OAUTH2_CLIENT_SECRET": "its secret (kfp)",
-    "KF_PIPELINES_SA_TOKEN_PATH": "projected service-account token file inside a cluster pod (kfp)",
+    "KF_PIPELINES_SA_TOKEN_PATH": "projected service-account token file, default "
+    "/var/run/secrets/kubeflow/pipelines/token, used when it exists and KF_PIPELINES_TOKEN is unset (kfp)",
     "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME": "experiment when --experiment is not given (kfp)",
     "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME": "experiment that overrides --experiment (kfp)",
 }
@@ -152,6 +153,15 @@ def make_client(host: str, namespace: str | None):
         kwargs["namespace"] = namespace
     if os.environ.get("KF_PIPELINES_TOKEN"):
         kwargs["existing_token"] = os.environ["KF_PIPELINES_TOKEN"]
+    else:
+        # kfp reads a projected service-account token only when it finds the cluster itself (no host given);
+        # with --host, pass it explicitly, re-read before every request as the kubelet rotates it.
+        from kfp.client import KF_PIPELINES_SA_TOKEN_PATH
+        from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
+
+        path = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH") or KF_PIPELINES_SA_TOKEN_PATH
+        if os.path.isfile(path):
+            kwargs["credentials"] = ServiceAccountTokenVolumeCredentials(path)
     if os.environ.get("KF_PIPELINES_COOKIES"):
         kwargs["cookies"] = os.environ["KF_PIPELINES_COOKIES"]
     with _kfp_errors(host):

@@ -4,7 +4,8 @@ It implements exactly the endpoints the kfp 2.5 client (kfp_server_api 2.0.5) ca
 recurring run from a package, with the JSON field names that client parses, and it checks what the real
 server checks and we could get wrong: an embedded pipeline spec of schema 2.1.0 with a valid pipeline name,
 runtime parameters the spec declares, a six-field cron, an existing experiment, and (when ``token`` is
-set) a bearer token.
+set) a bearer token or
+(when ``cookie`` is set) a session cookie.
 
     GET    /apis/v2beta1/healthz
     GET    /apis/v2beta1/experiments           (filter on display_name, namespace)
@@ -74,8 +75,9 @@ def _check_spec(body: dict) -> dict:
 class KfpStandIn:
     """Start with ``start()``, stop with ``stop()``; state is kept in plain dicts for the tests to read."""
 
-    def __init__(self, token: str | None = None, multi_user: bool = False):
+    def __init__(self, token: str | None = None, cookie: str | None = None, multi_user: bool = False):
         self.token = token
+        self.cookie = cookie
         self.multi_user = multi_user
         self.experiments: dict[str, dict] = {}
         self.runs: dict[str, dict] = {}
@@ -97,6 +99,8 @@ class KfpStandIn:
                     try:
                         if standin.token and self.headers.get("Authorization") != f"Bearer {standin.token}":
                             raise ApiError(401, "missing or wrong bearer token")
+                        if standin.cookie and self.headers.get("Cookie") != standin.cookie:
+                            raise ApiError(401, "missing or wrong session cookie")
                         body = json.loads(raw) if raw else {}
                         status, payload = standin.route(self.command, url.path, parse_qs(url.query), body)
                     except ApiError as exc:

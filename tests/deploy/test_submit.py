@@ -43,6 +43,7 @@ def kfp_api(monkeypatch):
         "KF_PIPELINES_COOKIES",
         "KF_PIPELINES_DEFAULT_EXPERIMENT_NAME",
         "KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME",
+        "KF_PIPELINES_SA_TOKEN_PATH",
     ):
         monkeypatch.delenv(var, raising=False)
     server = KfpStandIn(token="s3cret").start()
@@ -140,6 +141,26 @@ def test_refused_token_is_a_user_error(package, kfp_api, monkeypatch):
     with pytest.raises(UserError, match="refused the request \\(401\\).*KF_PIPELINES_TOKEN"):
         submit_pipeline(package, host=kfp_api.url, namespace="edge-ml")
     assert kfp_api.runs == {}
+
+
+def test_service_account_token_file_is_read(package, kfp_api, monkeypatch, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    monkeypatch.delenv("KF_PIPELINES_TOKEN")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    result = submit_pipeline(package, host=kfp_api.url, namespace="edge-ml")
+    assert result.id in kfp_api.runs
+
+
+def test_session_cookie_from_the_environment(package, monkeypatch):
+    monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
+    monkeypatch.setenv("KF_PIPELINES_COOKIES", "authservice_session=abc123")
+    server = KfpStandIn(cookie="authservice_session=abc123").start()
+    try:
+        result = submit_pipeline(package, host=server.url, namespace="edge-ml")
+        assert result.id in server.runs
+    finally:
+        server.stop()
 
 
 def test_package_that_is_not_schema_2_1_is_rejected(package, tmp_path, kfp_api):
