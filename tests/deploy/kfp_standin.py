@@ -3,9 +3,8 @@
 It implements exactly the endpoints the kfp 2.5 client (kfp_server_api 2.0.5) calls to submit a run or a
 recurring run from a package, with the JSON field names that client parses, and it checks what the real
 server checks and we could get wrong: an embedded pipeline spec of schema 2.1.0 with a valid pipeline name,
-runtime parameters the spec declares, a six-field cron, an existing experiment, and (when ``token`` is
-set) a bearer token or
-(when ``cookie`` is set) a session cookie.
+runtime parameters the spec declares, a six-field cron, an existing experiment, and the credentials it
+was started with (a bearer ``token`` and/or a session ``cookie``).
 
     GET    /apis/v2beta1/healthz
     GET    /apis/v2beta1/experiments           (filter on display_name, namespace)
