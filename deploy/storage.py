@@ -101,8 +101,11 @@ class LocalStore:
     def publish(self, staging: str, final: str, last: str) -> None:
         """Rename the staged folder to ``final`` in one step (``last`` is already inside it)."""
         src, dst = self._path(_norm_prefix(staging)), self._path(_norm_prefix(final))
+        if (dst / last).exists():  # a concurrent push of the same content (same name) finished first
+            shutil.rmtree(src)
+            return
         if dst.exists():
-            shutil.rmtree(dst)  # an incomplete leftover of this version name (the caller checked: no marker)
+            shutil.rmtree(dst)  # an incomplete leftover of this version name
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.rename(src, dst)
 
