@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import BUCKET
+from gcs_fault_proxy import BUCKET
 
 from deploy.push import PushVerificationError, push_bundle
 from edgenas_keras.errors import UserError
