@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
-import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -165,24 +165,25 @@ def test_missing_bucket_is_a_user_error(tmp_path, gcs):
 
 
 def test_local_push_interrupted_by_a_refused_write_leaves_latest_alone(tmp_path):
-    """A real OS failure mid-push: the file-size limit (RLIMIT_FSIZE) makes the third file's write fail
-    with EFBIG after the first two were staged, as a full disk would."""
+    """A real OS failure mid-push: the file-size limit (RLIMIT_FSIZE) makes the largest file's write fail
+    with EFBIG after the other three were staged, as a full disk would."""
     dest = str(tmp_path / "releases")
     first = push_bundle(make_bundle(tmp_path / "v1", seed=1), dest, "vww", "cortex-m7", now=T0)
     latest_before = read_tree(dest)["vww/cortex-m7/LATEST"]
     bundle = make_bundle(tmp_path / "v2", seed=2, big=400_000)
 
-    script = textwrap.dedent(f"""
-        import resource
+    def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-        from deploy.push import push_bundle
-        push_bundle({str(bundle)!r}, {dest!r}, "vww", "cortex-m7")
-    """)
+
+    cmd = [sys.executable, "-m", "pipeline.cli", "push", str(bundle), "--dest", dest,
+           "--model-name", "vww", "--device", "cortex-m7"]  # fmt: skip
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+        cmd, cwd=REPO, env=env, preexec_fn=limit_file_size, capture_output=True, text=True, timeout=120
     )
-    assert proc.returncode != 0
-    assert "File too large" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: push of") and "File too large" in proc.stderr
+    assert "LATEST is unchanged" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
     tree = read_tree(dest)
     assert tree["vww/cortex-m7/LATEST"] == latest_before

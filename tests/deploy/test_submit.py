@@ -152,6 +152,12 @@ def test_service_account_token_file_is_read(package, kfp_api, monkeypatch, tmp_p
     assert result.id in kfp_api.runs
 
 
+def test_unreachable_host_is_a_user_error(package, kfp_api):
+    kfp_api.stop()  # nothing listens on its port any more
+    with pytest.raises(UserError, match=f"cannot reach Kubeflow Pipelines at {kfp_api.url}"):
+        submit_pipeline(package, host=kfp_api.url)
+
+
 def test_session_cookie_from_the_environment(package, monkeypatch):
     monkeypatch.delenv("KF_PIPELINES_TOKEN", raising=False)
     monkeypatch.setenv("KF_PIPELINES_COOKIES", "authservice_session=abc123")
