@@ -7,18 +7,21 @@ with exit status 2. The work is done by deploy.kfp_submit and deploy.push.
 
 from __future__ import annotations
 
+import argparse
+
 from pipeline.commands._util import emit
 
 
 def register(sub) -> None:
+    from deploy.kfp_submit import ENVIRONMENT  # cheap: kfp itself is imported only when submitting
+
     p = sub.add_parser(
         "submit",
         help="submit a compiled pipeline YAML to Kubeflow Pipelines (a run, or a recurring run with --schedule)",
-        description="Submit a pipeline spec compiled by `edgenas compile` with the kfp client. Credentials come "
-        "from the environment: KF_PIPELINES_ENDPOINT (instead of --host), KF_PIPELINES_TOKEN (bearer token), "
-        "KF_PIPELINES_COOKIES (e.g. authservice_session=...), KF_PIPELINES_IAP_OAUTH2_CLIENT_ID and "
-        "KF_PIPELINES_APP_OAUTH2_CLIENT_ID/_SECRET (IAP), KF_PIPELINES_SA_TOKEN_PATH (in a cluster pod); "
-        "see docs/deploy.md.",
+        description="Submit a pipeline spec compiled by `edgenas compile` with the kfp client.",
+        epilog="environment (credentials and defaults; see docs/deploy.md):\n"
+        + "\n".join(f"  {name:<38} {meaning}" for name, meaning in ENVIRONMENT.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("package", help="compiled pipeline spec (.yaml, schema 2.1.0)")
     p.add_argument(
