@@ -146,12 +146,6 @@ def _find_version(store, base: str, digest: str) -> str | None:
     return None
 
 
-def read_latest(dest: str, model_name: str, device: str) -> dict | None:
-    """The ``LATEST`` pointer of a model and device, or None if nothing was pushed yet."""
-    data = open_store(dest).get_bytes(f"{model_name}/{device}/{LATEST}")
-    return json.loads(data) if data is not None else None
-
-
 def push_bundle(
     bundle_dir, dest: str, model_name: str, device: str, now: datetime | None = None
 ) -> PushResult:
