@@ -1,0 +1,39 @@
+"""QatTrainer: examples + architecture -> the trained float/QAT model and the int8 TFLite model.
+
+The training, quantization-aware fine-tuning and full-integer export are
+``edgenas_keras.train.train_and_export``; this adapter rebuilds the search space the architecture was found
+in (``space.json`` in the architecture artifact), decodes the architecture string and hands the library a
+local output folder that becomes the ``Model`` artifact (``model_int8.tflite``, ``metrics.json`` ...).
+"""
+
+import json
+
+from tfx import v1 as tfx
+
+from components import Architecture
+from components._io import input_dir, log, output_dir
+from components.search import SPACE_FILE
+
+
+@tfx.dsl.components.component
+def QatTrainer(
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    architecture: tfx.dsl.components.InputArtifact[Architecture],
+    model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
+    train_config: tfx.dsl.components.Parameter[str],
+    seed: tfx.dsl.components.Parameter[int] = 0,
+) -> None:
+    """Train the architecture, fine-tune it with QAT and export the int8 model."""
+    from edgenas_keras.space import SearchSpace, decode
+    from edgenas_keras.train import train_and_export, train_config_from
+
+    arch_dir = input_dir(architecture.uri)
+    space = SearchSpace.from_dict(json.loads((arch_dir / SPACE_FILE).read_text()), source=str(arch_dir))
+    arch_text = architecture.get_string_custom_property("arch")
+    arch = decode(arch_text)
+    config = train_config_from(json.loads(train_config), seed)
+    log("QatTrainer", f"training {arch_text}")
+    with output_dir(model.uri) as out:
+        result = train_and_export(space, arch, str(input_dir(examples.uri)), str(out), config)
+    model.set_string_custom_property("arch", arch_text)
+    log("QatTrainer", f"int8 accuracy {result.accuracy_int8:.4f}")

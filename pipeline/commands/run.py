@@ -1,0 +1,113 @@
+"""``edgenas run`` (the whole pipeline on this machine) and ``edgenas compile`` (a Kubeflow Pipelines spec).
+
+``run``: LocalDagRunner by default, BeamDagRunner with ``--runner beam`` (a multi-process DirectRunner for
+the Beam components, or any Beam runner through ``--beam-arg=--runner=...``); MLMD, artifacts, the resolved
+configuration and ``summary.json`` under ``--output``. A rerun of the same configuration into the same
+folder reuses every finished component from the cache.
+
+``compile``: KubeflowV2DagRunner to one YAML document with ``schemaVersion: 2.1.0`` (the only schema open
+source Kubeflow Pipelines 2.x accepts; a ``.json`` output would be a Vertex PipelineJob instead).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from edgenas_keras.errors import UserError
+from pipeline.commands._util import emit
+
+DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run the whole pipeline on this machine (data -> search -> QAT -> validation -> push)",
+        description="Run the EdgeNAS pipeline locally. Without --config, the embedded default "
+        "(synthetic data, cortex-m7, about 10 minutes on 2 cores). A rerun into the same --output reuses "
+        "finished components from ML Metadata's cache.",
+    )
+    p.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
+    p.add_argument("--output", default="runs/default", metavar="DIR",
+                   help="output folder: artifacts, metadata.sqlite, summary.json (default runs/default)")
+    p.add_argument("--runner", choices=["local", "beam"], default="local",
+                   help="local: LocalDagRunner (default); beam: BeamDagRunner, multi-process DirectRunner")
+    p.add_argument("--beam-arg", action="append", default=[], metavar="=--OPTION=VALUE",
+                   help="pass-through Beam option for the Beam components, e.g. --beam-arg=--runner=FlinkRunner "
+                   "(repeatable)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_run)
+
+    c = subparsers.add_parser(
+        "compile",
+        help="compile the pipeline to a Kubeflow Pipelines spec (YAML, schema 2.1.0)",
+        description="Compile the pipeline with KubeflowV2DagRunner for open-source Kubeflow Pipelines 2.x.",
+    )
+    c.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
+    c.add_argument("--out", required=True, metavar="FILE.yaml", help="where to write the pipeline spec")
+    c.add_argument("--image", required=True, help="container image holding this project (see Dockerfile)")
+    c.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="URI",
+                   help=f"artifact root, e.g. gs://bucket/edgenas (default {DEFAULT_PIPELINE_ROOT})")
+    c.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    c.set_defaults(func=cmd_compile)
+
+
+def _load(path: str | None):
+    from pipeline import config as cfg
+
+    return cfg.load(path)
+
+
+def cmd_run(args) -> int:
+    from pipeline.runners import run, summary_table
+
+    config = _load(args.config)
+    print(f"edgenas run: {config.name} ({config.source}) -> {args.output} [{args.runner}]", file=sys.stderr,
+          flush=True)
+    summary = run(config, args.output, runner=args.runner, beam_args=args.beam_arg)
+    emit(args, summary, summary_table(summary))
+    return 0
+
+
+def compile_pipeline(config, out: str | Path, image: str, pipeline_root: str = DEFAULT_PIPELINE_ROOT) -> Path:
+    """Write the KFP spec of ``config`` to ``out`` (.yaml) through a temporary file; return its path."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    out = Path(out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise UserError(f"--out {out} must end in .yaml: Kubeflow Pipelines 2.x takes a YAML spec")
+    if not image:
+        raise UserError("--image must name the container image")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    config = config.with_output(pipeline_root.rstrip("/"))
+    pipeline = create_pipeline(config, pipeline_root, beam_args=list(config.beam_args))
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+                default_image=image, use_pipeline_spec_2_1=True
+            ),
+            output_dir=tmp,
+            output_filename=out.name,
+        )
+        runner.run(pipeline, write_out=True)
+        Path(tmp, out.name).replace(out)
+    return out
+
+
+def cmd_compile(args) -> int:
+    import logging
+
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    config = _load(args.config)
+    path = compile_pipeline(config, args.out, args.image, args.pipeline_root)
+    emit(args, {"pipeline_spec": str(path), "pipeline_name": config.name, "image": args.image,
+                "pipeline_root": args.pipeline_root},
+         f"wrote {path} (pipeline {config.name}, schema 2.1.0, image {args.image})")
+    return 0

@@ -1,0 +1,116 @@
+"""``create_pipeline(config, ...)``: the EdgeNAS TFX pipeline, wiring only.
+
+    VwwExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator --+
+          |                                                           v
+          +------------------------------------------------> SupernetSearch <- LutImporter
+          +------------------------------------------------> QatTrainer <------ (architecture)
+          +------------------------------------------------> BudgetValidator <- (model, LUT)
+                                                              TfliteMicroPusher <- (blessing, model, ...)
+
+The same object runs under LocalDagRunner and BeamDagRunner and compiles with KubeflowV2DagRunner, so it
+holds no Resolver nodes (they do not run on Kubeflow) and no FileBasedExampleGen (its driver does not
+either). Everything a component needs travels as a parameter (JSON strings for the config sections), so a
+compiled spec is self-contained. The schema is inferred from the train split only, so ExampleValidator
+checks eval against what training saw; SupernetSearch refuses anomalous examples.
+"""
+
+from __future__ import annotations
+
+from tfx import v1 as tfx
+
+from components.example_gen import VwwExampleGen
+from components.lut_importer import LutImporter
+from components.pusher import TfliteMicroPusher
+from components.search import SupernetSearch
+from components.trainer import QatTrainer
+from components.validator import BudgetValidator
+from pipeline.config import PipelineConfig, to_json
+
+
+def space_dict(config: PipelineConfig) -> dict:
+    """The search space the config selects, at the config's model resolution, as a plain dict."""
+    from edgenas_keras.errors import UserError
+    from edgenas_keras.space import SearchSpace
+
+    try:
+        space = SearchSpace.load(config.space.file or None)
+        if config.space.resolution:
+            space = space.with_resolution(config.space.resolution)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{config.source}: space: {exc}") from None
+    return space.to_dict()
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    pipeline_root: str,
+    metadata_path: str | None = None,
+    beam_args: list[str] | tuple[str, ...] = (),
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """The pipeline for ``config``; ``metadata_path`` is the MLMD SQLite file (None on Kubeflow)."""
+    budgets = to_json(config.budgets_dict())
+
+    example_gen = VwwExampleGen(data_config=to_json(config.to_dict()["data"]))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False, exclude_splits=["eval"]
+    )
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    lut_importer = LutImporter(
+        device=config.lut.device, lut_file=config.lut.file, clock_mhz=float(config.lut.clock_mhz)
+    )
+    search = SupernetSearch(
+        examples=example_gen.outputs["examples"],
+        anomalies=example_validator.outputs["anomalies"],
+        lut=lut_importer.outputs["lut"],
+        space_config=to_json(space_dict(config)),
+        search_config=to_json(config.search),
+        budgets=budgets,
+        seed=config.seed,
+    )
+    trainer = QatTrainer(
+        examples=example_gen.outputs["examples"],
+        architecture=search.outputs["architecture"],
+        train_config=to_json(config.train),
+        seed=config.seed,
+    )
+    validator = BudgetValidator(
+        model=trainer.outputs["model"],
+        lut=lut_importer.outputs["lut"],
+        examples=example_gen.outputs["examples"],
+        budgets=budgets,
+    )
+    pusher = TfliteMicroPusher(
+        model=trainer.outputs["model"],
+        blessing=validator.outputs["blessing"],
+        lut=lut_importer.outputs["lut"],
+        architecture=search.outputs["architecture"],
+        examples=example_gen.outputs["examples"],
+        dest=config.push.dest,
+        model_name=config.push.model_name,
+        device=config.lut.device,
+        budgets=budgets,
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.name,
+        pipeline_root=pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            lut_importer,
+            search,
+            trainer,
+            validator,
+            pusher,
+        ],
+        enable_cache=enable_cache,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path) if metadata_path else None
+        ),
+        beam_pipeline_args=list(beam_args),
+    )
