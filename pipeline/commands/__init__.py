@@ -3,6 +3,6 @@
 Keep heavy imports (TensorFlow, TFX, Beam) inside the command functions so ``edgenas --help`` stays fast.
 """
 
-from pipeline.commands import arch, bundle, data, deploy, lut, run, space
+from pipeline.commands import arch, bundle, data, deploy, lut, run, space, train
 
-COMMAND_MODULES = [space, arch, lut, bundle, data, deploy, run]
+COMMAND_MODULES = [space, arch, lut, bundle, data, deploy, run, train]

@@ -1,0 +1,323 @@
+"""Retrain a found architecture for real: float training from scratch, QAT fine-tune, int8 export, and the
+accuracy figures that matter on the device.
+
+Why the steps are what they are:
+
+- **From scratch, then QAT.** The supernet's shared weights are not the weights of the discrete network, so
+  the chosen architecture is trained anew in float (Adam with decoupled weight decay, linear warm-up then a
+  cosine schedule, light augmentation from the data reader), then fine-tuned a few epochs with fake-quant
+  nodes (``edgenas_keras.qat``) at a small learning rate, so the weights adapt to int8 rounding and the
+  activation ranges are learned rather than guessed.
+- **Representative data from the TRAIN split** (a seeded sample, no augmentation, the reader's input range):
+  calibration must never see the eval split that the accuracy figures are measured on.
+- **Accuracy measured in the TFLM runtime**, the interpreter the device runs, on the eval split: the int8
+  figure is that of the flatbuffer we ship, not of TensorFlow's simulation of it.
+- **A baseline in the same run**: plain post-training quantisation (PTQ) of the float model, calibrated on
+  the same representative set. QAT is worth its cost only if it beats PTQ; ``metrics.json`` says by how much.
+
+Outputs (``out_dir``): ``float_model.keras``, ``qat_model.h5`` (HDF5: tf_keras' ``.keras`` format does not
+restore tfmot's quantize layers; load it with ``qat.load_qat_model``),
+``model_int8.tflite`` (QAT), ``model_ptq_int8.tflite`` (PTQ baseline), ``history.json``, ``metrics.json``,
+``config.json`` (the resolved configuration, architecture and data fingerprint). Everything is written to a
+staging folder and moved into place at the end, ``metrics.json`` last, so a crashed run leaves nothing that
+looks finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from edgenas_keras import qat, tflm
+from edgenas_keras.builder import build_model
+from edgenas_keras.data import reader
+from edgenas_keras.errors import UserError
+from edgenas_keras.export import to_int8_tflite
+from edgenas_keras.space import Arch, SearchSpace, encode
+from edgenas_keras.tflite_model import parse
+
+OUTPUT_FILES = ("float_model.keras", "qat_model.h5", "model_int8.tflite", "model_ptq_int8.tflite",
+                "history.json", "config.json", "metrics.json")   # metrics.json last: it marks a finished run
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (with the architecture, the data and the space)."""
+
+    epochs: int = 20                  # float training from scratch
+    qat_epochs: int = 3               # QAT fine-tune (>= 1: the fake-quant ranges are learned in training)
+    batch_size: int = 64
+    lr: float = 3e-3                  # peak Adam learning rate of the float phase
+    warmup_epochs: float = 1.0        # linear warm-up to ``lr``, then cosine decay to ``lr * final_lr_fraction``
+    final_lr_fraction: float = 0.02
+    qat_lr: float = 2e-4              # peak of the QAT phase (cosine to 0, no warm-up)
+    weight_decay: float = 1e-4        # decoupled (AdamW)
+    dropout: float = 0.0              # before the classifier
+    augment: bool = True              # random flip and shift (edgenas_keras.data.reader)
+    seed: int = 0                     # weights init, shuffling, augmentation, representative sample
+    representative_samples: int = 256  # train images the int8 converter calibrates on
+    eval_limit: int | None = None     # evaluate on the first N eval images only (None: all)
+    resolution: int | None = None     # input side; None: the search space's
+
+    def __post_init__(self):
+        def need(name, ok, what):
+            if not ok:
+                raise UserError(f"training config: {name} must be {what}, got {getattr(self, name)!r}")
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        need("epochs", is_int(self.epochs) and self.epochs >= 1, "an integer >= 1")
+        need("qat_epochs", is_int(self.qat_epochs) and self.qat_epochs >= 1, "an integer >= 1")
+        need("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1")
+        for name in ("lr", "qat_lr"):
+            need(name, is_num(getattr(self, name)) and getattr(self, name) > 0, "a positive number")
+        need("warmup_epochs", is_num(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,
+             "a number in [0, epochs)")
+        need("final_lr_fraction", is_num(self.final_lr_fraction) and 0 <= self.final_lr_fraction <= 1,
+             "a number in [0, 1]")
+        need("weight_decay", is_num(self.weight_decay) and self.weight_decay >= 0, "a number >= 0")
+        need("dropout", is_num(self.dropout) and 0 <= self.dropout < 1, "a number in [0, 1)")
+        need("augment", isinstance(self.augment, bool), "true or false")
+        need("seed", is_int(self.seed) and self.seed >= 0, "an integer >= 0")
+        need("representative_samples", is_int(self.representative_samples) and self.representative_samples >= 1,
+             "an integer >= 1")
+        need("eval_limit", self.eval_limit is None or (is_int(self.eval_limit) and self.eval_limit >= 1),
+             "null or an integer >= 1")
+        need("resolution", self.resolution is None or (is_int(self.resolution) and self.resolution >= 8),
+             "null or an integer >= 8")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "training config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    metrics: dict
+    history: dict
+
+    @property
+    def int8_model(self) -> Path:
+        return self.out_dir / "model_int8.tflite"
+
+    @property
+    def ptq_model(self) -> Path:
+        return self.out_dir / "model_ptq_int8.tflite"
+
+
+# -- data --------------------------------------------------------------------------------------------------
+
+def dataset_info(data_dir: str | Path) -> dict:
+    """Record counts per split and the data set's fingerprint, from the writer's ``stats.json`` (or, for
+    folders written by other tools, by counting records)."""
+    stats_path = Path(data_dir, "stats.json")
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+        return {"train": int(stats["written"]["train"]), "eval": int(stats["written"]["eval"]),
+                "fingerprint": stats.get("fingerprint")}
+    counts = {}
+    for split in ("train", "eval"):
+        files = reader.split_files(data_dir, split)
+        counts[split] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(0, lambda n, _: n + 1))
+    return {**counts, "fingerprint": None}
+
+
+def representative_images(data_dir, resolution: int, channels: int, n: int, seed: int) -> np.ndarray:
+    """A seeded sample of ``n`` TRAIN images in the model's input range, unaugmented (converter calibration)."""
+    ds = reader.make_dataset(data_dir, "train", 1, resolution, channels, shuffle_seed=seed).unbatch().take(n)
+    return np.stack([x.numpy() for x, _ in ds])
+
+
+def representative_fn(images: np.ndarray):
+    def gen():
+        for x in images:
+            yield [x[None].astype(np.float32)]
+
+    return gen
+
+
+def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limit: int | None):
+    ds = reader.make_dataset(data_dir, "eval", batch_size, resolution, channels)
+    if limit is not None:
+        ds = ds.unbatch().take(limit).batch(batch_size)
+    return ds
+
+
+def tflm_accuracy(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model") -> tuple[float, int]:
+    """Top-1 accuracy of a full-int8 model on the eval split, run image by image in the TFLM runtime.
+
+    Images are read at the model's own input resolution and channel count and quantised with its input
+    scale and zero point. Returns (accuracy, number of images)."""
+    model = parse(bytes(model_bytes), source).require_int8()
+    inp = model.input_details()[0]
+    _, res, _, ch = inp["shape"]
+    runner = tflm.Runner(model_bytes, source=source)
+    correct = total = 0
+    for x, y in eval_dataset(data_dir, res, ch, 64, limit):
+        q = tflm.quantize(x.numpy(), inp["scale"][0], inp["zero_point"][0])
+        for img, label in zip(q, y.numpy()):
+            out = runner(img[None])[0]
+            correct += int(np.argmax(out.reshape(-1)) == label)
+            total += 1
+    if total == 0:
+        raise UserError(f"{data_dir} Split-eval holds no records")
+    return correct / total, total
+
+
+# -- training ----------------------------------------------------------------------------------------------
+
+def _schedule(peak: float, steps: int, warmup: int, final_fraction: float):
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(peak * 0.1, max(1, steps - warmup), alpha=final_fraction,
+                                                      warmup_target=peak, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(peak, max(1, steps), alpha=final_fraction)
+
+
+def _compile(model, schedule, weight_decay: float):
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+                  loss=keras.losses.SparseCategoricalCrossentropy(),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
+class _EpochLog(keras.callbacks.Callback):
+    def __init__(self, phase: str, epochs: int, progress: Callable[[str], None] | None):
+        super().__init__()
+        self.phase, self.epochs, self.progress = phase, epochs, progress
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress:
+            logs = logs or {}
+            self.progress(f"{self.phase} epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', float('nan')):.4f} "
+                          f"accuracy {logs.get('accuracy', float('nan')):.4f} "
+                          f"({time.perf_counter() - self.t0:.0f} s)")
+
+
+def _history(h) -> dict:
+    return {k: [float(v) for v in vals] for k, vals in h.history.items()}
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_dir: str | Path,
+                     config: TrainConfig = TrainConfig(),
+                     progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Train ``arch`` on ``data_dir`` (an Examples folder: ``Split-train``, ``Split-eval``), quantise, export
+    and evaluate it; write the outputs listed in the module docstring to ``out_dir``."""
+    space.check(arch)
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data folder {data_dir} does not exist; run `edgenas data synth` or `edgenas data ingest`")
+    info = dataset_info(data_dir)
+    if info["train"] < 1 or info["eval"] < 1:
+        raise UserError(f"{data_dir} needs records in both Split-train and Split-eval, has {info}")
+    res = config.resolution or space.resolution
+    ch = space.in_channels
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = out_dir / f".staging-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        keras.utils.set_random_seed(config.seed)
+        steps = max(1, info["train"] // config.batch_size)
+        train_ds = reader.make_dataset(data_dir, "train", config.batch_size, res, ch, augment=config.augment,
+                                       shuffle_seed=config.seed, repeat=True, drop_remainder=True)
+        eval_ds = eval_dataset(data_dir, res, ch, config.batch_size, config.eval_limit)
+
+        t = time.perf_counter()
+        model = build_model(space, arch, res, dropout=config.dropout)
+        _compile(model, _schedule(config.lr, steps * config.epochs, round(steps * config.warmup_epochs),
+                                  config.final_lr_fraction), config.weight_decay)
+        say(f"float training: {config.epochs} epoch(s) x {steps} steps of {config.batch_size}")
+        h_float = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
+                            callbacks=[_EpochLog("float", config.epochs, progress)])
+        timings["float_train_s"] = time.perf_counter() - t
+        acc_float = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+        say(f"float accuracy {acc_float:.4f}")
+        model.save(stage / "float_model.keras")
+
+        t = time.perf_counter()
+        qmodel = qat.quantize_model(model)
+        _compile(qmodel, _schedule(config.qat_lr, steps * config.qat_epochs, 0, 0.0), config.weight_decay)
+        say(f"QAT fine-tune: {config.qat_epochs} epoch(s)")
+        h_qat = qmodel.fit(train_ds, epochs=config.qat_epochs, steps_per_epoch=steps, verbose=0,
+                           callbacks=[_EpochLog("qat", config.qat_epochs, progress)])
+        timings["qat_train_s"] = time.perf_counter() - t
+        acc_qat = float(qmodel.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+        say(f"QAT accuracy (TensorFlow) {acc_qat:.4f}")
+        qmodel.save(stage / "qat_model.h5")
+
+        t = time.perf_counter()
+        rep = representative_fn(representative_images(data_dir, res, ch, config.representative_samples,
+                                                      config.seed))
+        say("int8 export (QAT and PTQ baseline)")
+        int8 = to_int8_tflite(qmodel, rep)
+        ptq = to_int8_tflite(model, rep)
+        (stage / "model_int8.tflite").write_bytes(int8)
+        (stage / "model_ptq_int8.tflite").write_bytes(ptq)
+        timings["export_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        say("evaluating both int8 models in the TFLM runtime")
+        acc_int8, n_eval = tflm_accuracy(int8, data_dir, config.eval_limit, "model_int8.tflite")
+        acc_ptq, _ = tflm_accuracy(ptq, data_dir, config.eval_limit, "model_ptq_int8.tflite")
+        timings["tflm_eval_s"] = time.perf_counter() - t
+
+        history = {"float": _history(h_float), "qat": _history(h_qat)}
+        metrics = {
+            "arch": encode(arch),
+            "accuracy_float": acc_float,
+            "accuracy_qat": acc_qat,
+            "accuracy_int8_tflm": acc_int8,
+            "accuracy_ptq_int8_tflm": acc_ptq,
+            "int8_minus_float_points": 100 * (acc_int8 - acc_float),
+            "qat_minus_ptq_points": 100 * (acc_int8 - acc_ptq),
+            "eval_examples": n_eval,
+            "train_examples": info["train"],
+            "model_bytes": len(int8),
+            "int8_sha256": hashlib.sha256(int8).hexdigest(),   # lets `edgenas validate` trust these figures
+            "ptq_model_bytes": len(ptq),
+            "params": int(model.count_params()),
+            "seconds": {k: round(v, 1) for k, v in timings.items()},
+        }
+        resolved = {"arch": encode(arch), "space": space.name, "resolution": res, "data_dir": str(data_dir),
+                    "dataset_fingerprint": info["fingerprint"], "train": config.to_dict()}
+        _write_json(stage / "history.json", history)
+        _write_json(stage / "config.json", resolved)
+        _write_json(stage / "metrics.json", metrics)
+        stale = out_dir / "metrics.json"
+        if stale.exists():
+            stale.unlink()   # a half-replaced folder must not keep the previous run's "finished" marker
+        for name in OUTPUT_FILES:
+            os.replace(stage / name, out_dir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return TrainResult(out_dir, metrics, history)

@@ -1,0 +1,212 @@
+"""Budget validation of an int8 ``.tflite`` for a target device: the blessing decision before a push.
+
+A model is *blessed* only if every check passes; the document lists each check with its figure, its budget
+and its verdict, and ``reasons`` names every failing one. Checks:
+
+- ``latency``: the sum of the device LUT's entries over the model's operators (the model is parsed from the
+  flatbuffer with ``tflite_model``, so any int8 model can be priced, not only ours). For ``host-tflm`` also
+  ``latency_measured``: the median ``invoke()`` in the TFLM runtime on this machine, minus the interpreter's
+  per-call overhead (``tflm.time_invoke``).
+- ``sram``: the larger of the predicted on-target arena (``cost.sram_bytes`` with the device's kernel scratch
+  and persistent terms) and the arena TFLM needs on this host (``tflm.min_arena_bytes``, by bisection). The
+  host is 64-bit, so its figure over-states a 32-bit MCU's persistent structs; the prediction includes
+  CMSIS-NN scratch buffers the host's reference kernels do not ask for. Neither alone is an upper bound,
+  the maximum is the conservative figure.
+- ``flash``: the model's bytes plus the TFLM runtime's own code and constant data for the device
+  (``RUNTIME_FLASH``, with sources; override with ``runtime_flash_bytes`` when a link map gives the real one).
+- ``accuracy``: int8 top-1 on the eval split, run in the TFLM runtime (``train.tflm_accuracy``). Without a
+  data folder, the figure recorded by ``edgenas train`` in ``metrics.json`` next to the model is used if that
+  file describes this very model (same sha256); otherwise the check fails for lack of a figure.
+
+Budgets are in bytes for memory (the CLI takes KiB, 1024 bytes), milliseconds for latency, and a fraction in
+[0, 1] for accuracy. ``checks`` maps each check's name to its figure, budget, unit, verdict and details.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgenas_keras import cost
+from edgenas_keras.errors import UserError
+from edgenas_keras.lut import Lut
+from edgenas_keras.tflite_model import read_int8_model
+
+HOST_DEVICE = "host-tflm"
+
+
+@dataclass(frozen=True)
+class RuntimeFootprint:
+    bytes: int
+    source: str
+
+
+# The TFLM runtime's flash (code + read-only data) linked for our operator set: MicroInterpreter, allocator,
+# flatbuffer reader, and the kernels CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL, MEAN, FULLY_CONNECTED, SOFTMAX.
+_MCU_SOURCE = ("estimate: the TFLM core runtime 'just fits in 16 KB on an Arm Cortex M3' (tflite-micro README), "
+               "plus about 48 KiB for the int8 kernels of our seven operators with CMSIS-NN (optimised conv and "
+               "depthwise paths keep their generic fallbacks); replace with the figure from your link map")
+RUNTIME_FLASH: dict[str, RuntimeFootprint] = {
+    HOST_DEVICE: RuntimeFootprint(1_094_435, "measured: `size` text + data of tflite_micro/_runtime.so "
+                                  "(tflite-micro 0.dev20261023182759, x86-64, every reference kernel and the "
+                                  "Python bindings): an upper bound for the host runtime"),
+    "cortex-m4": RuntimeFootprint(64 * 1024, _MCU_SOURCE),
+    "cortex-m7": RuntimeFootprint(64 * 1024, _MCU_SOURCE),
+    "riscv32": RuntimeFootprint(72 * 1024, "estimate: as for Cortex-M with reference kernels (no CMSIS-NN); "
+                                "RV32IMC code is about 10% larger than Thumb-2"),
+    "cortex-a53": RuntimeFootprint(128 * 1024, "estimate: the Cortex-M figure doubled for AArch64 code density "
+                                   "and 64-bit structs; flash is rarely the constraint on this class"),
+}
+
+
+@dataclass(frozen=True)
+class Budgets:
+    latency_ms: float
+    sram_bytes: int
+    flash_bytes: int
+    min_accuracy: float = 0.0     # fraction in [0, 1]; 0 still reports the figure
+
+    def __post_init__(self):
+        for name in ("latency_ms", "sram_bytes", "flash_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise UserError(f"budget {name} must be a positive number, got {v!r}")
+        a = self.min_accuracy
+        if isinstance(a, bool) or not (isinstance(a, (int, float)) and math.isfinite(a) and 0 <= a <= 1):
+            raise UserError(f"minimum accuracy must be a fraction in [0, 1] (e.g. 0.8 for 80%), got {a!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Budgets:
+        """From ``latency_ms``, ``sram_bytes`` | ``sram_kb``, ``flash_bytes`` | ``flash_kb`` and optional
+        ``min_accuracy`` (the pipeline configuration's and the CLI's spellings)."""
+        def pick(name):
+            if f"{name}_bytes" in d:
+                return d[f"{name}_bytes"]
+            if f"{name}_kb" in d and isinstance(d[f"{name}_kb"], (int, float)):
+                return int(round(d[f"{name}_kb"] * 1024))
+            raise UserError(f"budgets need {name}_bytes or {name}_kb, got fields {', '.join(sorted(d))}")
+
+        if "latency_ms" not in d:
+            raise UserError(f"budgets need latency_ms, got fields {', '.join(sorted(d))}")
+        return cls(d["latency_ms"], pick("sram"), pick("flash"), d.get("min_accuracy", 0.0))
+
+
+def runtime_footprint(device: str, override_bytes: int | None = None) -> RuntimeFootprint:
+    if override_bytes is not None:
+        if override_bytes < 0:
+            raise UserError(f"runtime flash footprint must be >= 0 bytes, got {override_bytes}")
+        return RuntimeFootprint(int(override_bytes), "given by the caller")
+    if device not in RUNTIME_FLASH:
+        raise UserError(f"no documented TFLM runtime flash footprint for device {device!r} (known: "
+                        f"{', '.join(sorted(RUNTIME_FLASH))}); pass --runtime-flash-kb from your link map")
+    return RUNTIME_FLASH[device]
+
+
+def _check(checks: dict, name: str, figure, budget, unit: str, ok: bool, **detail) -> None:
+    checks[name] = {"figure": figure, "budget": budget, "unit": unit, "verdict": "pass" if ok else "fail",
+                    "passed": bool(ok), "detail": detail}
+
+
+def recorded_accuracy(model_path: Path, sha256: str) -> tuple[float, str] | None:
+    """The int8 TFLM accuracy ``edgenas train`` recorded beside this very model, if any."""
+    metrics = model_path.parent / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        m = json.loads(metrics.read_text())
+    except json.JSONDecodeError:
+        return None
+    if m.get("int8_sha256") == sha256 and "accuracy_int8_tflm" in m:
+        return float(m["accuracy_int8_tflm"]), str(metrics)
+    return None
+
+
+def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, data_dir: str | Path | None = None,
+                   eval_limit: int | None = None, runtime_flash_bytes: int | None = None,
+                   measure_host_latency: bool | None = None) -> dict:
+    """Check an int8 model against ``budgets`` on ``lut``'s device; return the blessing document.
+
+    ``budgets`` is a ``Budgets`` or a dict for ``Budgets.from_dict``. ``measure_host_latency`` defaults to
+    "the device is host-tflm"."""
+    from edgenas_keras import tflm  # noqa: PLC0415  (loads the TFLM runtime)
+
+    if isinstance(budgets, dict):
+        budgets = Budgets.from_dict(budgets)
+    model_path = Path(model_path)
+    model = read_int8_model(model_path)
+    data = model_path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    footprint = runtime_footprint(lut.device, runtime_flash_bytes)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"data folder {data_dir} does not exist or is not a directory")
+    graph = model.graph()
+    checks: dict[str, dict] = {}
+
+    lat = lut.latency_ms(graph.keys)
+    _check(checks, "latency", round(lat, 4), budgets.latency_ms, "ms", lat <= budgets.latency_ms,
+           source=f"LUT {lut.source}", operators=len(graph.nodes))
+    if measure_host_latency if measure_host_latency is not None else lut.device == HOST_DEVICE:
+        timing = tflm.time_invoke(data)
+        measured = timing.net_s * 1000
+        _check(checks, "latency_measured", round(measured, 4), budgets.latency_ms, "ms",
+               measured <= budgets.latency_ms, median_invoke_ms=round(timing.median_s * 1000, 4),
+               interpreter_overhead_ms=round(timing.overhead_s * 1000, 4),
+               source="TFLM runtime on this host (reference kernels)")
+
+    scratch, persistent = cost.device_memory_terms(lut)
+    predicted = cost.sram_bytes(graph, scratch, persistent)
+    host_arena = tflm.min_arena_bytes(data, str(model_path))
+    sram = max(predicted, host_arena)
+    _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,
+           predicted_on_target_bytes=predicted, host_arena_bytes=host_arena,
+           rule="the larger of the on-target prediction and the host arena (bisection)")
+
+    flash = len(data) + footprint.bytes
+    _check(checks, "flash", flash, budgets.flash_bytes, "bytes", flash <= budgets.flash_bytes,
+           model_bytes=len(data), runtime_bytes=footprint.bytes, runtime_source=footprint.source)
+
+    if data_dir is not None:
+        from edgenas_keras.train import tflm_accuracy  # noqa: PLC0415  (TensorFlow only for this check)
+
+        acc, n = tflm_accuracy(data, data_dir, eval_limit, str(model_path))
+        _check(checks, "accuracy", round(acc, 6), budgets.min_accuracy, "fraction", acc >= budgets.min_accuracy,
+               eval_examples=n, data_dir=str(data_dir), source="int8 model run in the TFLM runtime, eval split")
+    elif (rec := recorded_accuracy(model_path, sha)) is not None:
+        acc, src = rec
+        _check(checks, "accuracy", round(acc, 6), budgets.min_accuracy, "fraction", acc >= budgets.min_accuracy,
+               source=f"recorded by edgenas train in {src}")
+    else:
+        _check(checks, "accuracy", None, budgets.min_accuracy, "fraction", False,
+               source="none: pass --data DIR (no metrics.json from `edgenas train` describes this model)")
+
+    reasons = [_reason(name, c) for name, c in checks.items() if not c["passed"]]
+    return {
+        "blessed": not reasons,
+        "reasons": reasons,
+        "checks": checks,
+        "model": str(model_path),
+        "model_sha256": sha,
+        "model_bytes": len(data),
+        "device": lut.device,
+        "lut": {"source": lut.source, "sha256": lut.sha256, "method": lut.metadata.get("method"),
+                "clock_mhz": lut.metadata.get("clock_mhz")},
+        "budgets": asdict(budgets),
+    }
+
+
+def _reason(name: str, c: dict) -> str:
+    if c["figure"] is None:
+        return f"{name}: no figure ({c['detail'].get('source')})"
+    rel = "below minimum" if name == "accuracy" else "over budget"
+    return f"{name}: {c['figure']} {c['unit']} {rel} {c['budget']} {c['unit']}"
+
+
+def write_blessing(doc: dict, path: str | Path) -> None:
+    """Write the blessing document atomically."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp.replace(p)

@@ -1,0 +1,100 @@
+"""``edgenas train`` (float training, QAT, int8 export, TFLM accuracy) and ``edgenas validate`` (budget checks
+and the blessing decision for an int8 model on a device)."""
+
+from __future__ import annotations
+
+from pipeline.commands._util import emit, existing_dir, existing_file, load_space, parse_arch, progress_write
+
+
+def register(sub) -> None:
+    t = sub.add_parser(
+        "train", help="train an architecture (float, then QAT) and export it to int8",
+        description="Train ARCH from scratch in float, fine-tune it with quantization-aware training, export "
+        "full-int8 TFLite models (QAT, and plain post-training quantisation as the baseline) and evaluate all of "
+        "them, the int8 ones in the TFLite Micro runtime. Writes float_model.keras, qat_model.h5, "
+        "model_int8.tflite, model_ptq_int8.tflite, history.json, metrics.json and config.json to --out.")
+    t.add_argument("--arch", required=True, metavar="ARCH", help="architecture string (see `edgenas arch check`)")
+    t.add_argument("--data", required=True, metavar="DIR",
+                   help="Examples folder with Split-train and Split-eval (from `edgenas data synth|ingest`)")
+    t.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    t.add_argument("--epochs", type=int, help="float training epochs (default: TrainConfig's)")
+    t.add_argument("--qat-epochs", type=int, help="QAT fine-tune epochs (default: TrainConfig's)")
+    t.add_argument("--seed", type=int, help="seed for init, shuffling, augmentation and calibration")
+    t.add_argument("--batch-size", type=int, help="batch size")
+    t.add_argument("--lr", type=float, help="peak learning rate of the float phase")
+    t.add_argument("--resolution", type=int, help="input resolution (default: the space's)")
+    t.add_argument("--eval-limit", type=int, help="evaluate on the first N eval images only")
+    t.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
+    t.add_argument("--json", action="store_true", help="print one JSON object (the metrics)")
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser(
+        "validate", help="check an int8 model against a device's budgets and decide its blessing",
+        description="Check an int8 .tflite against latency (the device LUT; for host-tflm also measured), SRAM "
+        "(the larger of the predicted on-target arena and the arena TFLM needs on this host), flash (model + the "
+        "TFLM runtime's documented footprint) and int8 accuracy in the TFLM runtime. Exit status 0 if blessed, "
+        "1 if not (the reasons name the failing checks), 2 on a usage error.")
+    v.add_argument("model", metavar="MODEL.tflite", help="full-int8 TFLite model")
+    g = v.add_mutually_exclusive_group(required=True)
+    g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
+    g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1); its metadata names the device")
+    v.add_argument("--latency-ms", type=float, required=True, help="latency budget per inference (ms)")
+    v.add_argument("--sram-kb", type=float, required=True, help="SRAM budget for the arena (KiB)")
+    v.add_argument("--flash-kb", type=float, required=True, help="flash budget: model + TFLM runtime (KiB)")
+    v.add_argument("--min-accuracy", type=float, required=True,
+                   help="minimum int8 top-1 accuracy on the eval split, a fraction (0.8 = 80%%)")
+    v.add_argument("--data", metavar="DIR", help="Examples folder whose Split-eval measures accuracy (default: "
+                   "the figure `edgenas train` recorded in metrics.json beside the model, if it is this model's)")
+    v.add_argument("--eval-limit", type=int, help="measure accuracy on the first N eval images only")
+    v.add_argument("--runtime-flash-kb", type=float,
+                   help="the TFLM runtime's flash footprint from your link map (default: documented per device)")
+    v.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
+    v.add_argument("--out", metavar="FILE", help="also write the blessing JSON here")
+    v.add_argument("--json", action="store_true", help="print one JSON object (the blessing document)")
+    v.set_defaults(func=cmd_validate)
+
+
+def cmd_train(args) -> int:
+    from edgenas_keras.train import TrainConfig, train_and_export
+
+    space = load_space(args.space)
+    arch = parse_arch(args.arch, space)
+    data = existing_dir(args.data, "data folder")
+    given = {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "seed": args.seed, "batch_size": args.batch_size,
+             "lr": args.lr, "resolution": args.resolution, "eval_limit": args.eval_limit}
+    config = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None}, source="edgenas train")
+    result = train_and_export(space, arch, data, args.out, config, progress=progress_write)
+    m = result.metrics
+    human = (f"{m['arch']} -> {result.out_dir}\n"
+             f"  accuracy float            {m['accuracy_float']:.4f}\n"
+             f"  accuracy QAT (TensorFlow) {m['accuracy_qat']:.4f}\n"
+             f"  accuracy int8 QAT (TFLM)  {m['accuracy_int8_tflm']:.4f}\n"
+             f"  accuracy int8 PTQ (TFLM)  {m['accuracy_ptq_int8_tflm']:.4f}\n"
+             f"  eval images {m['eval_examples']}, int8 model {m['model_bytes']} bytes")
+    emit(args, {**m, "out_dir": str(result.out_dir)}, human)
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras.errors import UserError
+    from edgenas_keras.validate import Budgets, validate_model, write_blessing
+
+    model = existing_file(args.model, "model file")
+    if args.data is not None:
+        existing_dir(args.data, "data folder")
+    if args.eval_limit is not None and args.eval_limit < 1:
+        raise UserError(f"--eval-limit must be >= 1, got {args.eval_limit}")
+    budgets = Budgets.from_dict({"latency_ms": args.latency_ms, "sram_kb": args.sram_kb, "flash_kb": args.flash_kb,
+                                 "min_accuracy": args.min_accuracy})
+    runtime = None if args.runtime_flash_kb is None else int(round(args.runtime_flash_kb * 1024))
+    lut = lutmod.resolve(args.device, args.lut, args.clock_mhz)
+    doc = validate_model(model, lut, budgets, args.data, args.eval_limit, runtime)
+    if args.out:
+        write_blessing(doc, args.out)
+    lines = [f"{model}: {'BLESSED' if doc['blessed'] else 'NOT BLESSED'} for {doc['device']}"]
+    for name, c in doc["checks"].items():
+        lines.append(f"  {c['verdict']:4}  {name:17} {c['figure']} {c['unit']} (budget {c['budget']})")
+    lines += [f"  reason: {r}" for r in doc["reasons"]]
+    emit(args, doc, "\n".join(lines))
+    return 0 if doc["blessed"] else 1
