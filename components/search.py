@@ -66,7 +66,7 @@ def SupernetSearch(
 ) -> None:
     """Search the space for the most accurate architecture within the budgets on the LUT's device."""
     from edgenas_keras import lut as lut_lib
-    from edgenas_keras.search import run_search, search_config_from
+    from edgenas_keras.search import run_search, search_config_from, space_with_blocks
     from edgenas_keras.space import SearchSpace
 
     check_anomalies(anomalies)
@@ -94,6 +94,6 @@ def SupernetSearch(
         for p in sorted(work.iterdir()):
             if p.is_file() and not p.name.startswith("."):
                 shutil.copyfile(p, out / p.name)
-        write_json(out / SPACE_FILE, space.to_dict())
+        write_json(out / SPACE_FILE, space_with_blocks(space, config.num_blocks).to_dict())
     architecture.set_string_custom_property("arch", str(result.arch))
     log("SupernetSearch", f"found {result.arch}")

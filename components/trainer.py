@@ -25,15 +25,17 @@ def QatTrainer(
 ) -> None:
     """Train the architecture, fine-tune it with QAT and export the int8 model."""
     from edgenas_keras.space import SearchSpace, decode
-    from edgenas_keras.train import train_and_export, train_config_from
+    from edgenas_keras.train import TrainConfig, train_and_export
 
     arch_dir = input_dir(architecture.uri)
     space = SearchSpace.from_dict(json.loads((arch_dir / SPACE_FILE).read_text()), source=str(arch_dir))
     arch_text = architecture.get_string_custom_property("arch")
     arch = decode(arch_text)
-    config = train_config_from(json.loads(train_config), seed)
+    config = TrainConfig.from_dict({"seed": seed, **json.loads(train_config)}, source="pipeline config train")
     log("QatTrainer", f"training {arch_text}")
     with output_dir(model.uri) as out:
-        result = train_and_export(space, arch, str(input_dir(examples.uri)), str(out), config)
+        result = train_and_export(
+            space, arch, str(input_dir(examples.uri)), str(out), config, progress=lambda m: log("QatTrainer", m)
+        )
     model.set_string_custom_property("arch", arch_text)
-    log("QatTrainer", f"int8 accuracy {result.accuracy_int8:.4f}")
+    log("QatTrainer", f"int8 accuracy (TFLM) {result.metrics['accuracy_int8_tflm']:.4f}")

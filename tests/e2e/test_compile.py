@@ -1,0 +1,86 @@
+"""The compiled Kubeflow spec: golden file, schema 2.1.0, importable executors and artifact types.
+
+Regenerate the golden file after an intended change to the pipeline or the default config::
+
+    EDGENAS_UPDATE_GOLDEN=1 .venv/bin/pytest tests/e2e/test_compile.py
+
+Volatile fields are stripped before comparing: the SDK version line and the header comment naming the TFX
+version. Everything else (DAG, parameters, executor class paths, artifact schemas) must match.
+"""
+
+import importlib
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
+IMAGE = "example.org/edgenas:golden"
+ROOT = "gs://edgenas-golden/root"
+TITLE_RE = re.compile(r"^[a-z][a-z0-9-_]{2,20}\.[A-Z][a-zA-Z0-9-_]{2,49}$")
+
+pytestmark = pytest.mark.e2e
+
+
+def normalize(text: str) -> dict:
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    assert len(docs) == 1, "the spec must be one YAML document"
+    spec = docs[0]
+    spec.pop("sdkVersion", None)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[str, dict]:
+    from pipeline.commands.run import compile_pipeline
+    from pipeline.config import load
+
+    out = tmp_path_factory.mktemp("compile") / "pipeline.yaml"
+    compile_pipeline(load(), out, IMAGE, ROOT)
+    text = out.read_text()
+    return text, normalize(text)
+
+
+def test_matches_golden(compiled):
+    text, spec = compiled
+    if os.environ.get("EDGENAS_UPDATE_GOLDEN"):
+        GOLDEN.write_text(yaml.safe_dump(spec, sort_keys=True))
+    assert GOLDEN.is_file(), f"no golden file; create it with EDGENAS_UPDATE_GOLDEN=1 pytest {__file__}"
+    assert spec == yaml.safe_load(GOLDEN.read_text()), (
+        "compiled pipeline differs from tests/e2e/golden/pipeline.yaml; if intended, regenerate with "
+        "EDGENAS_UPDATE_GOLDEN=1"
+    )
+
+
+def test_schema_name_image_and_root(compiled):
+    _, spec = compiled
+    assert spec["schemaVersion"] == "2.1.0"
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", spec["pipelineInfo"]["name"])
+    pusher = spec["root"]["dag"]["tasks"]["TfliteMicroPusher"]["inputs"]["parameters"]
+    assert pusher["dest"]["runtimeValue"]["constant"] == f"{ROOT}/pushed"  # "{output}" -> the pipeline root
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {IMAGE}
+    tasks = set(spec["root"]["dag"]["tasks"])
+    assert tasks == {"VwwExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "LutImporter",
+                     "SupernetSearch", "QatTrainer", "BudgetValidator", "TfliteMicroPusher"}
+
+
+def test_every_executor_and_artifact_type_imports(compiled):
+    _, spec = compiled
+    paths = []
+    for ex in spec["deploymentSpec"]["executors"].values():
+        args = ex["container"]["args"]
+        paths.append(args[args.index("--executor_class_path") + 1])
+    assert "components.search.SupernetSearch_Executor" in paths
+    titles = set(re.findall(r"title: ([\w.-]+)", yaml.safe_dump(spec)))
+    custom = {t for t in titles if not t.startswith("tfx.")}
+    assert custom == {"components.LatencyTable", "components.Architecture"}
+    for path in paths + sorted(custom):
+        mod, name = path.rsplit(".", 1)
+        getattr(importlib.import_module(mod), name)
+    for title in custom:
+        assert TITLE_RE.match(title), title
+        cls = getattr(importlib.import_module("components"), title.split(".")[1])
+        assert cls.TYPE_NAME == title
