@@ -14,7 +14,10 @@ of Single-Path-NAS / Once-for-All style weight sharing), not the DARTS mixture.
   depthwise-separable block is the same block with the expansion bypassed (the input, zero-padded, feeds the
   superkernel directly); skip is a gated identity. One step therefore costs roughly one (the largest)
   network, plus cheap elementwise masks: ``bench/supernet_step.py`` measures the ratio.
-- Each step draws one hard sample per block and factor with the Gumbel-softmax straight-through estimator:
+- Each step draws one hard sample per block and factor from ``softmax(alpha / tau)`` (Gumbel-max) with the
+  Gumbel-softmax straight-through estimator. Lowering the temperature ``tau`` during the search concentrates
+  the sampled paths, and the distribution the cost penalties see, on the most probable architecture, the one
+  that will be derived:
   the forward pass uses the one-hot choice (so the trained path is a real child network, with its real
   channel counts), the backward pass uses the soft relaxation. Because the choice enters the forward pass
   multiplicatively through the masks and gates, alpha receives a gradient for every choice of a factor, not
@@ -165,10 +168,10 @@ class Supernet(keras.Model):
         return tf.nn.softmax(self.logits() / temperature, axis=-1)
 
     def sample_gates(self, temperature, seed) -> tf.Tensor:
-        """Straight-through Gumbel-softmax: forward value one-hot, gradient of the softmax. ``seed``: a
-        stateless seed (2 int32s), e.g. ``(search seed, step)``."""
+        """Straight-through Gumbel-softmax sample from ``probs(temperature)``: forward value one-hot, gradient
+        of the relaxed softmax. ``seed``: a stateless seed (2 int32s), e.g. ``(search seed, step)``."""
         u = tf.random.stateless_uniform(tf.shape(self.alpha), seed=seed, minval=1e-6, maxval=1.0 - 1e-6)
-        noisy = (self.logits() - tf.math.log(-tf.math.log(u))) / temperature
+        noisy = self.logits() / temperature - tf.math.log(-tf.math.log(u))
         soft = tf.nn.softmax(noisy, axis=-1)
         hard = tf.one_hot(tf.argmax(noisy, axis=-1), tf.shape(self.alpha)[-1], dtype=soft.dtype)
         return hard + soft - tf.stop_gradient(soft)

@@ -1,0 +1,750 @@
+"""The differentiable latency- and memory-constrained search (paper section 3.3), as a library call.
+
+``run_search(data_dir, lut, config, out_dir)`` trains the supernet (``edgenas_keras.supernet``) and returns an
+architecture that meets every budget by the exact cost models.
+
+Objective (alpha steps)::
+
+    loss = CE + mu * max(0, E[LAT]/Tmax - 1)^2 + nu * max(0, E[MEM]/Mmax - 1)^2 [+ phi * max(0, E[FLASH]/Fmax - 1)^2]
+
+- E[LAT]: ``cost_tf.ExpectedLatency`` over ``softmax(alpha / tau)``, exact (input-channel coupling included).
+  The supernet's straight-through Gumbel samples are drawn from exactly that distribution, so E[LAT] is the
+  mean latency of the paths it trains; as the temperature falls the distribution concentrates on the argmax,
+  and E[LAT] approaches the latency of the architecture that will be derived. (At a fixed temperature the
+  two can differ by a factor of 2 or more, because latency is a product of kernel, expansion and channels:
+  the mixture's mean is not the latency of its mode.) Ablation
+  ``latency_proxy: macs`` swaps in MACs scaled to milliseconds (one factor fitted to the LUT on sampled
+  architectures), so the same budget applies.
+- E[MEM]: a differentiable surrogate of ``cost.sram_bytes`` (the TFLM arena). That arena is the greedy
+  planner's peak over activation buffers plus additive persistent overhead. The overhead (per tensor, per
+  operator, per quantised channel) is additive over operators, so its expectation is exact (the latency
+  machinery with another per-operator price). The planner's peak is replaced by a smooth maximum (log-sum-exp,
+  temperature 3% of the largest term) over the stem, every block and the head of the *expected* peak live
+  bytes inside that unit: at each operator, its input(s), output, scratch buffer, and the tensors kept alive
+  across it (a residual block's input, the tensor SE rescales). Per architecture that live-set maximum is a
+  lower bound of the planner's peak (the planner also fragments), so the surrogate is multiplied by a factor
+  fitted before training: the mean ratio exact/surrogate over sampled architectures (it is 1.0-1.1 in
+  practice). The smooth maximum of expectations is not the expectation of the maximum; the exact model has
+  the last word when the architecture is derived.
+- E[FLASH]: ``cost.flash_bytes`` is additive over operators, so its expectation is exact.
+
+Schedule (the paper's augmented-Lagrangian rule): every ``check_every`` alpha steps each multiplier whose
+constraint is violated (expected cost above budget) is multiplied by ``growth`` (1.5); otherwise it is kept.
+
+Alternating updates: a weight step on a training batch, then an alpha step on a validation batch carved
+from the training split by a stable hash of the source id (``data.records.hash_split``, salt
+``search-val``); the eval split is never read. ``warmup_epochs`` train weights only; the Gumbel temperature
+decays geometrically from ``tau_start`` to ``tau_end`` over the search epochs (after warm-up).
+
+From alpha to an architecture: most probable legal choice per factor; price exactly (``cost.arch_cost``); if
+a budget is violated, *repair*: repeatedly move one factor of one block to a cheaper choice, choosing the
+move that removes the most normalised violation per unit of log-probability given up (so the moves alpha
+minds least go first), until every budget holds. Cheaper is a fixed order per factor (skip < dws < ir,
+smaller kernel, expansion and channels, SE off < larger reduction < smaller reduction), whose bottom is the
+space's cheapest architecture, so repair always ends feasible when the feasibility check passed.
+Then, with ``fill`` (on by default; beyond the paper), the unused budget is spent the same way in the other
+direction: the most probable upgrade that keeps every budget is taken until none does. Without it the
+penalty, which is one-sided, leaves loose budgets partly unused when the accuracy signal of a short search
+is weak; ``result.json`` records the architecture before and after both steps.
+
+Operation: a checkpoint at every epoch end (weights, alpha, optimisers, multipliers, step, history); a rerun
+with the same output folder and configuration resumes from it, and the Gumbel noise and data order are
+functions of (seed, step) and (seed, epoch), so an interrupted search returns the same architecture as an
+uninterrupted one. TF op determinism is enabled for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgenas_keras.cost import (
+    ALIGN,
+    DEFAULT_FLASH,
+    ArchCost,
+    LatencyTables,
+    arch_cost,
+    device_memory_terms,
+)
+from edgenas_keras.errors import UserError
+from edgenas_keras.lut import Lut
+from edgenas_keras.ops import OpNode, OpSpec
+from edgenas_keras.space import FACTORS, Arch, SearchSpace
+
+KB = 1024  # budgets in kB are KiB: 1 kB = 1024 bytes
+VAL_SALT = "search-val"
+PROXIES = ("lut", "macs")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search. Budgets: latency in ms (required), SRAM and flash in kB (1024 B)."""
+
+    latency_ms: float
+    sram_kb: float | None = None
+    flash_kb: float | None = None
+    # Objective and the multiplier schedule
+    penalty: bool = True            # ablation: False = CE only
+    schedule: bool = True           # ablation: False = fixed multipliers
+    mu0: float = 1.0                # latency multiplier, initial
+    nu0: float = 1.0                # SRAM multiplier, initial
+    flash_mult0: float = 1.0        # flash multiplier, initial
+    growth: float = 1.5             # multiplier factor after a violated check (paper rule)
+    check_every: int = 5            # alpha steps between constraint checks
+    latency_proxy: str = "lut"      # ablation: "macs"
+    num_blocks: int | None = None   # ablation: K searchable blocks instead of the space's
+    # Training
+    epochs: int = 6
+    warmup_epochs: int = 1
+    steps_per_epoch: int | None = 40  # cap on weight steps per epoch (None: the whole training subset)
+    batch_size: int = 32
+    train_resolution: int | None = 48  # supernet input resolution (None: the space's); costs use the space's
+    weight_lr: float = 3e-3
+    alpha_lr: float = 5e-2
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    val_fraction: float = 0.2
+    seed: int = 0
+    alpha_init_bias: float = 2.0    # initial logit of each factor's costliest choice over its cheapest (0: uniform)
+    # Derivation
+    fill: bool = True
+
+    def __post_init__(self):
+        def positive(name, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise UserError(f"search config: {name} must be a positive number, got {v!r}")
+
+        for name in ("latency_ms", "mu0", "nu0", "flash_mult0", "weight_lr", "alpha_lr", "tau_start", "tau_end"):
+            positive(name)
+        for name in ("sram_kb", "flash_kb"):
+            positive(name, allow_none=True)
+        for name in ("epochs", "batch_size", "check_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"search config: {name} must be an integer >= 1, got {v!r}")
+        for name in ("num_blocks", "steps_per_epoch", "train_resolution"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise UserError(f"search config: {name} must be an integer >= 1 or null, got {v!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError(f"search config: warmup_epochs must be an integer in [0, epochs), got "
+                            f"{self.warmup_epochs!r} with epochs {self.epochs}")
+        if not (isinstance(self.growth, (int, float)) and self.growth >= 1):
+            raise UserError(f"search config: growth must be >= 1, got {self.growth!r}")
+        if self.latency_proxy not in PROXIES:
+            raise UserError(f"search config: latency_proxy must be one of {PROXIES}, got {self.latency_proxy!r}")
+        if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
+            raise UserError(f"search config: val_fraction must be a number in (0, 1), got {self.val_fraction!r}")
+        if not (isinstance(self.alpha_init_bias, (int, float)) and math.isfinite(self.alpha_init_bias)):
+            raise UserError(f"search config: alpha_init_bias must be a number, got {self.alpha_init_bias!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise UserError(f"search config: seed must be an integer >= 0, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "search config") -> SearchConfig:
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: must be a mapping of search settings")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        if "latency_ms" not in d:
+            raise UserError(f"{source}: missing field latency_ms (the latency budget)")
+        return cls(**d)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def budgets(self) -> dict:
+        return {"latency_ms": self.latency_ms, "sram_kb": self.sram_kb, "flash_kb": self.flash_kb}
+
+
+def search_config_from(search: dict, budgets: dict, seed: int) -> SearchConfig:
+    """The pipeline's form (a ``search:`` mapping of SearchConfig fields, budgets in ms and bytes with 0 for
+    'no budget', the run's seed) -> ``SearchConfig``."""
+    d = dict(search or {})
+    lat = budgets.get("latency_ms") or d.get("latency_ms")
+    if not lat:
+        raise UserError("budgets.latency_ms must be set (a positive latency budget in ms)")
+    d["latency_ms"] = float(lat)
+    for key, name in (("sram_bytes", "sram_kb"), ("flash_bytes", "flash_kb")):
+        if budgets.get(key):
+            d[name] = budgets[key] / KB
+    d.setdefault("seed", seed)
+    return SearchConfig.from_dict(d, source="pipeline config search")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    arch: str
+    cost: ArchCost
+    budgets: dict
+    device: str
+    lut_sha256: str
+    feasible: bool
+    repaired: bool
+    filled: bool
+    derived_arch: str            # argmax of alpha, before repair / fill
+    derived_latency_ms: float
+    out_dir: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"arch": self.arch, **self.cost.as_dict(), "budgets": self.budgets, "device": self.device,
+                "lut_sha256": self.lut_sha256, "feasible": self.feasible, "repaired": self.repaired,
+                "filled": self.filled, "derived_arch": self.derived_arch,
+                "derived_latency_ms": self.derived_latency_ms, "out_dir": self.out_dir, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchResult:
+        cost = ArchCost(*(d[k] for k in ("latency_ms", "sram_bytes", "flash_bytes", "macs", "params")))
+        known = {"arch", "budgets", "device", "lut_sha256", "feasible", "repaired", "filled", "derived_arch",
+                 "derived_latency_ms", "out_dir", *cost.as_dict()}
+        return cls(d["arch"], cost, d["budgets"], d["device"], d["lut_sha256"], d["feasible"], d["repaired"],
+                   d["filled"], d["derived_arch"], d["derived_latency_ms"], d.get("out_dir", ""),
+                   {k: v for k, v in d.items() if k not in known})
+
+
+# -- the space under search -------------------------------------------------------------------------------
+
+def space_with_blocks(space: SearchSpace, k: int | None) -> SearchSpace:
+    """The K-searchable-blocks ablation: the first K blocks of ``space`` (K < N), or N blocks followed by
+    stride-1 copies of the last block's choices (K > N)."""
+    if k is None or k == space.num_blocks:
+        return space
+    d = space.to_dict()
+    blocks = d["blocks"][:k]
+    while len(blocks) < k:
+        blocks.append({"stride": 1, "choices": dict(d["blocks"][-1]["choices"])})
+    d["blocks"] = blocks
+    d["name"] = f"{space.name}-k{k}"
+    try:
+        return SearchSpace.from_dict(d, source=f"{space.source} with num_blocks={k}")
+    except ValueError as exc:
+        raise UserError(f"num_blocks {k}: {exc}") from None
+
+
+def _rank(factor: str, value) -> float:
+    """Position of a choice in the fixed cheapest-first order used by repair and fill."""
+    if factor == "op":
+        return {"skip": 0, "dws": 1, "ir": 2}[value]
+    if factor == "se":
+        return 0.0 if value == 0 else 1.0 / value
+    return float(value)
+
+
+def _relevant(space: SearchSpace, idx: np.ndarray, i: int, j: int) -> bool:
+    """Whether factor j of block i changes the architecture (skip has no factors; dws no expansion)."""
+    op = space.slots[i].choices["op"][idx[i, 0]]
+    if j == 0:
+        return True
+    if op == "skip":
+        return False
+    return not (op == "dws" and FACTORS[j] == "expansion")
+
+
+def initial_alpha(space: SearchSpace, bias: float, shape) -> np.ndarray:
+    """alpha at the start: per factor, logits rising linearly in the cheapest-first order from 0 to ``bias``, so
+    the search starts near the largest network and the penalty shrinks it to the budget (with ``bias`` 0:
+    uniform, where budgets above the uniform mixture's latency would never engage the penalty)."""
+    a = np.zeros(shape, np.float32)
+    for i, slot in enumerate(space.slots):
+        for j, f in enumerate(FACTORS):
+            vals = slot.choices[f]
+            order = sorted(range(len(vals)), key=lambda n, f=f, vals=vals: _rank(f, vals[n]))
+            for pos, n in enumerate(order):
+                a[i, j, n] = bias * pos / max(1, len(vals) - 1)
+    return a
+
+
+def cheapest_indices(space: SearchSpace) -> np.ndarray:
+    idx = np.zeros((space.num_blocks, len(FACTORS)), np.int64)
+    for i, slot in enumerate(space.slots):
+        for j, f in enumerate(FACTORS):
+            vals = slot.choices[f] if f != "op" else slot.ops
+            best = min(vals, key=lambda v, f=f: _rank(f, v))
+            idx[i, j] = slot.choices[f].index(best)
+    return idx
+
+
+# -- exact pricing with budgets -----------------------------------------------------------------------------
+
+class Pricer:
+    """Exact costs of architectures in index form, and their normalised budget violation."""
+
+    def __init__(self, space: SearchSpace, lut: Lut, config: SearchConfig, tables: LatencyTables):
+        self.space, self.lut, self.config, self.tables = space, lut, config, tables
+        self._cache: dict[bytes, ArchCost] = {}
+
+    def latency(self, idx: np.ndarray) -> float:
+        return float(self.tables.batch_latency_ms(self.space, idx[None])[0])
+
+    def cost(self, idx: np.ndarray) -> ArchCost:
+        key = np.asarray(idx, np.int64).tobytes()
+        if key not in self._cache:
+            self._cache[key] = arch_cost(self.space, self.space.from_indices(idx), self.lut)
+        return self._cache[key]
+
+    def violation(self, idx: np.ndarray) -> float:
+        """Sum over budgets of max(0, cost/budget - 1); 0 when every budget holds. Latency first (cheap)."""
+        c = self.config
+        v = max(0.0, self.latency(idx) / c.latency_ms - 1.0)
+        if c.sram_kb is not None or c.flash_kb is not None:
+            ac = self.cost(idx)
+            if c.sram_kb is not None:
+                v += max(0.0, ac.sram_bytes / (c.sram_kb * KB) - 1.0)
+            if c.flash_kb is not None:
+                v += max(0.0, ac.flash_bytes / (c.flash_kb * KB) - 1.0)
+        return v
+
+
+def check_feasible(space: SearchSpace, lut: Lut, config: SearchConfig) -> ArchCost:
+    """Stop before training when the cheapest architecture already breaks a budget; return its cost."""
+    cheap = space.from_indices(cheapest_indices(space))
+    floor = arch_cost(space, cheap, lut)
+    floors = (f"floors on {lut.device}: latency {floor.latency_ms:.4g} ms, SRAM {floor.sram_bytes / KB:.1f} kB, "
+              f"flash {floor.flash_bytes / KB:.1f} kB (cheapest architecture {cheap})")
+    broken = []
+    if floor.latency_ms > config.latency_ms:
+        broken.append(f"latency budget {config.latency_ms:g} ms is below the floor {floor.latency_ms:.4g} ms")
+    if config.sram_kb is not None and floor.sram_bytes > config.sram_kb * KB:
+        broken.append(f"SRAM budget {config.sram_kb:g} kB is below the floor {floor.sram_bytes / KB:.1f} kB")
+    if config.flash_kb is not None and floor.flash_bytes > config.flash_kb * KB:
+        broken.append(f"flash budget {config.flash_kb:g} kB is below the floor {floor.flash_bytes / KB:.1f} kB")
+    if broken:
+        raise UserError(f"infeasible budget: {'; '.join(broken)}; {floors}. Raise the budget or use a faster "
+                        "device")
+    return floor
+
+
+def _moves(space: SearchSpace, idx: np.ndarray, cheaper: bool):
+    """One-factor moves to strictly cheaper (or costlier) legal choices: (block, factor, new choice index)."""
+    for i, slot in enumerate(space.slots):
+        for j, f in enumerate(FACTORS):
+            if not _relevant(space, idx, i, j):
+                continue
+            vals = slot.choices[f]
+            here = _rank(f, vals[idx[i, j]])
+            for n, v in enumerate(vals):
+                if f == "op" and v not in slot.ops:
+                    continue
+                r = _rank(f, v)
+                if (r < here) if cheaper else (r > here):
+                    yield i, j, n
+
+
+def repair(pricer: Pricer, idx: np.ndarray, logp: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cheaper moves until every budget holds (module docstring). Returns the indices and the move count."""
+    idx = idx.copy()
+    moves = 0
+    viol = pricer.violation(idx)
+    while viol > 0:
+        best, best_score = None, -math.inf
+        for i, j, n in _moves(pricer.space, idx, cheaper=True):
+            cand = idx.copy()
+            cand[i, j] = n
+            gain = viol - pricer.violation(cand)
+            if gain <= 0:
+                continue
+            score = gain / (max(0.0, logp[i, j, idx[i, j]] - logp[i, j, n]) + 0.05)
+            if score > best_score:
+                best, best_score = cand, score
+        if best is None:  # no single move helps: take the cheapest architecture (feasible by the check)
+            return cheapest_indices(pricer.space), moves + 1
+        idx, moves = best, moves + 1
+        viol = pricer.violation(idx)
+    return idx, moves
+
+
+def fill(pricer: Pricer, idx: np.ndarray, logp: np.ndarray) -> tuple[np.ndarray, int]:
+    """Costlier moves that keep every budget, most probable first, until none does."""
+    idx = idx.copy()
+    moves = 0
+    while True:
+        cands = []
+        for i, j, n in _moves(pricer.space, idx, cheaper=False):
+            cand = idx.copy()
+            cand[i, j] = n
+            cands.append((-(logp[i, j, n] - logp[i, j, idx[i, j]]), moves, cand))
+        cands.sort(key=lambda t: t[0])
+        for _, _, cand in cands:
+            if pricer.violation(cand) == 0:
+                idx, moves = cand, moves + 1
+                break
+        else:
+            return idx, moves
+
+
+# -- differentiable costs -----------------------------------------------------------------------------------
+
+def _persistent_price(persistent):
+    def price(specs: list[OpSpec]) -> float:
+        qc = sum(s.out_shape[2] for s in specs if s.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+        return len(specs) * (persistent.per_tensor + persistent.per_op) + persistent.per_quant_channel * qc
+    return price
+
+
+def _flash_price(specs: list[OpSpec]) -> float:
+    m = DEFAULT_FLASH
+    total = 0.0
+    for s in specs:
+        total += m.per_tensor + m.per_op
+        if s.weights:
+            total += s.weights + 4 * s.bias + 2 * m.per_channel * s.quant_channels + 2 * m.per_tensor
+    return total
+
+
+def _aligned(shape) -> int:
+    return -(-math.prod(shape) // ALIGN) * ALIGN
+
+
+def _peak_price(scratch):
+    """Peak live bytes inside a unit (stem, block or head) whose operators are ``specs`` in order."""
+    def price(specs: list[OpSpec]) -> float:
+        if not specs:
+            return 0.0
+        block_in = _aligned(specs[0].in_shape)
+        residual = specs[-1].op == "ADD"
+        se_held = 0  # the tensor SE rescales stays alive from MEAN to MUL
+        peak = 0
+        for n, s in enumerate(specs):
+            live = _aligned(s.in_shape) + _aligned(s.out_shape) + scratch(OpNode(s, (), 0))
+            if s.op in ("ADD", "MUL"):
+                live += _aligned(s.in_shape) if s.op == "ADD" else 0
+            elif s.op == "CONV_2D" and se_held and s.in_shape[:2] == (1, 1):
+                live += se_held
+            if s.op == "MEAN" and n + 1 < len(specs) and specs[-1].op != "SOFTMAX":
+                se_held = _aligned(s.in_shape)
+            if s.op == "MUL":
+                se_held = 0
+            if residual and 0 < n < len(specs) - 1:
+                live += block_in
+            peak = max(peak, live)
+        return float(peak)
+    return price
+
+
+class ExpectedCosts:
+    """E[LAT], E[MEM] and E[FLASH] as differentiable functions of alpha's probabilities (module docstring)."""
+
+    def __init__(self, space: SearchSpace, lut: Lut, latency_tables: LatencyTables, seed: int):
+        import tensorflow as tf
+
+        from edgenas_keras.cost_tf import ExpectedLatency
+
+        self.space = space
+        self.latency = ExpectedLatency(latency_tables, space)
+        scratch, persistent = device_memory_terms(lut)
+        self.persist_const = persistent.base + persistent.per_tensor  # the runtime's base and the input tensor
+        self.persistent = ExpectedLatency(LatencyTables.build(space, _persistent_price(persistent)), space)
+        self.flash_const = DEFAULT_FLASH.header + DEFAULT_FLASH.per_tensor
+        self.flash = ExpectedLatency(LatencyTables.build(space, _flash_price), space)
+        peak = LatencyTables.build(space, _peak_price(scratch))
+        self.peak_blocks = [tf.constant(t, tf.float32) for t in peak.blocks]
+        self.peak_head = tf.constant(peak.head, tf.float32)
+        self.peak_const = float(peak.const_ms)
+        self.q0 = tf.one_hot(peak.stem_index, len(peak.vocab), dtype=tf.float32)
+        self.to_vocab = self.latency.to_vocab
+        self.skip_index = self.latency.skip_index
+        self.mem_scale = 1.0
+        self.mem_scale = self._fit_mem_scale(lut, seed)
+
+    def _peak_terms(self, probs):
+        import tensorflow as tf
+
+        q = self.q0
+        terms = [tf.constant(self.peak_const)]
+        for i, t in enumerate(self.peak_blocks):
+            p_op, p_k, p_e, p_se, p_c = probs[i]
+            terms.append(tf.einsum("aokesc,a,o,k,e,s,c->", t, q, p_op, p_k, p_e, p_se, p_c))
+            p_skip = p_op[self.skip_index[i]] if self.skip_index[i] >= 0 else tf.constant(0.0)
+            q = p_skip * q + (1.0 - p_skip) * tf.linalg.matvec(self.to_vocab[i], p_c, transpose_a=True)
+        terms.append(tf.tensordot(self.peak_head, q, 1))
+        return tf.stack(terms)
+
+    def memory(self, probs):
+        """E[MEM] in bytes: expected persistent overhead + smooth max of expected peak live bytes."""
+        import tensorflow as tf
+
+        terms = self._peak_terms(probs) / KB
+        t = tf.stop_gradient(0.03 * tf.reduce_max(terms))
+        smooth_max = t * tf.reduce_logsumexp(terms / t)
+        return self.mem_scale * (self.persist_const + self.persistent(probs) + KB * smooth_max)
+
+    def flash_bytes(self, probs):
+        return self.flash_const + self.flash(probs)
+
+    def _fit_mem_scale(self, lut: Lut, seed: int) -> float:
+        ratios = []
+        for arch in self.space.sample(12, seed=seed):
+            idx = self.space.to_indices(arch)
+            probs = [[np.eye(len(slot.choices[f]), dtype=np.float32)[idx[i, j]] for j, f in enumerate(FACTORS)]
+                     for i, slot in enumerate(self.space.slots)]
+            exact = arch_cost(self.space, arch, lut).sram_bytes
+            ratios.append(exact / float(self.memory(probs)))
+        return float(np.mean(ratios))
+
+
+# -- the search ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SearchData:
+    """Batches for the search: ``train(epoch)`` (finite, the weight steps) and ``val(epoch)`` (repeating,
+    the alpha steps), each a tf.data.Dataset of (images, labels) whose order depends only on the epoch."""
+
+    train: Callable
+    val: Callable
+
+
+def reader_data(data_dir, config: SearchConfig, resolution: int, channels: int) -> SearchData:
+    """Training and search-validation batches from an Examples folder (the project's one reader)."""
+    from edgenas_keras.data.reader import Subset, make_dataset
+
+    def ds(epoch, held_out):
+        return make_dataset(data_dir, "train", config.batch_size, resolution, channels,
+                            augment=not held_out, shuffle_seed=config.seed * 1000 + epoch + (500 if held_out else 0),
+                            subset=Subset(config.val_fraction, VAL_SALT, held_out), repeat=held_out,
+                            drop_remainder=True)
+
+    return SearchData(lambda e: ds(e, False), lambda e: ds(e, True))
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
+    tmp.replace(path)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _latency_tables(space: SearchSpace, lut: Lut, config: SearchConfig) -> tuple[LatencyTables, LatencyTables]:
+    """(exact LUT tables, the tables the penalty uses: the same, or MACs scaled to ms)."""
+    exact = LatencyTables.from_lut(space, lut)
+    if config.latency_proxy == "lut":
+        return exact, exact
+    macs = LatencyTables.from_macs(space, 1.0)
+    idx = np.stack([space.to_indices(a) for a in space.sample(64, seed=config.seed)])
+    ms_per_mmac = exact.batch_latency_ms(space, idx).sum() / macs.batch_latency_ms(space, idx).sum()
+    return exact, LatencyTables.from_macs(space, float(ms_per_mmac))
+
+
+def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchSpace | None = None,
+               data: SearchData | None = None, on_epoch_end: Callable[[int], None] | None = None) -> SearchResult:
+    """Search ``space`` (default: the shipped one) for ``lut``'s device under ``config``'s budgets.
+
+    ``data`` overrides reading ``data_dir`` (tests, notebooks); ``on_epoch_end(epoch)`` runs after each
+    epoch's checkpoint. Writes result.json, history.json, config.json, ckpt/ and tb/ under ``out_dir``.
+    """
+    space = space_with_blocks(space or SearchSpace.load(), config.num_blocks)
+    out = Path(out_dir)
+    resolved = {"search": config.as_dict(), "space": space.to_dict(), "device": lut.device,
+                "lut_sha256": lut.sha256, "lut_source": str(lut.source),
+                "data_dir": str(data_dir) if data_dir is not None else None}
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        previous = json.loads(cfg_path.read_text())
+        if {k: v for k, v in previous.items() if k != "data_dir"} != {k: v for k, v in resolved.items()
+                                                                       if k != "data_dir"}:
+            raise UserError(f"{out} holds a search with another configuration (see {cfg_path}); use a new --out "
+                            "or delete that folder")
+        if (out / "result.json").is_file():
+            _stderr(f"search in {out} already finished; returning its result")
+            return SearchResult.from_dict(json.loads((out / "result.json").read_text()))
+
+    floor = check_feasible(space, lut, config)
+    exact_tables, penalty_tables = _latency_tables(space, lut, config)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(cfg_path, resolved)
+
+    res = config.train_resolution or space.resolution
+    if data is None:
+        data = reader_data(data_dir, config, res, space.in_channels)
+    probs, history = _train(space, lut, config, data, out, penalty_tables, on_epoch_end)
+
+    pricer = Pricer(space, lut, config, exact_tables)
+    return _derive(space, lut, config, pricer, probs, out, floor, history)
+
+
+def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from edgenas_keras.supernet import Supernet, factor_probs
+
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    costs = ExpectedCosts(space, lut, penalty_tables, config.seed)
+    net = Supernet(space)
+    net.alpha.assign(initial_alpha(space, config.alpha_init_bias, net.alpha.shape))
+    w_opt = keras.optimizers.Adam(config.weight_lr)
+    a_opt = keras.optimizers.Adam(config.alpha_lr, beta_1=0.5)
+    w_opt.build(net.weight_variables)
+    a_opt.build([net.alpha])
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    alpha_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+    mults = tf.Variable([config.mu0, config.nu0, config.flash_mult0], dtype=tf.float32, trainable=False)
+    ckpt = tf.train.Checkpoint(net=net, w_opt=w_opt, a_opt=a_opt, epoch=epoch_var, step=step_var,
+                               alpha_steps=alpha_steps, mults=mults)
+    manager = tf.train.CheckpointManager(ckpt, str(out / "ckpt"), max_to_keep=1)
+    history_path = out / "history.json"
+    history = []
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        done = int(epoch_var.numpy())
+        history = [h for h in json.loads(history_path.read_text()) if h["epoch"] < done] if history_path.is_file() else []
+        _stderr(f"resuming the search in {out} after epoch {done}/{config.epochs}")
+
+    ce_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    budget = tf.constant([config.latency_ms, (config.sram_kb or 1.0) * KB, (config.flash_kb or 1.0) * KB])
+    active = tf.constant([1.0, float(config.sram_kb is not None), float(config.flash_kb is not None)])
+    seed = config.seed
+
+    def expected(p):
+        fp = factor_probs(space, p)
+        return tf.stack([costs.latency(fp), costs.memory(fp), costs.flash_bytes(fp)])
+
+    @tf.function
+    def weight_step(x, y, tau):
+        step_var.assign_add(1)
+        gates = tf.stop_gradient(net.sample_gates(tau, tf.stack([seed, tf.cast(step_var, tf.int32)])))
+        with tf.GradientTape() as tape:
+            loss = ce_fn(y, net((x, gates), training=True))
+        w_opt.apply_gradients(zip(tape.gradient(loss, net.weight_variables), net.weight_variables))
+        return loss
+
+    @tf.function
+    def alpha_step(x, y, tau):
+        step_var.assign_add(1)
+        alpha_steps.assign_add(1)
+        with tf.GradientTape() as tape:
+            gates = net.sample_gates(tau, tf.stack([seed, tf.cast(step_var, tf.int32)]))
+            ce = ce_fn(y, net((x, gates), training=True))
+            e = expected(net.probs(tau))
+            terms = mults * active * tf.square(tf.nn.relu(e / budget - 1.0))
+            loss = ce + (tf.reduce_sum(terms) if config.penalty else 0.0)
+        a_opt.apply_gradients([(tape.gradient(loss, net.alpha), net.alpha)])
+        if config.schedule:
+            check = tf.equal(alpha_steps % config.check_every, 0)
+            violated = tf.cast(e > budget, tf.float32) * active
+            mults.assign(tf.where(check, mults * (1.0 + (config.growth - 1.0) * violated), mults))
+        return ce, terms, e
+
+    writer = tf.summary.create_file_writer(str(out / "tb"))
+    search_epochs = max(1, config.epochs - config.warmup_epochs - 1)
+    t0 = time.time()
+    for epoch in range(int(epoch_var.numpy()), config.epochs):
+        searching = epoch >= config.warmup_epochs
+        frac = min(1.0, max(0, epoch - config.warmup_epochs) / search_epochs)
+        tau = tf.constant(config.tau_start * (config.tau_end / config.tau_start) ** frac, tf.float32)
+        train = data.train(epoch)
+        if config.steps_per_epoch:
+            train = train.take(config.steps_per_epoch)
+        val_iter = iter(data.val(epoch)) if searching else None
+        w_losses, ce_vals = [], []
+        e = terms = None
+        for n, (x, y) in enumerate(train):
+            w_losses.append(float(weight_step(x, y, tau)))
+            if searching:
+                xv, yv = next(val_iter)
+                ce, terms, e = alpha_step(xv, yv, tau)
+                ce_vals.append(float(ce))
+                if int(alpha_steps.numpy()) % config.check_every == 0:
+                    _log_scalars(writer, net, tau, int(step_var.numpy()), ce, terms, e, mults)
+            if n % 10 == 9:
+                _stderr(_progress(config, epoch, n + 1, w_losses, e, mults))
+        if not w_losses:
+            raise UserError("the search's training subset yields no full batch: need more training examples than "
+                            f"batch_size {config.batch_size} / (1 - val_fraction {config.val_fraction})")
+        p = net.probs(tau)
+        e = expected(p)
+        entry = {"epoch": epoch, "tau": float(tau), "train_loss": float(np.mean(w_losses)),
+                 "val_ce": float(np.mean(ce_vals)) if ce_vals else None,
+                 "expected_latency_ms": float(e[0]), "expected_sram_bytes": float(e[1]),
+                 "expected_flash_bytes": float(e[2]), "mu": float(mults[0]), "nu": float(mults[1]),
+                 "flash_mult": float(mults[2]), "alpha": net.alpha.numpy().round(5).tolist(),
+                 "probs": p.numpy().round(5).tolist(), "seconds": round(time.time() - t0, 1)}
+        history.append(entry)
+        _write_json(out / "history.json", history)
+        epoch_var.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        _stderr(_progress(config, epoch, None, w_losses, e, mults) + f" [epoch {epoch + 1}/{config.epochs} done, "
+                f"{time.time() - t0:.0f} s]")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    writer.flush()
+    return net.probs().numpy(), history
+
+
+def _entropy(probs) -> float:
+    p = np.asarray(probs)
+    return float(-(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).mean())
+
+
+def _log_scalars(writer, net, tau, step, ce, terms, e, mults):
+    import tensorflow as tf
+
+    with writer.as_default(step=step):
+        tf.summary.scalar("loss/ce", ce)
+        for n, name in enumerate(("latency", "sram", "flash")):
+            tf.summary.scalar(f"loss/penalty_{name}", terms[n])
+        tf.summary.scalar("expected/latency_ms", e[0])
+        tf.summary.scalar("expected/sram_kb", e[1] / KB)
+        tf.summary.scalar("expected/flash_kb", e[2] / KB)
+        tf.summary.scalar("multiplier/mu", mults[0])
+        tf.summary.scalar("multiplier/nu", mults[1])
+        tf.summary.scalar("multiplier/flash", mults[2])
+        tf.summary.scalar("alpha/entropy", _entropy(net.probs(tau).numpy()))
+
+
+def _progress(config, epoch, step, losses, e, mults) -> str:
+    where = f"epoch {epoch + 1}/{config.epochs}" + (f" step {step}" if step else "")
+    msg = f"{where}: loss {np.mean(losses[-10:]):.3f}"
+    if e is None:
+        return msg + " (warm-up: weights only)"
+    msg += f", E[LAT] {float(e[0]):.3f} ms / budget {config.latency_ms:g} ms"
+    if config.sram_kb is not None:
+        msg += f", E[MEM] {float(e[1]) / KB:.1f} kB / {config.sram_kb:g} kB"
+    if config.flash_kb is not None:
+        msg += f", E[FLASH] {float(e[2]) / KB:.1f} kB / {config.flash_kb:g} kB"
+    return msg + f", mu {float(mults[0]):.3g} nu {float(mults[1]):.3g}"
+
+
+def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCost, history) -> SearchResult:
+    from edgenas_keras.supernet import derive_indices
+
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    derived = derive_indices(space, probs)
+    idx, repairs = repair(pricer, derived, logp)
+    fills = 0
+    if config.fill:
+        idx, fills = fill(pricer, idx, logp)
+    arch: Arch = space.from_indices(idx)
+    cost = pricer.cost(idx)
+    feasible = pricer.violation(idx) == 0
+    result = SearchResult(
+        arch=str(arch), cost=cost, budgets=config.budgets(), device=lut.device, lut_sha256=lut.sha256,
+        feasible=feasible, repaired=repairs > 0, filled=fills > 0,
+        derived_arch=str(space.from_indices(derived)), derived_latency_ms=pricer.latency(derived),
+        out_dir=str(out),
+        extra={"repair_moves": repairs, "fill_moves": fills, "floor_latency_ms": floor.latency_ms,
+               "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
+               "space": space.name, "seed": config.seed})
+    _write_json(out / "result.json", result.as_dict())
+    _stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
+            f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB"
+            + (f", repaired in {repairs} move(s)" if repairs else "") + (f", filled in {fills} move(s)" if fills else ""))
+    return result

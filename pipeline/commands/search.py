@@ -1,0 +1,83 @@
+"""``edgenas search``: the constrained supernet search on an Examples folder for one device.
+
+The budgets and the common settings are flags; every other setting of ``SearchConfig`` comes from
+``--config YAML`` (flags win). The result object (architecture, exact latency, SRAM, flash...) is printed
+with ``--json``; progress goes to stderr. Rerunning with the same ``--out`` resumes an interrupted search.
+"""
+
+from __future__ import annotations
+
+from pipeline.commands._util import emit, existing_dir, existing_file
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "search", help="find an architecture that meets latency/SRAM/flash budgets",
+        description="Train the EdgeNAS supernet with the latency (and memory) penalties and derive an "
+        "architecture that meets every budget by the exact cost models. Writes result.json, history.json, "
+        "config.json, TensorBoard scalars (tb/) and checkpoints (ckpt/) under --out; rerunning with the same "
+        "--out resumes.")
+    p.add_argument("--data", required=True, metavar="DIR", help="Examples folder (Split-train/*.gz)")
+    p.add_argument("--device", metavar="NAME", help="shipped device LUT (see `edgenas lut list`)")
+    p.add_argument("--lut", metavar="FILE", help="a LUT file instead of a shipped device")
+    p.add_argument("--latency-ms", type=float, metavar="T", help="latency budget in ms (required unless in "
+                   "--config)")
+    p.add_argument("--sram-kb", type=float, metavar="M", help="peak SRAM (TFLM arena) budget in kB (1024 B)")
+    p.add_argument("--flash-kb", type=float, metavar="F", help="flash (model flatbuffer) budget in kB")
+    p.add_argument("--epochs", type=int, metavar="E", help="search epochs (warm-up included)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed (same seed and inputs: same architecture)")
+    p.add_argument("--config", metavar="YAML", help="any SearchConfig field (docs/search.md)")
+    p.add_argument("--space", metavar="YAML", help="search-space file (default: the shipped space)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=cmd_search)
+
+
+def _config(args):
+    import yaml
+
+    from edgenas_keras.errors import UserError
+    from edgenas_keras.search import SearchConfig
+
+    d = {}
+    if args.config:
+        path = existing_file(args.config, "search config")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise UserError(f"{path}: must be a mapping of SearchConfig fields")
+    for flag, name in (("latency_ms", "latency_ms"), ("sram_kb", "sram_kb"), ("flash_kb", "flash_kb"),
+                       ("epochs", "epochs"), ("seed", "seed")):
+        v = getattr(args, flag)
+        if v is not None:
+            d[name] = v
+    if "latency_ms" not in d:
+        raise UserError("give a latency budget: --latency-ms T (or latency_ms in --config)")
+    return SearchConfig.from_dict(d, source=args.config or "search flags")
+
+
+def cmd_search(args) -> int:
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras.search import run_search
+    from edgenas_keras.space import SearchSpace
+
+    config = _config(args)
+    data = existing_dir(args.data, "data folder")
+    lut = lutmod.resolve(args.device, args.lut)
+    space = None
+    if args.space:
+        try:
+            space = SearchSpace.load(existing_file(args.space, "search space"))
+        except ValueError as exc:
+            from edgenas_keras.errors import UserError
+
+            raise UserError(str(exc)) from None
+    result = run_search(data, lut, config, args.out, space=space)
+    d = result.as_dict()
+    human = (f"{d['arch']}\nlatency {d['latency_ms']:.3f} ms (budget {config.latency_ms:g}), "
+             f"SRAM {d['sram_bytes'] / 1024:.1f} kB, flash {d['flash_bytes'] / 1024:.1f} kB, "
+             f"{d['macs'] / 1e6:.2f} MMACs on {d['device']}; result in {args.out}/result.json")
+    emit(args, d, human)
+    return 0
