@@ -18,7 +18,7 @@ import numpy as np
 import edgenas_keras  # noqa: F401
 from edgenas_keras.builder import build_model
 from edgenas_keras.cost import planned_bytes, tflm_reference_scratch
-from edgenas_keras.export import random_representative, to_int8_tflite
+from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite
 from edgenas_keras.ops import arch_graph
 from edgenas_keras.space import SearchSpace
 from edgenas_keras.tflm import min_arena_bytes
@@ -27,6 +27,7 @@ from edgenas_keras.tflm import min_arena_bytes
 def measure(space, arch) -> dict:
     g = arch_graph(space, arch)
     model = build_model(space, arch)
+    calibrate_untrained(model, (space.resolution,) * 2 + (space.in_channels,))
     data = to_int8_tflite(model, random_representative((space.resolution,) * 2 + (space.in_channels,), n=2))
     quant_ch = sum(n.spec.out_shape[2] for n in g.nodes if n.spec.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
     n_const = sum(2 for s in g.specs if s.weights)
