@@ -9,7 +9,7 @@ calibration): the label needs a shape judgement, not a colour or texture shortcu
 - Distractors drawn with the same strokes as people: four-legged animals, poles and trees, jointed stick
   clutter, ball-on-stick shapes, in the same colours people wear.
 - People: a jointed figure (head, torso, two-segment arms and legs) in a random pose (walking, arms up,
-  sitting, leaning), rotated, in random skin/shirt/trouser colours, at heights from 4% to 95% of the
+  sitting, leaning), rotated, in random skin/shirt/trouser colours, at heights from 8% to 110% of the
   image, so their area ranges from well under to well over the 0.5% threshold; some are partly hidden by
   an occluder drawn in front.
 - Label: 1 iff some person's *visible* pixel area is strictly greater than ``area_threshold`` of the image,
@@ -86,8 +86,8 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     texture = Image.fromarray(rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)).resize(
         (size, size), Image.BICUBIC
     )
-    img = img * (1 - (a := rng.uniform(0.1, 0.6))) + np.asarray(texture, np.float32) * a
-    img += rng.normal(0, rng.uniform(2, 12), (size, size, 1))
+    img = img * (1 - (a := rng.uniform(0.1, 0.4))) + np.asarray(texture, np.float32) * a
+    img += rng.normal(0, rng.uniform(2, 8), (size, size, 1))
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
@@ -134,10 +134,10 @@ def _person(rng: np.random.Generator, draws: list, height: float, cx: float, cy:
     skin, shirt, trousers = SKIN[int(rng.integers(len(SKIN)))], _colour(rng), _colour(rng)
     h = height
     lean = rng.normal(0, 0.15) + (math.pi if rng.random() < 0.03 else 0.0)  # rarely upside down (acrobats)
-    torso_len, head_r = 0.30 * h, rng.uniform(0.055, 0.075) * h
+    torso_len, head_r = 0.30 * h, rng.uniform(0.07, 0.09) * h
     upper_leg, lower_leg = 0.24 * h, 0.23 * h
     upper_arm, lower_arm = 0.17 * h, 0.16 * h
-    limb_w, torso_w = rng.uniform(0.05, 0.08) * h, rng.uniform(0.10, 0.16) * h
+    limb_w, torso_w = rng.uniform(0.07, 0.10) * h, rng.uniform(0.15, 0.22) * h
     pose = rng.integers(0, 4)  # 0 walking, 1 arms up, 2 sitting, 3 free
     if pose == 0:
         s = rng.uniform(0.1, 0.5)
@@ -242,19 +242,19 @@ def draw_scene(seed: int, index: int, resolution: int, area_threshold: float = 0
     size = resolution * SUPERSAMPLE
     img = _background(rng, size)
     draw = ImageDraw.Draw(img)
-    _shapes(rng, draw, size, int(rng.integers(2, 10)))
-    for _ in range(int(rng.integers(0, 4))):
+    _shapes(rng, draw, size, int(rng.integers(1, 7)))
+    for _ in range(int(rng.integers(0, 3))):
         _distractor(rng, draw, size)
     masks: list[Image.Image] = []  # visible pixels of each person drawn so far
     for _ in range(0 if rng.random() < 0.35 else int(rng.integers(1, 4))):
-        height = size * math.exp(rng.uniform(math.log(0.04), math.log(0.95)))
-        cx, cy = rng.uniform(0.05, 0.95) * size, rng.uniform(0.1, 1.0) * size
+        height = size * math.exp(rng.uniform(math.log(0.08), math.log(1.1)))
+        cx, cy = rng.uniform(0.1, 0.9) * size, rng.uniform(0.3, 0.95) * size
         mask = Image.new("L", (size, size), 0)
         _person(rng, [(draw, None), (ImageDraw.Draw(mask), 255)], height, cx, cy)
         for earlier in masks:  # a later person stands in front of the earlier ones
             earlier.paste(0, mask=mask)
         masks.append(mask)
-        box = _occluder(rng, mask) if rng.random() < 0.3 else None
+        box = _occluder(rng, mask) if rng.random() < 0.25 else None
         if box is not None:
             shape = "rectangle" if rng.random() < 0.5 else "ellipse"
             getattr(draw, shape)(box, fill=_colour(rng))
