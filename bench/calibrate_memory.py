@@ -30,12 +30,11 @@ def measure(space, arch) -> dict:
     calibrate_untrained(model, (space.resolution,) * 2 + (space.in_channels,))
     data = to_int8_tflite(model, random_representative((space.resolution,) * 2 + (space.in_channels,), n=2))
     quant_ch = sum(n.spec.out_shape[2] for n in g.nodes if n.spec.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
-    n_const = sum(2 for s in g.specs if s.weights)
     weights = sum(s.weights + 4 * s.bias for s in g.specs if s.weights)
     chans = sum(s.quant_channels for s in g.specs if s.weights)
     return {"arch": str(arch), "arena": min_arena_bytes(data), "planned": planned_bytes(g, tflm_reference_scratch),
             "tensors": len(g.tensor_bytes), "ops": len(g.nodes), "quant_ch": quant_ch, "flash": len(data),
-            "const_tensors": n_const, "weight_bytes": weights, "quant_params": chans}
+            "all_tensors": g.all_tensors, "weight_bytes": weights, "quant_params": chans}
 
 
 def main() -> None:
@@ -49,12 +48,12 @@ def main() -> None:
     for arch in space.sample(a.n, seed=a.seed):
         rows.append(measure(space, arch))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    # arena - planned = base + per_tensor*T + per_op*O + per_ch*Q
-    X = np.array([[1, r["tensors"], r["ops"], r["quant_ch"]] for r in rows], float)
+    # arena - planned = base + per_tensor*T + per_op*O + per_ch*Q   (T: all tensors, constants included)
+    X = np.array([[1, r["all_tensors"], r["ops"], r["quant_ch"]] for r in rows], float)
     y = np.array([r["arena"] - r["planned"] for r in rows], float)
     sram_fit = np.linalg.lstsq(X, y, rcond=None)[0]
     # flash - weights - 24*quant = header + per_tensor*(T + const) + per_op*O
-    Xf = np.array([[1, r["tensors"] + r["const_tensors"], r["ops"]] for r in rows], float)
+    Xf = np.array([[1, r["all_tensors"], r["ops"]] for r in rows], float)
     yf = np.array([r["flash"] - r["weight_bytes"] - 24 * r["quant_params"] for r in rows], float)
     flash_fit = np.linalg.lstsq(Xf, yf, rcond=None)[0]
     if a.out:

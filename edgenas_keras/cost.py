@@ -163,17 +163,23 @@ def _cheapest_block(slot) -> Block:
 
 @dataclass(frozen=True)
 class PersistentModel:
-    """TFLM's persistent arena use beyond the planned buffers (bytes). Defaults: 64-bit host, fitted against
-    bisection-measured arenas of converted models (README "Cost models"). A 32-bit MCU's structs are smaller."""
+    """TFLM's persistent arena use beyond the planned buffers (bytes).
 
-    base: int = 1024
-    per_tensor: int = 48
-    per_op: int = 64
-    per_quant_channel: int = 8   # int32 output multiplier + shift per output channel of conv/depthwise
+    Host defaults were fitted on TFLM's own allocation report (``print_allocations``) for 9 models, the two
+    reference models among them: persistent = 828 + 81.4 per tensor (activations and constants: TfLiteEvalTensor
+    and TfLiteTensor bookkeeping) + 8 per quantised output channel (the int32 output multiplier and shift of
+    conv/depthwise), max error 4 bytes. A 32-bit MCU's structs are about 40% smaller (pointers and size_t are
+    4 bytes): the MCU figures scale the pointer-sized parts accordingly (an estimate, not a measurement).
+    """
+
+    base: float = 828.0
+    per_tensor: float = 81.4
+    per_op: float = 0.0
+    per_quant_channel: float = 8.0
 
 
 HOST_PERSISTENT = PersistentModel()
-MCU_PERSISTENT = PersistentModel(base=640, per_tensor=32, per_op=40, per_quant_channel=8)
+MCU_PERSISTENT = PersistentModel(base=560.0, per_tensor=48.0, per_op=0.0, per_quant_channel=8.0)
 
 
 def no_scratch(node: OpNode) -> int:
@@ -239,9 +245,9 @@ def sram_bytes(graph: OpGraph, scratch: Callable[[OpNode], int] = tflm_reference
                persistent: PersistentModel = HOST_PERSISTENT) -> int:
     """Predicted TFLM arena for the int8 model of ``graph``."""
     quant_ch = sum(n.spec.out_shape[2] for n in graph.nodes if n.spec.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
-    over = (persistent.base + persistent.per_tensor * len(graph.tensor_bytes) + persistent.per_op * len(graph.nodes)
+    over = (persistent.base + persistent.per_tensor * graph.all_tensors + persistent.per_op * len(graph.nodes)
             + persistent.per_quant_channel * quant_ch)
-    return _align(planned_bytes(graph, scratch) + over)
+    return _align(planned_bytes(graph, scratch) + int(round(over)))
 
 
 # -- flash -------------------------------------------------------------------------------------------------
@@ -250,9 +256,9 @@ def sram_bytes(graph: OpGraph, scratch: Callable[[OpNode], int] = tflm_reference
 class FlashModel:
     """Bytes of the .tflite flatbuffer (constants fitted on converted models; README "Cost models")."""
 
-    header: int = 2048
-    per_tensor: int = 96          # shape, name, buffer reference, per-tensor quantisation of activations
-    per_op: int = 48
+    header: int = 3400
+    per_tensor: int = 100         # shape, name, buffer entry, per-tensor quantisation of activations
+    per_op: int = 48              # operator table entry, its inputs/outputs vectors and options
     per_channel: int = 12         # float32 scale + int64 zero point, weight and bias tensors each
 
 
@@ -260,14 +266,8 @@ DEFAULT_FLASH = FlashModel()
 
 
 def flash_bytes(graph: OpGraph, model: FlashModel = DEFAULT_FLASH) -> int:
-    data = 0
-    n_const = 0
-    for s in graph.specs:
-        if s.weights:
-            data += s.weights + 4 * s.bias + 2 * model.per_channel * s.quant_channels
-            n_const += 2
-    n_tensors = len(graph.tensor_bytes) + n_const
-    return int(model.header + data + model.per_tensor * n_tensors + model.per_op * len(graph.nodes))
+    data = sum(s.weights + 4 * s.bias + 2 * model.per_channel * s.quant_channels for s in graph.specs if s.weights)
+    return int(model.header + data + model.per_tensor * graph.all_tensors + model.per_op * len(graph.nodes))
 
 
 # -- one call for reports ---------------------------------------------------------------------------------

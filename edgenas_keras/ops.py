@@ -113,6 +113,8 @@ class OpGraph:
     nodes: list[OpNode] = field(default_factory=list)
     input_id: int = 0
     output_id: int = 0
+    # Constant tensors (weights, biases, axes) in the flatbuffer; None: derive from the operators.
+    n_constants: int | None = None
 
     def tensor(self, shape: tuple[int, ...]) -> int:
         n = 1
@@ -126,6 +128,17 @@ class OpGraph:
         self.nodes.append(OpNode(spec, tuple(inputs), out))
         self.output_id = out
         return out
+
+    @property
+    def constant_tensors(self) -> int:
+        """Weights and bias of each weighted operator, MEAN's axis tensor (what the converter writes)."""
+        if self.n_constants is not None:
+            return self.n_constants
+        return sum(2 if s.weights else 0 for s in self.specs) + sum(1 for s in self.specs if s.op == "MEAN")
+
+    @property
+    def all_tensors(self) -> int:
+        return len(self.tensor_bytes) + self.constant_tensors
 
     @property
     def specs(self) -> list[OpSpec]:

@@ -213,6 +213,7 @@ class TfliteModel:
                 tensor_id(extra)
         if self.outputs and self.outputs[0] in ids:
             g.output_id = ids[self.outputs[0]]
+        g.n_constants = sum(1 for t in self.tensors if t.is_constant)
         return g
 
 
