@@ -18,8 +18,8 @@ def fixture_value(key: str) -> float:
     return float(work * (1.0 + 0.2 * jitter))
 
 
-def fixture_lut(space, device: str = "fixture-m7", clock_mhz: float = 480.0) -> Lut:
+def fixture_lut(space, device: str = "fixture-m7", clock_mhz: float = 480.0, resolutions=None) -> Lut:
     meta = {"device": device, "core": "fixture", "clock_mhz": clock_mhz, "runtime": "tflm",
             "kernels": "reference", "method": "fixture", "unit": "cycles", "tool_version": "test",
             "date": "2026-11-26", "sources": ["tests/lut_fixtures.py (synthetic, not a device)"]}
-    return Lut(meta, {k: LutEntry(fixture_value(k), 0.0, 1) for k in reachable_keys(space)}, source="fixture")
+    return Lut(meta, {k: LutEntry(fixture_value(k), 0.0, 1) for k in reachable_keys(space, resolutions)}, source="fixture")
