@@ -637,7 +637,7 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
             terms = mults * active * tf.square(tf.nn.relu(e / budget - 1.0))
             loss = ce + (tf.reduce_sum(terms) if config.penalty else 0.0)
         a_opt.apply_gradients([(tape.gradient(loss, net.alpha), net.alpha)])
-        if config.schedule:
+        if config.schedule and config.penalty:
             check = tf.equal(alpha_steps % config.check_every, 0)
             violated = tf.cast(e > budget, tf.float32) * active
             mults.assign(tf.where(check, mults * (1.0 + (config.growth - 1.0) * violated), mults))
