@@ -1,0 +1,350 @@
+"""Measured LUTs: one full-int8 single-operator model per LUT key, timed in the TFLite Micro runtime.
+
+Why single-operator models regenerated from the key: the key (``ops.lut_key``) is all a LUT stores, so the
+model that priced it must be derivable from the key alone (``ops.parse_key``). That makes a table rebuildable,
+lets the firmware profiler (``deploy/firmware/lut_profiler``) run the exact same models on a board, and lets
+``single_op_model`` check, by parsing the converted flatbuffer, that the converter produced exactly the
+operator the key names (no QUANTIZE inserted, the activation fused, the broadcast kept).
+
+Timing (``measure_model``): warm-up, then the median of repeated ``invoke()`` calls, minus the interpreter's
+per-invoke overhead (``invoke_overhead_s``: the Python -> C call and dispatch a microcontroller does not pay).
+Times are this thread's CPU time, not wall time: the machine is shared, and CPU time does not count the
+slices other processes took (``tflm.time_invoke`` uses the wall clock, right for a quiet machine). Repeats adapt to the operator's cost (many for microsecond operators, few for the big expansions) so the
+whole default space fits in the time budget on a shared 2-core machine. Dispersion is the MAD of the samples.
+
+Progress is appended to a JSON-lines side file as each key is measured, so an interrupted build resumes
+where it stopped; the table itself is written atomically at the end (``Lut.save``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgenas_keras import lut as lutmod
+from edgenas_keras.errors import UserError
+from edgenas_keras.ops import lut_key, parse_key
+from edgenas_keras.tflite_model import parse as parse_tflite
+
+TOOL_VERSION = "0.1.0"
+# Per-key timing budget: enough repeats for a stable median without spending minutes on a 50 ms operator.
+TIME_BUDGET_S = 0.4
+MIN_REPEATS, MAX_REPEATS = 5, 200
+
+
+def _representative(shapes: list[tuple[int, ...]], n: int = 4, seed: int = 0):
+    """Uniform noise in [-1, 1] for every model input (the cost of int8 kernels does not depend on values)."""
+
+    def gen():
+        rng = np.random.default_rng(seed)
+        for _ in range(n):
+            yield [rng.uniform(-1.0, 1.0, size=(1, *s)).astype(np.float32) for s in shapes]
+
+    return gen
+
+
+def _keras_model(fields: dict, seed: int = 0):
+    """A tf_keras model whose full-int8 conversion is the single operator ``fields`` describes."""
+    import tf_keras as keras  # noqa: PLC0415  (TensorFlow only where models are built)
+
+    L = keras.layers
+    keras.utils.set_random_seed(seed)
+    op, (h, w, c) = fields["op"], fields["in_shape"]
+    out_c, act = fields["out_channels"], fields.get("activation", "none")
+    k, s, pad = fields.get("kernel", 1), fields.get("stride", 1), fields.get("padding", "none")
+    if act not in ("none", "relu6", "relu"):
+        raise UserError(f"cannot build a single-operator model with activation {act!r}")
+
+    def activate(x):
+        if act == "relu6":
+            return L.ReLU(6.0)(x)
+        return L.ReLU()(x) if act == "relu" else x
+
+    # Inputs are named in0, in1: the converter's calibrator feeds them in name order.
+    x = keras.Input((h, w, c), name="in0")
+    inputs = [x]
+    if op == "CONV_2D":
+        y = activate(L.Conv2D(out_c, k, strides=s, padding=pad, use_bias=True)(x))
+    elif op == "DEPTHWISE_CONV_2D":
+        if out_c != c:
+            raise UserError(f"DEPTHWISE_CONV_2D key with out={out_c} != in channels {c} (multiplier > 1 unsupported)")
+        y = activate(L.DepthwiseConv2D(k, strides=s, padding=pad, use_bias=True)(x))
+    elif op == "ADD":
+        if fields.get("variant") == "bcast":
+            inputs.append(keras.Input((1, 1, c), name="in1"))
+        else:
+            inputs.append(keras.Input((h, w, c), name="in1"))
+        y = activate(L.Add()(inputs))
+    elif op == "MUL":
+        gate = (1, 1, c) if fields.get("variant") == "bcast" else (h, w, c)
+        inputs.append(keras.Input(gate, name="in1"))
+        y = activate(L.Multiply()(inputs))
+    elif op == "MEAN":
+        y = L.GlobalAveragePooling2D(keepdims=True)(x)
+    elif op == "FULLY_CONNECTED":
+        if (h, w) != (1, 1):
+            raise UserError(f"FULLY_CONNECTED key with spatial input {h}x{w}: expected 1x1xC")
+        x = keras.Input((c,), name="in0")
+        inputs = [x]
+        y = activate(L.Dense(out_c)(x))
+    elif op == "SOFTMAX":
+        x = keras.Input((c,), name="in0")
+        inputs = [x]
+        y = L.Softmax()(x)
+    elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        pool = L.AveragePooling2D if op == "AVERAGE_POOL_2D" else L.MaxPooling2D
+        y = activate(pool(k, strides=s, padding=pad)(x))
+    else:
+        raise UserError(f"no single-operator model generator for operator {op!r}")
+    return keras.Model(inputs, y), [tuple(int(d) for d in i.shape[1:]) for i in inputs]
+
+
+def single_op_model(key: str, seed: int = 0) -> bytes:
+    """The full-int8 ``.tflite`` of the one operator ``key`` names, verified by parsing the result."""
+    from edgenas_keras.export import to_int8_tflite  # noqa: PLC0415
+
+    fields = parse_key(key)
+    model, shapes = _keras_model(fields, seed)
+    data = to_int8_tflite(model, _representative(shapes, seed=seed))
+    m = parse_tflite(data, f"single-op model of {key}")
+    got = [m.op_spec(o).key for o in m.operators]
+    if got != [key]:
+        raise RuntimeError(f"converter produced {got} for LUT key {key}")
+    m.require_int8()
+    return data
+
+
+def _cpu_invokes(invoke: Callable[[], None], n: int) -> list[float]:
+    """CPU seconds of ``n`` invokes on this thread's clock: the machine is shared, and a wall clock would also
+    count the time other processes held the core (a kernel's own CPU time does not depend on them)."""
+    clock = time.thread_time
+    times = []
+    for _ in range(n):
+        t0 = clock()
+        invoke()
+        times.append(clock() - t0)
+    return times
+
+
+def _prepared(model_bytes: bytes):
+    from edgenas_keras import tflm  # noqa: PLC0415
+
+    runner = tflm.Runner(model_bytes)
+    rng = np.random.default_rng(0)
+    for i, d in enumerate(runner.inputs):
+        runner.interpreter.set_input(rng.integers(-128, 128, size=d["shape"]).astype(d["dtype"]), i)
+    return runner.interpreter.invoke
+
+
+@functools.cache
+def invoke_overhead_s() -> float:
+    """Median CPU seconds of one invoke of the cheapest model (one RESHAPE of one element): the Python -> C
+    call and the interpreter's dispatch, which a microcontroller does not pay; subtracted from every timing."""
+    from edgenas_keras import tflm  # noqa: PLC0415
+
+    invoke = _prepared(tflm.trivial_model_bytes())
+    _cpu_invokes(invoke, 200)
+    return statistics.median(_cpu_invokes(invoke, 3000))
+
+
+def measure_model(model_bytes: bytes, budget_s: float = TIME_BUDGET_S) -> dict:
+    """Median net microseconds per invoke (interpreter overhead subtracted), MAD, and the number of samples.
+
+    Repeats fit ``budget_s`` (between MIN_REPEATS and MAX_REPEATS) after a first call and a short warm-up."""
+    invoke = _prepared(model_bytes)
+    overhead = invoke_overhead_s()
+    first = _cpu_invokes(invoke, 1)[0]   # lazy preparation, cold caches
+    n = int(min(MAX_REPEATS, max(MIN_REPEATS, budget_s / max(first, 1e-6))))
+    _cpu_invokes(invoke, min(3, n))
+    times = _cpu_invokes(invoke, n)
+    med = statistics.median(times)
+    mad = statistics.median(abs(t - med) for t in times)
+    return {"value": max(med - overhead, 1e-8) * 1e6, "dispersion": mad * 1e6, "samples": n}
+
+
+def measure_key(key: str, budget_s: float = TIME_BUDGET_S) -> dict:
+    return measure_model(single_op_model(key), budget_s)
+
+
+# -- the resumable build ----------------------------------------------------------------------------------
+
+def _read_progress(path: Path) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue   # a line cut short by a kill: measure that key again
+            if isinstance(rec, dict) and "key" in rec and rec.get("value", 0) > 0:
+                done[rec["key"]] = rec
+    return done
+
+
+def host_metadata(device: str, sources: list[str]) -> dict:
+    return {"device": device, "core": platform.processor() or platform.machine(),
+            "clock_mhz": host_clock_mhz(), "runtime": "tflm-python", "kernels": "tflm-reference",
+            "method": "measured", "unit": "us", "tool_version": TOOL_VERSION,
+            "date": datetime.date.today().isoformat(), "sources": sources,
+            "host": {"machine": platform.machine(), "cpu": _cpu_model(), "python": platform.python_version()}}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def host_clock_mhz() -> float:
+    """The host's nominal clock (MHz): the 'cpu MHz' in /proc/cpuinfo, else 1000 (documented as nominal)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return round(float(line.split(":", 1)[1]), 1)
+    except (OSError, ValueError):
+        pass
+    return 1000.0
+
+
+def build_measured_lut(keys: list[str], out_path: Path, device: str = "host-tflm",
+                       measure: Callable[[str], dict] = measure_key, progress: bool = True,
+                       update_manifest: bool = True) -> lutmod.Lut:
+    """Measure every key (resuming from ``<out>.progress.jsonl``), then write the LUT atomically."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    out_path = Path(out_path)
+    side = out_path.with_name(out_path.name + ".progress.jsonl")
+    done = _read_progress(side)
+    todo = [k for k in keys if k not in done]
+    bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f"lut build {device}", unit="key",
+               disable=not progress, dynamic_ncols=True)
+    with open(side, "a") as f:
+        for key in todo:
+            rec = {"key": key, **measure(key)}
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            done[key] = rec
+            bar.update(1)
+    bar.close()
+    entries = {k: lutmod.LutEntry(float(done[k]["value"]), float(done[k]["dispersion"]), int(done[k]["samples"]))
+               for k in keys}
+    meta = host_metadata(device, [
+        "measured on this host: single-operator int8 models in the tflite_micro Python runtime "
+        "(edgenas_keras.lut_build), median of repeated invokes minus the per-invoke interpreter overhead"])
+    table = lutmod.Lut(meta, entries)
+    sha = table.save(out_path)
+    if update_manifest:
+        lutmod.update_manifest(device, out_path, sha)
+    side.unlink(missing_ok=True)
+    return lutmod.load(out_path)
+
+
+# -- the accuracy report ----------------------------------------------------------------------------------
+
+def arch_int8_model(space, arch, seed: int = 0) -> bytes:
+    """``arch`` built untrained, its BatchNorm statistics calibrated (``export.calibrate_untrained``: TFLM
+    aborts on the vanishing scales of a fresh network), converted to full int8."""
+    from edgenas_keras.builder import build_model  # noqa: PLC0415
+    from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite  # noqa: PLC0415
+
+    model = build_model(space, arch)
+    shape = tuple(int(d) for d in model.input.shape[1:])
+    calibrate_untrained(model, shape, seed=seed)
+    return to_int8_tflite(model, random_representative(shape, seed=seed))
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(x):
+        x = np.asarray(x, dtype=float)
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=float)
+        for v in np.unique(x):   # ties share their average rank
+            idx = x == v
+            r[idx] = r[idx].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def accuracy(predicted_ms, measured_ms) -> dict:
+    """The paper's table: MAE (ms), MAPE (%), Spearman rho of predicted against measured latency."""
+    p, m = np.asarray(predicted_ms, float), np.asarray(measured_ms, float)
+    return {"n": int(len(p)), "mae_ms": float(np.mean(np.abs(p - m))),
+            "mape_pct": float(100 * np.mean(np.abs(p - m) / m)), "spearman": spearman(p, m)}
+
+
+def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = True) -> tuple[dict, list[dict]]:
+    """Sample ``n`` architectures, measure each end to end in TFLM on this host, and price it from ``table``."""
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from edgenas_keras.ops import arch_graph  # noqa: PLC0415
+    from edgenas_keras.space import encode  # noqa: PLC0415
+
+    archs = space.sample(n, seed=seed)
+    table.require(k for a in archs for k in arch_graph(space, a).keys)
+    rows = []
+    for i, arch in enumerate(tqdm(archs, desc=f"lut validate {table.device}", unit="arch", disable=not progress)):
+        measured = measure_model(arch_int8_model(space, arch, seed=seed + i))
+        rows.append({"arch": encode(arch), "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
+                     "measured_ms": measured["value"] / 1000.0})
+    return accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]), rows
+
+
+def validate_against_table(space, table: lutmod.Lut, measured: lutmod.Lut, n: int, seed: int) -> tuple[dict, list]:
+    """Price ``n`` sampled architectures with an analytical table and with a measured LUT of the same device
+    (``edgenas lut collect`` output): the accuracy of the model where only per-operator measurements exist."""
+    from edgenas_keras.ops import arch_graph  # noqa: PLC0415
+    from edgenas_keras.space import encode  # noqa: PLC0415
+
+    archs = space.sample(n, seed=seed)
+    measured.require(k for a in archs for k in arch_graph(space, a).keys)
+    rows = [{"arch": encode(a), "predicted_ms": table.latency_ms(arch_graph(space, a).keys),
+             "measured_ms": measured.latency_ms(arch_graph(space, a).keys)} for a in archs]
+    return accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]), rows
+
+
+def scatter_plot(rows: list[dict], path: Path, title: str) -> None:
+    """Predicted against measured latency, with the y = x line (PNG, written atomically)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    m = [r["measured_ms"] for r in rows]
+    p = [r["predicted_ms"] for r in rows]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(m, p, s=10, alpha=0.7)
+    lo, hi = min(m + p) * 0.95, max(m + p) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="predicted = measured")
+    ax.set_xlabel("measured end-to-end latency (ms)")
+    ax.set_ylabel("LUT-predicted latency (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+__all__ = ["accuracy", "arch_int8_model", "build_measured_lut", "lut_key", "measure_key", "measure_model", "single_op_model"]

@@ -1,0 +1,78 @@
+"""``edgenas analyze MODEL.tflite --device D``: latency, SRAM, host arena and flash of any int8 model.
+
+Works on models nobody on this team trained: the file is parsed to an ``OpGraph``
+(``edgenas_keras.tflite_model``), each operator priced from the device's LUT (an analytical table prices any
+shape; a measured table lacking a key is an error unless ``--allow-estimate``), peak SRAM from the
+foundation's planner with the device's kernel-library scratch, the arena measured on this host by
+bisection (``tflm.min_arena_bytes``), and flash as the flatbuffer's size.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.commands._util import emit, existing_file
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="per-operator latency, SRAM, arena and flash of a .tflite model",
+                       description="Analyze a full-int8 .tflite for a device: per-operator and total latency "
+                       "from the device's LUT, peak SRAM on the target (TFLM greedy planner + the device's "
+                       "kernel scratch + persistent overhead), the TFLM arena measured on this host by "
+                       "bisection, and flash (the model file).")
+    p.add_argument("model", metavar="MODEL.tflite")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
+    g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1)")
+    p.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
+    p.add_argument("--allow-estimate", action="store_true",
+                   help="price keys a measured LUT lacks with a scaled analytical estimate (with a warning)")
+    p.add_argument("--no-arena", action="store_true", help="skip the host arena bisection (faster)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args) -> int:
+    from edgenas_keras import cost, lut_models, tflm
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras.tflite_model import read_int8_model
+
+    path = existing_file(args.model, "model file")
+    model = read_int8_model(path)
+    graph = model.graph()
+    table = lutmod.resolve(args.device, args.lut, args.clock_mhz)
+    missing = set(table.missing(graph.keys))
+    estimate = None
+    if missing:
+        if not args.allow_estimate:
+            table.require(graph.keys)   # raises, listing the missing keys
+        estimate = lut_models.scaled_estimator(table)
+        print(f"warning: {len(missing)} operator key(s) are not in LUT {table.source}; their latency is an "
+              "estimate (scaled analytical model)", file=sys.stderr)
+    ops = []
+    for i, node in enumerate(graph.nodes):
+        s = node.spec
+        est = s.key in missing
+        us = table.to_us(estimate(s.key)) if est else table.op_us(s.key)
+        ops.append({"index": i, "op": s.op, "key": s.key, "in_shape": list(s.in_shape),
+                    "out_shape": list(s.out_shape), "macs": s.macs, "params": s.params,
+                    "latency_us": round(us, 3), "estimated": est})
+    scratch, persistent = cost.device_memory_terms(table)
+    data = path.read_bytes()
+    obj = {"model": str(path), "device": table.device, "lut_sha256": table.sha256, "clock_mhz": table.clock_mhz,
+           "unit": table.unit, "latency_ms": sum(o["latency_us"] for o in ops) / 1000.0,
+           "sram_bytes": cost.sram_bytes(graph, scratch, persistent),
+           "host_arena_bytes": None if args.no_arena else tflm.min_arena_bytes(data, str(path)),
+           "flash_bytes": len(data), "macs": graph.macs, "estimated_ops": len([o for o in ops if o["estimated"]]),
+           "ops": ops}
+    lines = [f"{'#':>3} {'op':<18} {'in':<12} {'out':<12} {'MACs':>9} {'us':>10}"]
+    for o in ops:
+        lines.append(f"{o['index']:>3} {o['op']:<18} {'x'.join(map(str, o['in_shape'])):<12} "
+                     f"{'x'.join(map(str, o['out_shape'])):<12} {o['macs']:>9} {o['latency_us']:>10.1f}"
+                     + (" (estimate)" if o["estimated"] else ""))
+    lines.append(f"latency {obj['latency_ms']:.3f} ms on {table.device} at {table.clock_mhz:g} MHz; "
+                 f"SRAM {obj['sram_bytes']} B (target); host arena "
+                 f"{obj['host_arena_bytes'] if obj['host_arena_bytes'] is not None else 'skipped'} B; "
+                 f"flash {obj['flash_bytes']} B")
+    emit(args, obj, "\n".join(lines))
+    return 0

@@ -1,0 +1,181 @@
+"""``edgenas lut build | validate | profile-set | collect``: making LUTs and checking them.
+
+Registered into the ``lut`` group of ``pipeline/commands/lut.py`` (``lut list`` / ``lut show`` live there).
+The work is in the library (``edgenas_keras.lut_build``, ``edgenas_keras.lut_models``) and in
+``deploy.lut_profiler`` (the board side); these functions only parse arguments and print.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from edgenas_keras.errors import UserError
+from pipeline.commands._util import emit, load_space
+
+HOST_DEVICE = "host-tflm"
+
+
+def register_lut_subcommands(lsub) -> None:
+    b = lsub.add_parser("build", help="build a device's LUT (measured on this host, or analytical)",
+                        description="Build lut_assets/<device>.json for every LUT key reachable from the search "
+                        "space and record it in lut_assets/manifest.json. host-tflm is measured here (single-"
+                        "operator int8 models timed in the TFLM runtime; resumable, about 45 min on 2 shared "
+                        "cores); cortex-m4, cortex-m7, riscv and cortex-a53 are analytical cycle models.")
+    b.add_argument("--device", required=True, help="host-tflm | cortex-m4 | cortex-m7 | riscv | cortex-a53")
+    b.add_argument("--method", choices=("measured", "analytical"),
+                   help="default: measured for host-tflm, analytical for the MCU devices")
+    b.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
+    b.add_argument("--resolution", type=int, action="append",
+                   help="input resolution(s) to cover (repeatable; default: the space's)")
+    b.add_argument("--out", metavar="FILE", help="write here instead of lut_assets/<device>.json "
+                   "(the manifest is then left alone)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_build)
+
+    v = lsub.add_parser("validate", help="accuracy of a LUT against end-to-end measurements",
+                        description="Sample architectures, price each from the LUT and compare with measured "
+                        "end-to-end latency: MAE (ms), MAPE (%%), Spearman rho, and a scatter plot. host-tflm "
+                        "is measured here in the TFLM runtime. Devices without hardware here need --measured "
+                        "FILE (a measured LUT of that device, from `edgenas lut collect`); without it the "
+                        "command exits with status 2.")
+    v.add_argument("--device", required=True)
+    v.add_argument("--samples", type=int, default=200, help="number of architectures (default 200)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
+    v.add_argument("--measured", metavar="FILE", help="measured LUT of the same device to compare against")
+    v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: <device>-validation.png here)")
+    v.add_argument("--rows", metavar="FILE", help="also write the per-architecture rows (JSON)")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(func=cmd_validate)
+
+    p = lsub.add_parser("profile-set", help="single-operator models for on-board profiling",
+                        description="Write one full-int8 single-operator model per LUT key, manifest.json and "
+                        "profile_set.cc (the models as C arrays) for deploy/firmware/lut_profiler.")
+    p.add_argument("--device", required=True, help="the board's name (recorded in the manifest)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="only keys K, K+N, K+2N... (a board's flash rarely holds every model at once)")
+    p.add_argument("--limit", type=int, help="at most this many keys (smoke tests)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_profile_set)
+
+    c = lsub.add_parser("collect", help="read on-board measurements over a serial port into a LUT",
+                        description="Drive deploy/firmware/lut_profiler over a serial port (line protocol in "
+                        "deploy/lut_profiler.py), validate every line, write a measured LUT in cycles. Resumable "
+                        "across board resets and reruns (progress in <out>.progress.jsonl).")
+    c.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
+    c.add_argument("--device", required=True, help="the board's name (must match the firmware's header)")
+    c.add_argument("--profile-set", required=True, metavar="DIR", help="the profile-set directory")
+    c.add_argument("--out", metavar="FILE", help="LUT file to write (default: <device>.json here)")
+    c.add_argument("--baud", type=int, default=115200)
+    c.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_collect)
+
+
+def _keys(space_path, resolutions=None) -> list[str]:
+    from edgenas_keras.ops import reachable_keys
+
+    return reachable_keys(load_space(space_path), resolutions)
+
+
+def cmd_build(args) -> int:
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras import lut_build, lut_models
+
+    method = args.method or ("measured" if args.device == HOST_DEVICE else "analytical")
+    keys = _keys(args.space, args.resolution)
+    out = Path(args.out) if args.out else lutmod.assets_dir() / f"{args.device}.json"
+    if method == "measured":
+        if args.device != HOST_DEVICE:
+            raise UserError(f"--method measured builds {HOST_DEVICE} on this host; for a board use "
+                            "`edgenas lut profile-set` and `edgenas lut collect`")
+        table = lut_build.build_measured_lut(keys, out, args.device, update_manifest=not args.out)
+    else:
+        table = lut_models.build_analytical_lut(args.device, keys, datetime.date.today().isoformat(),
+                                                lut_build.TOOL_VERSION)
+        sha = table.save(out)
+        if not args.out:
+            lutmod.update_manifest(args.device, out, sha)
+        table = lutmod.load(out)
+    emit(args, {"device": args.device, "method": method, "file": str(out), "entries": len(table.entries),
+                "sha256": table.sha256},
+         f"wrote {out}: {len(table.entries)} entries ({method}), sha256 {table.sha256[:12]}...")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras import lut_build
+
+    if args.samples < 2:
+        raise UserError("--samples must be at least 2 (Spearman needs two points)")
+    space = load_space(args.space)
+    table = lutmod.load_device(args.device)
+    if args.measured:
+        other = lutmod.load(args.measured)
+        stats, rows = lut_build.validate_against_table(space, table, other, args.samples, args.seed)
+        against = f"measured LUT {args.measured}"
+    elif args.device == HOST_DEVICE or table.metadata.get("runtime") == "tflm-python":
+        stats, rows = lut_build.validate_host(space, table, args.samples, args.seed, progress=not args.json)
+        against = "end-to-end TFLM runs on this host"
+    else:
+        raise UserError(f"device {args.device} has no hardware here: validation needs measured data; pass "
+                        "--measured FILE (a measured LUT of that board from `edgenas lut collect`)")
+    plot = Path(args.plot or f"{args.device}-validation.png")
+    lut_build.scatter_plot(rows, plot, f"{args.device}: {stats['n']} archs, MAPE {stats['mape_pct']:.2f}%, "
+                           f"rho {stats['spearman']:.4f}")
+    if args.rows:
+        Path(args.rows).write_text(json.dumps(rows, indent=1) + "\n")
+    obj = {"device": args.device, **stats, "seed": args.seed, "against": against, "plot": str(plot)}
+    human = (f"| device | archs | MAE (ms) | MAPE (%) | Spearman rho |\n|---|---|---|---|---|\n"
+             f"| {args.device} | {stats['n']} | {stats['mae_ms']:.3f} | {stats['mape_pct']:.2f} | "
+             f"{stats['spearman']:.4f} |\n(against {against}; plot {plot})")
+    emit(args, obj, human)
+    return 0
+
+
+def cmd_profile_set(args) -> int:
+    from deploy.lut_profiler import write_profile_set
+
+    try:
+        k, n = (int(v) for v in args.shard.split("/"))
+        if not (n >= 1 and 0 <= k < n):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}") from None
+    keys = _keys(args.space)[k::n]
+    if args.limit is not None:
+        keys = keys[: max(0, args.limit)]
+    m = write_profile_set(keys, Path(args.out), args.device, progress=not args.json)
+    emit(args, {"device": args.device, "out": args.out, "keys": len(m["keys"]), "set": m["set"]},
+         f"wrote {len(m['keys'])} single-operator models, manifest.json and profile_set.cc to {args.out} "
+         f"(set {m['set']})")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from deploy.lut_profiler import collect, read_manifest
+
+    manifest = read_manifest(Path(args.profile_set))
+    try:
+        import serial
+    except ImportError:
+        raise UserError("pyserial is not installed: pip install pyserial") from None
+    try:
+        port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=1.0)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise UserError(f"cannot open serial port {args.port}: {exc}") from None
+    out = Path(args.out or f"{args.device}.json")
+    try:
+        table = collect(port, manifest, args.device, out, timeout_s=args.timeout,
+                        log=lambda s: print(s, file=sys.stderr, flush=True))
+    finally:
+        port.close()
+    emit(args, {"device": args.device, "file": str(out), "entries": len(table.entries), "sha256": table.sha256},
+         f"wrote {out}: {len(table.entries)} measured entries (cycles at {table.clock_mhz:g} MHz)")
+    return 0
