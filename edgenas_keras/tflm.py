@@ -68,11 +68,31 @@ def interpreter(model_bytes: bytes, arena_size: int) -> runtime.Interpreter:
 
 
 def _allocates(model_bytes: bytes, arena_size: int) -> bool:
-    try:
-        interpreter(model_bytes, arena_size)
-        return True
-    except RuntimeError:
-        return False
+    """Whether TFLM allocates the model in ``arena_size`` bytes, probed in a forked child process.
+
+    Why a child: for some models (seen with SE blocks) the host TFLM build dereferences a null pointer when an
+    allocation fails part-way instead of raising, which would kill the caller (a TFX executor, the CLI). A
+    probe that crashes did not allocate. Without ``fork`` (not POSIX) the probe runs in-process.
+    """
+    if not hasattr(os, "fork"):
+        try:
+            interpreter(model_bytes, arena_size)
+            return True
+        except RuntimeError:
+            return False
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: report by exit status only, never return into the caller's code
+        code = 1
+        try:
+            interpreter(model_bytes, arena_size)
+            code = 0
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
