@@ -39,5 +39,4 @@ def BudgetValidator(
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_string_custom_property("current_model", model.uri)
     blessing.set_int_custom_property("current_model_id", model.id)
-    failed = [k for k, v in report.get("checks", {}).items() if not v.get("passed", True)]
-    log("BudgetValidator", "blessed" if blessed else f"NOT blessed: failed {', '.join(failed) or '?'}")
+    log("BudgetValidator", "blessed" if blessed else f"NOT blessed: {'; '.join(report['reasons'])}")

@@ -66,6 +66,7 @@ class BudgetConfig:
     latency_ms: float = 0.0  # per inference on the device, from the LUT
     sram_bytes: int = 0  # activation arena + persistent runtime memory
     flash_bytes: int = 0  # model file + runtime overhead
+    min_accuracy: float = 0.0  # int8 accuracy on the eval split the validator requires (0: report only)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,13 @@ class PipelineConfig:
         return dataclasses.replace(self, push=push)
 
     def budgets_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self.budgets).items()}
+        """Every budget: what BudgetValidator checks."""
+        return dataclasses.asdict(self.budgets)
+
+    def search_budgets(self) -> dict:
+        """The budgets the search designs for (an accuracy floor is checked, not searched for, so changing
+        it re-runs only validation and push)."""
+        return {k: v for k, v in self.budgets_dict().items() if k != "min_accuracy"}
 
 
 def _plain(obj):
@@ -203,6 +210,8 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         _fail(s, "lut.clock_mhz", "must be >= 0 (0: the LUT's own clock)")
     for name in ("latency_ms", "sram_bytes", "flash_bytes"):
         _positive(s, f"budgets.{name}", getattr(cfg.budgets, name))
+    if not 0.0 <= cfg.budgets.min_accuracy <= 1.0:
+        _fail(s, "budgets.min_accuracy", f"must be a fraction in [0, 1], got {cfg.budgets.min_accuracy}")
     if not cfg.push.dest:
         _fail(s, "push.dest", "must name a folder or gs://bucket/prefix")
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", cfg.push.model_name):

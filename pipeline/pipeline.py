@@ -68,7 +68,7 @@ def create_pipeline(
         lut=lut_importer.outputs["lut"],
         space_config=to_json(space_dict(config)),
         search_config=to_json(config.search),
-        budgets=budgets,
+        budgets=to_json(config.search_budgets()),
         seed=config.seed,
     )
     trainer = QatTrainer(

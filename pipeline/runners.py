@@ -71,14 +71,15 @@ class _ProgressHandler(logging.Handler):
             took = time.monotonic() - self.started.get(node, time.monotonic())
             how = "cached" if node in self.cached else "done"
             print(f"[{time.strftime('%H:%M:%S')}] {node} {how} ({took:.1f} s)", file=self.stream, flush=True)
-        elif record.levelno >= logging.WARNING:
-            print(f"warning: {msg}", file=self.stream, flush=True)
 
 
 def quiet_logging(stream=sys.stderr) -> _ProgressHandler:
     """Silence absl/TFX/Beam INFO noise; keep warnings and our one-line-per-component progress."""
+    import warnings
+
     import absl.logging
 
+    warnings.filterwarnings("ignore", category=UserWarning)  # Keras / TFLite converter advice, not ours
     absl.logging.set_verbosity(absl.logging.INFO)  # the records must reach our handler ...
     absl_handler = absl.logging.get_absl_handler()
     absl_handler.setLevel(logging.ERROR)  # ... but absl's own stderr handler shows only errors
@@ -86,8 +87,12 @@ def quiet_logging(stream=sys.stderr) -> _ProgressHandler:
     for h in list(root.handlers):
         if not isinstance(h, _ProgressHandler):
             h.setLevel(max(h.level, logging.ERROR))
+    absl_logger = logging.getLogger("absl")
+    for h in list(absl_logger.handlers):
+        if isinstance(h, _ProgressHandler):  # a second run in the same process (tests)
+            absl_logger.removeHandler(h)
     progress = _ProgressHandler(stream)
-    logging.getLogger("absl").addHandler(progress)
+    absl_logger.addHandler(progress)
     logging.getLogger("absl").propagate = False
     for name in ("apache_beam", "tensorflow", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -221,20 +226,25 @@ def build_summary(config: PipelineConfig, out: Path, seconds: float) -> dict:
     model = artifact("QatTrainer", "model")
     validation = json.loads(Path(blessing.uri, "validation.json").read_text()) if blessing else {}
     metrics = json.loads(Path(model.uri, "metrics.json").read_text()) if model else {}
-    figures = validation.get("figures", {})
-    failed = sorted(k for k, v in validation.get("checks", {}).items() if not v.get("passed", True))
+    checks = validation.get("checks", {})
+    failed = [name for name, c in checks.items() if not c.get("passed", False)]
+
+    def figure(name):
+        return checks.get(name, {}).get("figure")
+
     arch_artifact = artifact("SupernetSearch", "architecture")
     summary = {
         "arch": _prop(arch_artifact, "arch") if arch_artifact else None,
         "device": config.lut.device,
-        "accuracy_int8": figures.get("accuracy_int8", metrics.get("accuracy_int8")),
+        "accuracy_int8": figure("accuracy"),
         "accuracy_float": metrics.get("accuracy_float"),
-        "latency_ms": figures.get("latency_ms"),
-        "sram_bytes": figures.get("sram_bytes"),
-        "flash_bytes": figures.get("flash_bytes"),
+        "latency_ms": figure("latency"),
+        "sram_bytes": figure("sram"),
+        "flash_bytes": figure("flash"),
         "budgets": config.budgets_dict(),
         "blessed": bool(_prop(blessing, "blessed")) if blessing else False,
         "failed_budgets": failed,
+        "reasons": validation.get("reasons", []),
         "bundle_dir": _prop(pushed, "pushed_destination") if pushed and _prop(pushed, "pushed") == 1 else None,
         "components": [{"component": r["component"], "state": r["state"]} for r in rows],
         "seconds": round(seconds, 1),
@@ -255,7 +265,7 @@ def summary_table(summary: dict) -> str:
         return f"{v:,.2f} {unit} (budget {lim:,.2f})" if unit == "ms" else f"{v:,} {unit} (budget {lim:,})"
 
     acc = summary.get("accuracy_int8")
-    verdict = "yes" if summary["blessed"] else f"NO (failed: {', '.join(summary['failed_budgets']) or '?'})"
+    verdict = "yes" if summary["blessed"] else f"NO ({'; '.join(summary.get('reasons') or ['not validated'])})"
     states = ", ".join(f"{c['component']} {c['state']}" for c in summary.get("components", []))
     lines = [
         ("architecture", summary.get("arch") or "-"),
