@@ -5,21 +5,23 @@ the profile set (``write_profile_set``: one single-operator int8 model per LUT k
 table is built from, plus ``manifest.json`` and a C++ source embedding them), then ``collect`` drives the
 board over a serial port and writes a measured LUT in cycles.
 
-Line protocol v1 (ASCII, one message per line, ``\\n``-terminated; the board talks first)::
+Line protocol v1 (ASCII, one message per line, ``\\n``-terminated; strictly request/response, except the
+header the board prints at every boot)::
 
-    board: EDGENAS-LUT 1 device=<name> keys=<n> clock_hz=<int> set=<sha8>   (at every boot)
-    board: READY
+    board: EDGENAS-LUT 1 device=<name> keys=<n> clock_hz=<int> set=<sha8>   (at boot, and on HELLO)
+    host:  HELLO
+    board: EDGENAS-LUT 1 ...
     host:  RUN <index>
     board: RESULT <index> <median_cycles> <mad_cycles> <samples> <sha8>     (sha8: first 8 hex of the
-    board: READY                                                             model's sha256)
-      ...  or: ERROR <index> <message>
+      or:  ERROR <index> <message>                                           model's sha256)
     host:  END
     board: BYE
 
-The host picks which key to run, so a board reset (a new header line at any point) loses at most the key in
-flight: the collector records each result in ``<out>.progress.jsonl`` as it arrives and, after a header,
-asks for the next missing index. A rerun of ``collect`` resumes from the same file. Anything else on the
-line (boot banners, debug prints) is ignored unless it starts with a protocol word and is malformed.
+The host picks which key to run, so a board reset (a header while a RUN is in flight) loses at most that
+key: the collector asks for it again. Each result is appended to ``<out>.progress.jsonl`` as it arrives, so
+a rerun of ``collect`` resumes too. A duplicate RESULT for a key already recorded is ignored (it can follow
+a spurious resend); lines that do not start with a protocol word (boot banners, debug prints) are ignored;
+a malformed protocol line is an error. When the board stays silent for ``idle_s`` the request is resent.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ PROTOCOL_VERSION = 1
 HEADER_RE = re.compile(r"^EDGENAS-LUT (\d+) device=(\S+) keys=(\d+) clock_hz=(\d+) set=([0-9a-f]{8})$")
 RESULT_RE = re.compile(r"^RESULT (\d+) (\d+) (\d+) (\d+) ([0-9a-f]{8})$")
 ERROR_RE = re.compile(r"^ERROR (\d+) (.*)$")
-PROTOCOL_WORDS = ("EDGENAS-LUT", "READY", "RESULT", "ERROR", "BYE")
+PROTOCOL_WORDS = ("EDGENAS-LUT", "RESULT", "ERROR", "BYE")
 
 
 def _sha8(data: bytes) -> str:
@@ -134,13 +136,11 @@ class Header:
 
 
 def parse_line(line: str):
-    """One protocol line -> ('header', Header) | ('ready', None) | ('result', tuple) | ('error', tuple) |
-    ('bye', None) | None (not a protocol line). Malformed protocol lines raise ``ProtocolError``."""
+    """One protocol line -> ('header', Header) | ('result', tuple) | ('error', tuple) | ('bye', None) |
+    None (not a protocol line). Malformed protocol lines raise ``ProtocolError``."""
     line = line.strip()
     if not line or not line.startswith(PROTOCOL_WORDS):
         return None
-    if line == "READY":
-        return "ready", None
     if line == "BYE":
         return "bye", None
     if line.startswith("EDGENAS-LUT"):
@@ -173,58 +173,68 @@ def _progress(path: Path) -> dict[int, dict]:
     return done
 
 
-def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float = 600.0,
+def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float = 3600.0, idle_s: float = 30.0,
             max_resets: int = 20, log: Callable[[str], None] = lambda s: None) -> lutmod.Lut:
-    """Drive the board on ``port`` (a pyserial-like object: ``readline()``, ``write()``) through every key of
-    the profile set; write the measured LUT (cycles) to ``out_path``. Resumable (see module docstring)."""
+    """Drive the board on ``port`` (a pyserial-like object: ``readline()`` with a read timeout, ``write()``)
+    through every key of the profile set; write the measured LUT (cycles) to ``out_path``. Resumable."""
     import time  # noqa: PLC0415
 
     out_path = Path(out_path)
     side = out_path.with_name(out_path.name + ".progress.jsonl")
     keys = manifest["keys"]
     done = _progress(side)
-    resets, header, in_flight = -1, None, None
+    resets, header, request = 0, None, b"HELLO\n"
     deadline = time.monotonic() + timeout_s
+
+    def send(req: bytes) -> None:
+        nonlocal request, last
+        request, last = req, time.monotonic()
+        port.write(req)
+
+    def next_request() -> bytes:
+        todo = [e["index"] for e in keys if e["index"] not in done]
+        return f"RUN {todo[0]}\n".encode() if todo else b"END\n"
+
+    last = 0.0
+    send(b"HELLO\n")
     with open(side, "a") as f:
         while True:
-            if time.monotonic() > deadline:
-                raise UserError(f"no complete answer from the board within {timeout_s:g} s "
-                                f"({len(done)}/{len(keys)} keys measured, saved in {side}; rerun to resume)")
+            now = time.monotonic()
+            if now > deadline:
+                raise UserError(f"the board did not finish within {timeout_s:g} s ({len(done)}/{len(keys)} keys "
+                                f"measured, saved in {side}; rerun to resume)")
             raw = port.readline()
             if not raw:
+                if now - last > idle_s:
+                    send(request)   # the board missed it (or its answer was lost): ask again
                 continue
             msg = parse_line(raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw)
             if msg is None:
                 continue
             kind, val = msg
             if kind == "header":
-                resets += 1
-                if resets > max_resets:
-                    raise UserError(f"the board reset {resets} times; giving up (progress saved in {side})")
                 if val.device != device:
                     raise ProtocolError(f"board reports device {val.device!r}, expected {device!r}")
                 if val.keys != len(keys) or val.set_id != manifest["set"]:
                     raise ProtocolError(f"board runs profile set {val.set_id} with {val.keys} keys; the manifest "
                                         f"is {manifest['set']} with {len(keys)}: flash the matching set")
-                if resets:
-                    log(f"board reset (#{resets}); resuming at {len(done)}/{len(keys)}")
-                header, in_flight = val, None
-            elif kind == "ready":
-                if header is None:
-                    continue   # READY before any header: the board was already running; wait for a header
-                todo = [e["index"] for e in keys if e["index"] not in done]
-                if not todo:
-                    port.write(b"END\n")
-                    break
-                in_flight = todo[0]
-                port.write(f"RUN {in_flight}\n".encode())
+                if header is not None and request.startswith(b"RUN"):
+                    resets += 1
+                    if resets > max_resets:
+                        raise UserError(f"the board reset {resets} times; giving up (progress saved in {side})")
+                    log(f"board reset (#{resets}) during {request.decode().strip()}; asking again "
+                        f"({len(done)}/{len(keys)} keys measured)")
+                header = val
+                send(next_request())
             elif kind == "result":
                 idx, med, mad, n, sha8 = val
-                if idx != in_flight:
-                    raise ProtocolError(f"board answered key {idx}, asked for {in_flight}")
-                if sha8 != keys[idx]["sha256"][:8]:
-                    raise ProtocolError(f"board's model {idx} has checksum {sha8}, manifest says "
-                                        f"{keys[idx]['sha256'][:8]}")
+                if idx in done:
+                    continue   # a duplicate answer to a resent request
+                if header is None or request != f"RUN {idx}\n".encode():
+                    raise ProtocolError(f"board answered key {idx}, which was not asked for")
+                if idx >= len(keys) or sha8 != keys[idx]["sha256"][:8]:
+                    raise ProtocolError(f"board's model {idx} has checksum {sha8}, the manifest says otherwise: "
+                                        "flash the matching profile set")
                 if med <= 0 or n < 1:
                     raise ProtocolError(f"RESULT {idx}: cycles must be > 0 and samples >= 1")
                 rec = {"index": idx, "key": keys[idx]["key"], "value": med, "dispersion": mad, "samples": n,
@@ -233,10 +243,12 @@ def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float 
                 f.flush()
                 os.fsync(f.fileno())
                 done[idx] = rec
-                in_flight = None
+                send(next_request())
             elif kind == "error":
-                raise UserError(f"board failed on key {val[0]} ({keys[val[0]]['key'] if val[0] < len(keys) else '?'}): "
-                                f"{val[1]}")
+                what = keys[val[0]]["key"] if val[0] < len(keys) else "?"
+                raise UserError(f"board failed on key {val[0]} ({what}): {val[1]}")
+            elif kind == "bye" and request == b"END\n":
+                break
     clocks = {r["clock_hz"] for r in done.values()}
     meta = {"device": device, "core": device, "clock_mhz": statistics.median(clocks) / 1e6, "runtime": "tflm",
             "kernels": "board firmware (see deploy/firmware/lut_profiler)", "method": "measured",
