@@ -1,11 +1,11 @@
 """Ingest throughput: the multi-process Beam DirectRunner against one process, same transform, same run.
 
-Generates COCO-like full-size JPEGs (640x480 photos-like noise and shapes) in the MLPerf Tiny layout, then
+Generates COCO-like full-size JPEGs (640x480, photo-like noise) in the MLPerf Tiny layout, then
 runs ``components.vww_ingest.run_ingest`` twice on them: ``--direct-num-workers 1`` (in-process) and the
 default (one worker process per core). Wall time includes pipeline start-up: that is what a user waits for.
 Both runs must write the same fingerprint.
 
-    .venv/bin/python bench/ingest.py --n 3000
+    .venv/bin/python bench/ingest.py --n 4000
 
 Last line: JSON with multi_images_per_s, single_images_per_s, ratio (target >= 1.5 on 2 cores).
 """
@@ -23,6 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
 import edgenas_keras  # noqa: E402,F401
 from components.vww_ingest import default_workers, run_ingest  # noqa: E402
 from edgenas_keras.data.images import encode_jpeg  # noqa: E402
@@ -30,21 +33,20 @@ from edgenas_keras.data.sources import mlperf_tiny_sources  # noqa: E402
 from edgenas_keras.data.synth import draw_scene  # noqa: E402
 
 
-def make_inputs(root: Path, n: int, width: int, height: int) -> None:
-    """Full-size JPEGs: synthetic scenes upscaled to COCO size, with noise so they compress like photos."""
-    import numpy as np
-
+def make_inputs(root: Path, n: int, width: int, height: int, distinct: int = 64) -> None:
+    """``n`` full-size JPEGs: ``distinct`` synthetic scenes upscaled to COCO size with photo-like noise,
+    repeated under different names (decoding cost is per file, so repeats measure the same work)."""
     rng = np.random.default_rng(0)
-    for i in range(n):
+    pool = []
+    for i in range(distinct):
         img, label, _ = draw_scene(0, i, 96)
         big = np.asarray(img.resize((width, height)), np.int16) + rng.integers(-12, 13, (height, width, 3))
+        pool.append((label, encode_jpeg(Image.fromarray(np.clip(big, 0, 255).astype("uint8")))))
+    for i in range(n):
+        label, data = pool[i % distinct]
         sub = root / ("person" if label else "non_person")
         sub.mkdir(parents=True, exist_ok=True)
-        from PIL import Image
-
-        (sub / f"img_{i:06d}.jpg").write_bytes(
-            encode_jpeg(Image.fromarray(np.clip(big, 0, 255).astype("uint8")))
-        )
+        (sub / f"img_{i:06d}.jpg").write_bytes(data)
 
 
 def timed(out: Path, sources, workers: int) -> tuple[float, dict]:
@@ -55,7 +57,7 @@ def timed(out: Path, sources, workers: int) -> tuple[float, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=3000, help="images")
+    p.add_argument("--n", type=int, default=4000, help="images")
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--workers", type=int, default=default_workers())

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import google_crc32c
 
+from edgenas_keras.errors import UserError
+
 SPLITS = ("train", "eval")
 STATS_FILE = "stats.json"
 RECORDS_PER_SHARD = 2000  # about 6 MB of 96x96 JPEGs per shard
@@ -195,8 +197,9 @@ def staging_dir(out_dir: str | Path) -> Path:
     stale_stats = out / STATS_FILE
     if stale_stats.exists():
         stale_stats.unlink()  # from here on the old output no longer looks complete
+    for leftover in out.glob(".staging-*"):  # from interrupted runs
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = out / f".staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     return staging
 
@@ -206,8 +209,6 @@ def finalize(out_dir: str | Path, staging: str | Path, quarantined: Sequence[dic
 
     ``quarantined`` holds ``{"file", "reason"}`` items. An empty result is a UserError.
     """
-    from edgenas_keras.errors import UserError
-
     out, staging = Path(out_dir), Path(staging)
     summaries = read_summaries(staging)
     quarantined = sorted(quarantined, key=lambda q: (q["file"], q["reason"]))

@@ -7,7 +7,10 @@ calibration): the label needs a shape judgement, not a colour or texture shortcu
 - Backgrounds: a two-colour gradient, low-frequency texture, pixel noise, and random rectangles, ellipses
   and polygons.
 - Distractors drawn with the same strokes as people: four-legged animals, poles and trees, jointed stick
-  clutter, ball-on-stick shapes, in the same colours people wear.
+  clutter, ball-on-stick shapes; and *scrambled figures*: a person's parts, sizes and colours with the
+  limbs and head attached in the wrong places. These take away the shortcuts (skin colour, stroke
+  texture, part counts) that let a 1k-parameter network match a real one on an earlier version: the
+  label depends on how parts are arranged, which needs a receptive field that sees the whole figure.
 - People: a jointed figure (head, torso, two-segment arms and legs) in a random pose (walking, arms up,
   sitting, leaning), rotated, in random skin/shirt/trouser colours, at heights from 8% to 110% of the
   image, so their area ranges from well under to well over the 0.5% threshold; some are partly hidden by
@@ -125,12 +128,18 @@ def _limb(draw, origin, a1, a2, l1, l2, width, fills):
     return end
 
 
-def _person(rng: np.random.Generator, draws: list, height: float, cx: float, cy: float) -> None:
+def _person(
+    rng: np.random.Generator, draws: list, height: float, cx: float, cy: float, scrambled: bool
+) -> None:
     """A jointed figure of ``height`` pixels with its hips at (cx, cy), drawn on every ``draws`` target.
 
     ``draws`` are (ImageDraw, colour or None) pairs: the scene gets the figure's colours, the mask 255.
-    Angles are measured from straight down; the whole figure is tilted by ``lean``.
+    Angles are measured from straight down; the whole figure is tilted by ``lean``. A ``scrambled`` figure
+    has the same parts, sizes and colours with limbs and head attached in the wrong places: it is not a
+    person, and it makes the label depend on how the parts are arranged, which needs a receptive field
+    that sees the whole figure (a tiny network that only counts local parts cannot tell them apart).
     """
+    head_colour = SKIN[int(rng.integers(len(SKIN)))] if rng.random() < 0.8 else _colour(rng)  # else hat/hair
     skin, shirt, trousers = SKIN[int(rng.integers(len(SKIN)))], _colour(rng), _colour(rng)
     h = height
     lean = rng.normal(0, 0.15) + (math.pi if rng.random() < 0.03 else 0.0)  # rarely upside down (acrobats)
@@ -156,14 +165,25 @@ def _person(rng: np.random.Generator, draws: list, height: float, cx: float, cy:
     hips = (cx, cy)
     neck = _at(hips, torso_len, lean + math.pi)
     head = _at(neck, head_r * 1.2, lean + math.pi)
+    leg_roots, arm_roots = [hips, hips], [neck, neck]
+    if scrambled:
+
+        def anywhere():
+            return cx + rng.uniform(-0.35, 0.35) * h, cy + rng.uniform(-0.5, 0.3) * h
+
+        leg_roots, arm_roots, head = [anywhere(), anywhere()], [anywhere(), anywhere()], anywhere()
+        legs = [tuple(rng.uniform(-math.pi, math.pi, 2)) for _ in range(2)]
+        arms = [tuple(rng.uniform(-math.pi, math.pi, 2)) for _ in range(2)]
     for draw, colour in draws:
-        trousers_c, shirt_c, skin_c = (trousers, shirt, skin) if colour is None else (colour,) * 3
-        for a1, a2 in legs:
-            _limb(draw, hips, lean + a1, lean + a2, upper_leg, lower_leg, limb_w, (trousers_c, trousers_c))
+        trousers_c, shirt_c, skin_c, head_c = (
+            (trousers, shirt, skin, head_colour) if colour is None else (colour,) * 4
+        )
+        for root, (a1, a2) in zip(leg_roots, legs):
+            _limb(draw, root, lean + a1, lean + a2, upper_leg, lower_leg, limb_w, (trousers_c, trousers_c))
         _segment(draw, hips, neck, torso_w, shirt_c)
-        for a1, a2 in arms:
-            _limb(draw, neck, lean + a1, lean + a2, upper_arm, lower_arm, limb_w * 0.8, (shirt_c, skin_c))
-        draw.ellipse([head[0] - head_r, head[1] - head_r, head[0] + head_r, head[1] + head_r], fill=skin_c)
+        for root, (a1, a2) in zip(arm_roots, arms):
+            _limb(draw, root, lean + a1, lean + a2, upper_arm, lower_arm, limb_w * 0.8, (shirt_c, skin_c))
+        draw.ellipse([head[0] - head_r, head[1] - head_r, head[0] + head_r, head[1] + head_r], fill=head_c)
 
 
 def _distractor(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int) -> None:
@@ -246,14 +266,19 @@ def draw_scene(seed: int, index: int, resolution: int, area_threshold: float = 0
     for _ in range(int(rng.integers(0, 3))):
         _distractor(rng, draw, size)
     masks: list[Image.Image] = []  # visible pixels of each person drawn so far
-    for _ in range(0 if rng.random() < 0.35 else int(rng.integers(1, 4))):
+    people = 0 if rng.random() < 0.35 else int(rng.integers(1, 4))
+    scrambled = 0 if rng.random() < 0.4 else int(rng.integers(1, 3))
+    kinds = [True] * scrambled + [False] * people
+    rng.shuffle(kinds)  # figures and scrambled figures in random depth order
+    for is_scrambled in kinds:
         height = size * math.exp(rng.uniform(math.log(0.08), math.log(1.1)))
         cx, cy = rng.uniform(0.1, 0.9) * size, rng.uniform(0.3, 0.95) * size
         mask = Image.new("L", (size, size), 0)
-        _person(rng, [(draw, None), (ImageDraw.Draw(mask), 255)], height, cx, cy)
-        for earlier in masks:  # a later person stands in front of the earlier ones
+        _person(rng, [(draw, None), (ImageDraw.Draw(mask), 255)], height, cx, cy, is_scrambled)
+        for earlier in masks:  # whatever is drawn later stands in front of the people drawn earlier
             earlier.paste(0, mask=mask)
-        masks.append(mask)
+        if not is_scrambled:
+            masks.append(mask)
         box = _occluder(rng, mask) if rng.random() < 0.25 else None
         if box is not None:
             shape = "rectangle" if rng.random() < 0.5 else "ellipse"

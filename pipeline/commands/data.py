@@ -168,8 +168,11 @@ def cmd_ingest(args) -> int:
     if args.num_shards is not None and args.num_shards < 1:
         raise UserError(f"--num-shards {args.num_shards} must be at least 1")
 
+    import logging
+
     from components.vww_ingest import run_ingest
 
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)  # worker start-up chatter; our progress is on stderr
     stats = run_ingest(
         args.out,
         srcs,

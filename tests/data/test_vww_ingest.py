@@ -95,6 +95,9 @@ def test_interrupted_write_leaves_no_stats(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_dataset(out, dying(), {})
     assert not (out / STATS_FILE).exists()
+    # the next run cleans up after the interrupted one and finishes
+    assert sum(write_dataset(out, recs, {})["written"].values()) == 6
+    assert (out / STATS_FILE).exists() and not list(out.glob(".staging-*"))
 
 
 @pytest.mark.parametrize(
