@@ -102,9 +102,9 @@ class SearchConfig:
     latency_proxy: str = "lut"      # ablation: "macs"
     num_blocks: int | None = None   # ablation: K searchable blocks instead of the space's
     # Training
-    epochs: int = 6
+    epochs: int = 4
     warmup_epochs: int = 1
-    steps_per_epoch: int | None = 40  # cap on weight steps per epoch (None: the whole training subset)
+    steps_per_epoch: int | None = 30  # cap on weight steps per epoch (None: the whole training subset)
     batch_size: int = 32
     train_resolution: int | None = 48  # supernet input resolution (None: the space's); costs use the space's
     weight_lr: float = 3e-3
@@ -729,6 +729,7 @@ def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCos
     logp = np.log(np.clip(probs, 1e-12, 1.0))
     derived = derive_indices(space, probs)
     idx, repairs = repair(pricer, derived, logp)
+    repaired_latency = pricer.latency(idx)
     fills = 0
     if config.fill:
         idx, fills = fill(pricer, idx, logp)
@@ -740,7 +741,8 @@ def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCos
         feasible=feasible, repaired=repairs > 0, filled=fills > 0,
         derived_arch=str(space.from_indices(derived)), derived_latency_ms=pricer.latency(derived),
         out_dir=str(out),
-        extra={"repair_moves": repairs, "fill_moves": fills, "floor_latency_ms": floor.latency_ms,
+        extra={"repair_moves": repairs, "fill_moves": fills, "repaired_latency_ms": repaired_latency,
+               "floor_latency_ms": floor.latency_ms,
                "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
                "space": space.name, "seed": config.seed})
     _write_json(out / "result.json", result.as_dict())
