@@ -1,0 +1,110 @@
+"""Analytical cycle models and the shipped LUT files: sanity a firmware engineer would check (more work costs
+more, CMSIS-NN fast paths and their alignment conditions, the clock scales), the schema, the loader."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edgenas_keras import lut as lutmod
+from edgenas_keras import lut_models
+from edgenas_keras.errors import UserError
+from edgenas_keras.ops import lut_key
+from edgenas_keras.tflite_model import read_model
+
+MLPERF = Path(__file__).parent.parent / "data" / "reference_models" / "mlperf_tiny_vww_96_int8.tflite"
+CMSIS = ("cortex-m4", "cortex-m7")
+ALL = tuple(lut_models.DEVICES)
+
+
+def price(device, key):
+    return lut_models.estimator_for({"model": lut_models.model_metadata(lut_models.DEVICES[device])})(key)
+
+
+def conv(cin, cout, k=1, s=1, hw=12, act="none"):
+    return lut_key("CONV_2D", (hw, hw, cin), cout, k, s, "same", act)
+
+
+@pytest.mark.parametrize("device", ALL)
+def test_cost_is_monotonic_in_work(device):
+    for cin, cout in [(16, 16), (16, 32), (32, 32), (32, 64), (64, 128)]:
+        assert price(device, conv(cin, cout)) < price(device, conv(cin * 2, cout)) < price(device, conv(cin * 2, cout * 2))
+    dws = [price(device, lut_key("DEPTHWISE_CONV_2D", (24, 24, 32), 32, k, 1, "same", "relu6")) for k in (3, 5, 7)]
+    assert dws == sorted(dws) and len(set(dws)) == 3
+    assert price(device, conv(16, 16, hw=24)) > price(device, conv(16, 16, hw=12))
+
+
+@pytest.mark.parametrize("device", CMSIS)
+def test_cmsis_alignment_and_fast_paths(device):
+    def per_mac(key, macs):
+        return price(device, key) / macs
+
+    # 1x1 convolution: input channels a multiple of 4 take arm_convolve_1x1_s8_fast; 22 channels do not.
+    aligned, misaligned = per_mac(conv(24, 32), 144 * 24 * 32), per_mac(conv(22, 32), 144 * 22 * 32)
+    assert misaligned > 1.15 * aligned
+    # 3x3 depthwise fast path needs channels % 4 == 0: 30 channels fall back to the generic kernel.
+    dw = lambda c, k: per_mac(lut_key("DEPTHWISE_CONV_2D", (12, 12, c), c, k, 1, "same", "relu6"), 144 * c * k * k)  # noqa: E731
+    assert dw(32, 3) < dw(32, 5)
+    assert dw(30, 3) > 1.3 * dw(32, 3)
+    # CMSIS-NN has no broadcasting MUL: the SE gate runs TFLM's reference broadcast loop.
+    plain = price(device, lut_key("MUL", (12, 12, 64), 64))
+    bcast = price(device, lut_key("MUL", (12, 12, 64), 64, variant="bcast"))
+    assert bcast > 4 * plain
+
+
+def test_reference_kernels_have_no_alignment_effect():
+    a = price("riscv", conv(24, 32)) / (24 * 32)
+    b = price("riscv", conv(22, 32)) / (22 * 32)
+    assert abs(a - b) / a < 0.05
+
+
+def test_vww_reference_model_is_near_public_measurements():
+    keys = read_model(MLPERF).graph().keys
+    ms = {d: lutmod.load_device(d).latency_ms(keys) for d in ALL}
+    # MLPerf Tiny: 36.1 M cycles on a Cortex-M4 with CMSIS-NN (301 ms at 120 MHz); 18.0 M cycles on a
+    # Cortex-M7 with X-CUBE-AI (64.4 ms at 280 MHz), which TFLM + CMSIS-NN does not beat.
+    m4_cycles = ms["cortex-m4"] * 168e3
+    assert 0.8 * 36.1e6 < m4_cycles < 1.25 * 36.1e6
+    assert 18.0e6 <= ms["cortex-m7"] * 480e3 < 1.6 * 18.0e6
+    assert 20 < ms["cortex-m7"] < 80
+    assert ms["cortex-a53"] < ms["cortex-m7"] < ms["cortex-m4"] < ms["riscv"]
+
+
+def test_clock_rescales_cycle_tables():
+    t = lutmod.load_device("cortex-m7")
+    k = conv(32, 64)
+    assert t.with_clock(240).op_us(k) == pytest.approx(2 * t.op_us(k))
+
+
+def test_analytical_tables_price_keys_they_do_not_list():
+    t = lutmod.load_device("cortex-m4")
+    k = lut_key("CONV_2D", (224, 224, 3), 32, 3, 2, "same", "relu6")
+    assert k not in t.entries and t.op_us(k) > t.op_us(lut_key("CONV_2D", (96, 96, 3), 16, 3, 2, "same", "relu6"))
+    assert t.missing([k]) == []
+    for op in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "QUANTIZE", "DEQUANTIZE", "SOFTMAX"):
+        assert t.op_us(lut_key(op, (6, 6, 32), 32, 2, 2, "valid")) > 0
+    with pytest.raises(UserError, match="no rule for operator 'GATHER_ND'"):
+        t.op_us(lut_key("GATHER_ND", (6, 6, 32), 32))
+
+
+def test_shipped_luts_match_schema_and_manifest():
+    schema = json.loads((lutmod.assets_dir() / "lut.schema.json").read_text())
+    for device in lutmod.shipped_devices():
+        path = lutmod.assets_dir() / lutmod.manifest()["luts"][device]["file"]
+        jsonschema.validate(json.loads(path.read_text()), schema)
+        assert lutmod.load_device(device).device == device   # checksum verified against the manifest
+    assert {"cortex-m4", "cortex-m7", "riscv", "cortex-a53"} <= set(lutmod.shipped_devices())
+
+
+def test_bad_model_metadata_is_a_user_error(tmp_path):
+    doc = json.loads((lutmod.assets_dir() / "cortex-m7.json").read_text())
+    doc["metadata"]["model"]["name"] = "someone-elses-model"
+    with pytest.raises(UserError, match="someone-elses-model"):
+        lutmod.parse(doc, "edited.json")
+    del doc["metadata"]["unit"]
+    schema = json.loads((lutmod.assets_dir() / "lut.schema.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
+    with pytest.raises(UserError, match="lacks required field 'unit'"):
+        lutmod.parse(doc, "edited.json")
