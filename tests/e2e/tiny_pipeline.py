@@ -11,7 +11,7 @@ TINY = {
     "data": {"source": "synth", "synth_images": 240, "resolution": 32, "eval_fraction": 0.25,
              "direct_num_workers": 1},
     "space": {"resolution": 32},
-    "budgets": {"latency_ms": 4.0, "sram_bytes": 96 * 1024, "flash_bytes": 256 * 1024},
+    "budgets": {"latency_ms": 4.0, "sram_bytes": 192 * 1024, "flash_bytes": 512 * 1024},
     "search": {"epochs": 2, "warmup_epochs": 1, "steps_per_epoch": 4, "batch_size": 16, "train_resolution": 32,
                "check_every": 2},
     "train": {"epochs": 1, "qat_epochs": 1, "batch_size": 32, "representative_samples": 16},
