@@ -9,8 +9,9 @@ operator the key names (no QUANTIZE inserted, the activation fused, the broadcas
 Timing (``measure_model``): warm-up, then the median of repeated ``invoke()`` calls, minus the interpreter's
 per-invoke overhead (``invoke_overhead_s``: the Python -> C call and dispatch a microcontroller does not pay).
 Times are this thread's CPU time, not wall time: the machine is shared, and CPU time does not count the
-slices other processes took (``tflm.time_invoke`` uses the wall clock, right for a quiet machine). Repeats adapt to the operator's cost (many for microsecond operators, few for the big expansions) so the
-whole default space fits in the time budget on a shared 2-core machine. Dispersion is the MAD of the samples.
+slices other processes took (``tflm.time_invoke`` uses the wall clock, right for a quiet machine). Repeats
+adapt to the operator's cost (many for microsecond operators, few for the big expansions) so the whole
+default space fits in the time budget on a shared 2-core machine. Dispersion is the MAD of the samples.
 
 Progress is appended to a JSON-lines side file as each key is measured, so an interrupted build resumes
 where it stopped; the table itself is written atomically at the end (``Lut.save``).
@@ -32,7 +33,7 @@ import numpy as np
 
 from edgenas_keras import lut as lutmod
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import lut_key, parse_key
+from edgenas_keras.ops import parse_key
 from edgenas_keras.tflite_model import parse as parse_tflite
 
 TOOL_VERSION = "0.1.0"
@@ -191,7 +192,7 @@ def _read_progress(path: Path) -> dict[str, dict]:
 
 
 def host_metadata(device: str, sources: list[str]) -> dict:
-    return {"device": device, "core": platform.processor() or platform.machine(),
+    return {"device": device, "core": _cpu_model(),
             "clock_mhz": host_clock_mhz(), "runtime": "tflm-python", "kernels": "tflm-reference",
             "method": "measured", "unit": "us", "tool_version": TOOL_VERSION,
             "date": datetime.date.today().isoformat(), "sources": sources,
@@ -347,4 +348,5 @@ def scatter_plot(rows: list[dict], path: Path, title: str) -> None:
     tmp.replace(path)
 
 
-__all__ = ["accuracy", "arch_int8_model", "build_measured_lut", "lut_key", "measure_key", "measure_model", "single_op_model"]
+__all__ = ["accuracy", "arch_int8_model", "build_measured_lut", "measure_key", "measure_model", "scatter_plot",
+           "single_op_model", "spearman", "validate_against_table", "validate_host"]
