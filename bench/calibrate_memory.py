@@ -3,8 +3,8 @@ bisection on this host, the greedy-planned activation bytes, operator/tensor cou
 
     .venv/bin/python bench/calibrate_memory.py --n 12 --seed 100 --out runs/memory_calibration.json
 
-The constants of ``cost.PersistentModel`` (HOST_PERSISTENT) and ``cost.FlashModel`` come from a least-squares fit
-of these rows (printed last as JSON). Tests check the fitted models on other seeds.
+Last line: JSON with the worst and mean relative errors of the SRAM and flash models on these architectures.
+tests/test_converted_models.py asserts the bounds (10% SRAM, 5% flash) on another seed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 import edgenas_keras  # noqa: F401
 from edgenas_keras.builder import build_model
-from edgenas_keras.cost import planned_bytes, tflm_reference_scratch
+from edgenas_keras.cost import HOST_PERSISTENT, flash_bytes, planned_bytes, sram_bytes, tflm_reference_scratch
 from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite
 from edgenas_keras.ops import arch_graph
 from edgenas_keras.space import SearchSpace
@@ -34,7 +34,8 @@ def measure(space, arch) -> dict:
     chans = sum(s.quant_channels for s in g.specs if s.weights)
     return {"arch": str(arch), "arena": min_arena_bytes(data), "planned": planned_bytes(g, tflm_reference_scratch),
             "tensors": len(g.tensor_bytes), "ops": len(g.nodes), "quant_ch": quant_ch, "flash": len(data),
-            "all_tensors": g.all_tensors, "weight_bytes": weights, "quant_params": chans}
+            "all_tensors": g.all_tensors, "weight_bytes": weights, "quant_params": chans,
+            "sram_model": sram_bytes(g, tflm_reference_scratch, HOST_PERSISTENT), "flash_model": flash_bytes(g)}
 
 
 def main() -> None:
@@ -48,20 +49,17 @@ def main() -> None:
     for arch in space.sample(a.n, seed=a.seed):
         rows.append(measure(space, arch))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    # arena - planned = base + per_tensor*T + per_op*O + per_ch*Q   (T: all tensors, constants included)
-    X = np.array([[1, r["all_tensors"], r["ops"], r["quant_ch"]] for r in rows], float)
-    y = np.array([r["arena"] - r["planned"] for r in rows], float)
-    sram_fit = np.linalg.lstsq(X, y, rcond=None)[0]
-    # flash - weights - 24*quant = header + per_tensor*(T + const) + per_op*O
-    Xf = np.array([[1, r["all_tensors"], r["ops"]] for r in rows], float)
-    yf = np.array([r["flash"] - r["weight_bytes"] - 24 * r["quant_params"] for r in rows], float)
-    flash_fit = np.linalg.lstsq(Xf, yf, rcond=None)[0]
     if a.out:
         with open(a.out, "w") as f:
             json.dump(rows, f, indent=1)
-    print(json.dumps({"n": len(rows), "sram_persistent_fit": dict(zip(["base", "per_tensor", "per_op", "per_quant_channel"],
-                      sram_fit.round(2).tolist())),
-                      "flash_fit": dict(zip(["header", "per_tensor", "per_op"], flash_fit.round(2).tolist()))}))
+    # The shipped constants against these measurements (they were fitted on TFLM's allocation report; see
+    # cost.PersistentModel). Tie order, tensor counts and per-channel terms are what keep the errors small.
+    sram_err = [(r["sram_model"] - r["arena"]) / r["arena"] for r in rows]
+    flash_err = [(r["flash_model"] - r["flash"]) / r["flash"] for r in rows]
+    print(json.dumps({"n": len(rows), "sram_worst_rel_err": max(sram_err, key=abs),
+                      "flash_worst_rel_err": max(flash_err, key=abs),
+                      "sram_mean_abs_rel_err": float(np.mean(np.abs(sram_err))),
+                      "flash_mean_abs_rel_err": float(np.mean(np.abs(flash_err)))}))
 
 
 if __name__ == "__main__":
