@@ -55,7 +55,7 @@ RUNTIME_FLASH: dict[str, RuntimeFootprint] = {
                                   "Python bindings): an upper bound for the host runtime"),
     "cortex-m4": RuntimeFootprint(64 * 1024, _MCU_SOURCE),
     "cortex-m7": RuntimeFootprint(64 * 1024, _MCU_SOURCE),
-    "riscv32": RuntimeFootprint(72 * 1024, "estimate: as for Cortex-M with reference kernels (no CMSIS-NN); "
+    "riscv": RuntimeFootprint(72 * 1024, "estimate: as for Cortex-M with reference kernels (no CMSIS-NN); "
                                 "RV32IMC code is about 10% larger than Thumb-2"),
     "cortex-a53": RuntimeFootprint(128 * 1024, "estimate: the Cortex-M figure doubled for AArch64 code density "
                                    "and 64-bit structs; flash is rarely the constraint on this class"),
