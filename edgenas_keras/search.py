@@ -556,8 +556,8 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
     cfg_path = out / "config.json"
     if cfg_path.is_file():
         previous = json.loads(cfg_path.read_text())
-        if {k: v for k, v in previous.items() if k != "data_dir"} != {k: v for k, v in resolved.items()
-                                                                       if k != "data_dir"}:
+        same = ("search", "space", "device", "lut_sha256")  # paths may differ between attempts
+        if any(previous.get(k) != resolved[k] for k in same):
             raise UserError(f"{out} holds a search with another configuration (see {cfg_path}); use a new --out "
                             "or delete that folder")
         if (out / "result.json").is_file():
@@ -565,6 +565,10 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
             return SearchResult.from_dict(json.loads((out / "result.json").read_text()))
 
     floor = check_feasible(space, lut, config)
+    if data is None:
+        from edgenas_keras.data.reader import split_files
+
+        split_files(data_dir, "train")  # a missing or empty training split fails now, not after set-up
     exact_tables, penalty_tables = _latency_tables(space, lut, config)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(cfg_path, resolved)
@@ -659,7 +663,12 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
         for n, (x, y) in enumerate(train):
             w_losses.append(float(weight_step(x, y, tau)))
             if searching:
-                xv, yv = next(val_iter)
+                try:
+                    xv, yv = next(val_iter)
+                except StopIteration:
+                    raise UserError(f"the search's validation subset (val_fraction {config.val_fraction}) "
+                                    f"yields no full batch of {config.batch_size}: use more data or a smaller "
+                                    "batch_size") from None
                 ce, terms, e = alpha_step(xv, yv, tau)
                 ce_vals.append(float(ce))
                 if int(alpha_steps.numpy()) % config.check_every == 0:
