@@ -12,7 +12,7 @@ calibration): the label needs a shape judgement, not a colour or texture shortcu
   texture, part counts) that let a 1k-parameter network match a real one on an earlier version: the
   label depends on how parts are arranged, which needs a receptive field that sees the whole figure.
 - People: a jointed figure (head, torso, two-segment arms and legs) in a random pose (walking, arms up,
-  sitting, leaning), rotated, in random skin/shirt/trouser colours, at heights from 8% to 110% of the
+  sitting, leaning), rotated, in random skin/shirt/trouser colours, at heights from 12% to 110% of the
   image, so their area ranges from well under to well over the 0.5% threshold; some are partly hidden by
   an occluder drawn in front.
 - Label: 1 iff some person's *visible* pixel area is strictly greater than ``area_threshold`` of the image,
@@ -266,12 +266,12 @@ def draw_scene(seed: int, index: int, resolution: int, area_threshold: float = 0
     for _ in range(int(rng.integers(0, 3))):
         _distractor(rng, draw, size)
     masks: list[Image.Image] = []  # visible pixels of each person drawn so far
-    people = 0 if rng.random() < 0.35 else int(rng.integers(1, 4))
-    scrambled = 0 if rng.random() < 0.4 else int(rng.integers(1, 3))
+    people = 0 if rng.random() < 0.45 else int(rng.integers(1, 4))
+    scrambled = 0 if rng.random() < 0.5 else 1
     kinds = [True] * scrambled + [False] * people
     rng.shuffle(kinds)  # figures and scrambled figures in random depth order
     for is_scrambled in kinds:
-        height = size * math.exp(rng.uniform(math.log(0.08), math.log(1.1)))
+        height = size * math.exp(rng.uniform(math.log(0.12), math.log(1.1)))
         cx, cy = rng.uniform(0.1, 0.9) * size, rng.uniform(0.3, 0.95) * size
         mask = Image.new("L", (size, size), 0)
         _person(rng, [(draw, None), (ImageDraw.Draw(mask), 255)], height, cx, cy, is_scrambled)
