@@ -32,6 +32,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -274,7 +275,9 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         timings["qat_train_s"] = time.perf_counter() - t
         acc_qat = float(qmodel.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
         say(f"QAT accuracy (TensorFlow) {acc_qat:.4f}")
-        qmodel.save(stage / "qat_model.h5")
+        with warnings.catch_warnings():   # HDF5 is deliberate here (module docstring); don't warn the user
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            qmodel.save(stage / "qat_model.h5")
 
         t = time.perf_counter()
         rep = representative_fn(representative_images(data_dir, res, ch, config.representative_samples,
