@@ -293,8 +293,12 @@ def accuracy(predicted_ms, measured_ms) -> dict:
             "mape_pct": float(100 * np.mean(np.abs(p - m) / m)), "spearman": spearman(p, m)}
 
 
-def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = True) -> tuple[dict, list[dict]]:
-    """Sample ``n`` architectures, measure each end to end in TFLM on this host, and price it from ``table``."""
+def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = True,
+                  rows_path: Path | None = None) -> tuple[dict, list[dict]]:
+    """Sample ``n`` architectures, measure each end to end in TFLM on this host, and price it from ``table``.
+
+    With ``rows_path``, each row is appended as it is measured and a rerun with the same arguments resumes
+    (200 architectures take hours on a loaded 2-core machine: conversion dominates)."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from edgenas_keras.ops import arch_graph  # noqa: PLC0415
@@ -302,11 +306,31 @@ def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = 
 
     archs = space.sample(n, seed=seed)
     table.require(k for a in archs for k in arch_graph(space, a).keys)
+    done: dict[str, dict] = {}
+    if rows_path is not None and Path(rows_path).is_file():
+        for line in Path(rows_path).read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["arch"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
     rows = []
-    for i, arch in enumerate(tqdm(archs, desc=f"lut validate {table.device}", unit="arch", disable=not progress)):
-        measured = measure_model(arch_int8_model(space, arch, seed=seed + i))
-        rows.append({"arch": encode(arch), "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
-                     "measured_ms": measured["value"] / 1000.0})
+    sink = open(rows_path, "a") if rows_path is not None else None  # noqa: SIM115
+    try:
+        for i, arch in enumerate(tqdm(archs, desc=f"lut validate {table.device}", unit="arch",
+                                      disable=not progress)):
+            name = encode(arch)
+            if name not in done:
+                measured = measure_model(arch_int8_model(space, arch, seed=seed + i))
+                done[name] = {"arch": name, "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
+                              "measured_ms": measured["value"] / 1000.0}
+                if sink is not None:
+                    sink.write(json.dumps(done[name]) + "\n")
+                    sink.flush()
+            rows.append(done[name])
+    finally:
+        if sink is not None:
+            sink.close()
     return accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows]), rows
 
 

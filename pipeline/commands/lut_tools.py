@@ -47,7 +47,8 @@ def register_lut_subcommands(lsub) -> None:
     v.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     v.add_argument("--measured", metavar="FILE", help="measured LUT of the same device to compare against")
     v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: <device>-validation.png here)")
-    v.add_argument("--rows", metavar="FILE", help="also write the per-architecture rows (JSON)")
+    v.add_argument("--rows", metavar="FILE", help="per-architecture rows (JSON lines), appended as they are "
+                   "measured; a rerun with the same arguments resumes from them")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
 
@@ -121,7 +122,8 @@ def cmd_validate(args) -> int:
         stats, rows = lut_build.validate_against_table(space, table, other, args.samples, args.seed)
         against = f"measured LUT {args.measured}"
     elif args.device == HOST_DEVICE or table.metadata.get("runtime") == "tflm-python":
-        stats, rows = lut_build.validate_host(space, table, args.samples, args.seed, progress=not args.json)
+        stats, rows = lut_build.validate_host(space, table, args.samples, args.seed, progress=not args.json,
+                                              rows_path=Path(args.rows) if args.rows else None)
         against = "end-to-end TFLM runs on this host"
     else:
         raise UserError(f"device {args.device} has no hardware here: validation needs measured data; pass "
@@ -129,8 +131,8 @@ def cmd_validate(args) -> int:
     plot = Path(args.plot or f"{args.device}-validation.png")
     lut_build.scatter_plot(rows, plot, f"{args.device}: {stats['n']} archs, MAPE {stats['mape_pct']:.2f}%, "
                            f"rho {stats['spearman']:.4f}")
-    if args.rows:
-        Path(args.rows).write_text(json.dumps(rows, indent=1) + "\n")
+    if args.rows and args.measured:
+        Path(args.rows).write_text("".join(json.dumps(r) + "\n" for r in rows))
     obj = {"device": args.device, **stats, "seed": args.seed, "against": against, "plot": str(plot)}
     human = (f"| device | archs | MAE (ms) | MAPE (%) | Spearman rho |\n|---|---|---|---|---|\n"
              f"| {args.device} | {stats['n']} | {stats['mae_ms']:.3f} | {stats['mape_pct']:.2f} | "
