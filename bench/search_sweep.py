@@ -7,7 +7,9 @@ its use of the budget, the latency of alpha's argmax (before repair and fill) an
 fill). The baseline in the same run is the space's cheapest architecture (what a search that ignored
 accuracy and only met the budget would return): its use of each budget is reported alongside.
 
-Usage: .venv/bin/python bench/search_sweep.py [--devices cortex-m7,cortex-m4] [--seeds 0,1] [--budgets 8]
+Usage: .venv/bin/python bench/search_sweep.py [--devices cortex-m7,cortex-m4] [--seeds 0,1] [--budgets 8] [--out DIR]
+Runs are resumable and finished ones are reused: several processes (say one per device or seed) can share
+one ``--out``, and a last run over everything prints the whole table.
 A device without a shipped LUT falls back to the synthetic test fixture LUT (said so in the output).
 Last line of output: JSON.
 """
@@ -52,6 +54,7 @@ def main():
     ap.add_argument("--out", help="keep the search folders here (default: a temporary folder)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--report-only", action="store_true", help="tabulate the finished runs in --out, run nothing")
     args = ap.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="edgenas-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -77,19 +80,22 @@ def main():
             for seed in (int(s) for s in args.seeds.split(",")):
                 cfg = SearchConfig(latency_ms=budget, epochs=args.epochs, warmup_epochs=1, steps_per_epoch=args.steps,
                                    batch_size=16, train_resolution=32, seed=seed)
-                t = time.time()
-                r = run_search(data, lut, cfg, work / f"{device}-b{k}-s{seed}", space=space)
+                run_dir = work / f"{device}-b{k}-s{seed}"
+                if args.report_only and not (run_dir / "result.json").is_file():
+                    continue
+                r = run_search(data, lut, cfg, run_dir, space=space)  # a finished folder returns its result
+                history = json.loads((run_dir / "history.json").read_text())
                 exact = arch_cost(space, decode(r.arch), lut)
                 rows.append({"device": device, "lut": source, "seed": seed, "budget_ms": budget,
                              "latency_ms": exact.latency_ms, "use": exact.latency_ms / budget,
                              "meets": exact.latency_ms <= budget, "argmax_ms": r.derived_latency_ms,
                              "after_repair_ms": r.extra["repaired_latency_ms"],
                              "use_before_fill": r.extra["repaired_latency_ms"] / budget,
-                             "cheapest_use": floor / budget, "arch": r.arch, "seconds": round(time.time() - t, 1)})
+                             "cheapest_use": floor / budget, "arch": r.arch, "seconds": history[-1]["seconds"]})
                 row = rows[-1]
                 print(f"{device:<10} seed {seed} budget {budget:8.3f} ms -> {row['latency_ms']:8.3f} ms "
                       f"({100 * row['use']:.0f}%; argmax {row['argmax_ms']:.3f}, after repair "
-                      f"{row['after_repair_ms']:.3f}) {row['seconds']} s", flush=True)
+                      f"{row['after_repair_ms']:.3f}) training {row['seconds']} s", flush=True)
     print("\n| device | LUT | budget ms | seed | found ms | use | argmax ms | after repair ms | cheapest use |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -102,7 +108,7 @@ def main():
         "mean_use_before_fill": round(sum(r["use_before_fill"] for r in rows) / len(rows), 4),
         "mean_use_cheapest_baseline": round(sum(r["cheapest_use"] for r in rows) / len(rows), 4),
         "min_use": round(min(r["use"] for r in rows), 4), "luts": sources,
-        "mean_search_s": round(sum(r["seconds"] for r in rows) / len(rows), 1),
+        "mean_training_s": round(sum(r["seconds"] for r in rows) / len(rows), 1),
         "total_s": round(time.time() - t0, 1), "machine": platform.machine(), "cpus": os.cpu_count(),
     }
     print(json.dumps(summary))

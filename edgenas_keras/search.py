@@ -161,6 +161,8 @@ class SearchConfig:
             raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         if "latency_ms" not in d:
             raise UserError(f"{source}: missing field latency_ms (the latency budget)")
+        if "warmup_epochs" not in d and isinstance(d.get("epochs"), int) and d["epochs"] >= 1:
+            d = dict(d, warmup_epochs=min(cls.warmup_epochs, d["epochs"] - 1))  # --epochs 1: search at once
         return cls(**d)
 
     def as_dict(self) -> dict:
