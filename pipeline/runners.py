@@ -32,6 +32,9 @@ from pathlib import Path
 from edgenas_keras.errors import UserError
 from pipeline.config import PipelineConfig, write_resolved
 
+# gRPC (loaded by TFX) logs an INFO line for every fork (TFLM arena probes fork); it reads this at start-up.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 METADATA_FILE = "metadata.sqlite"
 ROOT_DIR = "root"
 SUMMARY_FILE = "summary.json"
