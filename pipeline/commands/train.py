@@ -94,7 +94,8 @@ def cmd_validate(args) -> int:
         write_blessing(doc, args.out)
     lines = [f"{model}: {'BLESSED' if doc['blessed'] else 'NOT BLESSED'} for {doc['device']}"]
     for name, c in doc["checks"].items():
-        lines.append(f"  {c['verdict']:4}  {name:17} {c['figure']} {c['unit']} (budget {c['budget']})")
+        figure = "no figure" if c["figure"] is None else f"{c['figure']} {c['unit']}"
+        lines.append(f"  {c['verdict']:4}  {name:17} {figure} (budget {c['budget']} {c['unit']})")
     lines += [f"  reason: {r}" for r in doc["reasons"]]
     emit(args, doc, "\n".join(lines))
     return 0 if doc["blessed"] else 1
