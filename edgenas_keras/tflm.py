@@ -84,6 +84,9 @@ def _allocates(model_bytes: bytes, arena_size: int) -> bool:
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # child: report by exit status only, never return into the caller's code
+        import faulthandler
+
+        faulthandler.disable()  # an expected crash here must not print a traceback (pytest enables it)
         code = 1
         try:
             interpreter(model_bytes, arena_size)
