@@ -45,7 +45,8 @@ def cmd_check(args) -> int:
            **cost.as_dict()}
     human = (f"{arch}\n  device      {lut.device} ({lut.metadata.get('method')}, {lut.clock_mhz:g} MHz)\n"
              f"  latency     {cost.latency_ms:.3f} ms\n  peak SRAM   {cost.sram_bytes / 1024:.1f} KiB "
-             f"({cost.sram_bytes} B)\n  flash       {cost.flash_bytes / 1024:.1f} KiB ({cost.flash_bytes} B)\n"
+             f"({cost.sram_bytes} B; on target {cost.sram_target_bytes} B, TFLM on this host "
+             f"{cost.sram_host_bytes} B: the larger is budgeted)\n  flash       {cost.flash_bytes / 1024:.1f} KiB ({cost.flash_bytes} B)\n"
              f"  MACs        {cost.macs / 1e6:.2f} M\n  params      {cost.params}")
     emit(args, obj, human)
     return 0
