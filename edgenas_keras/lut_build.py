@@ -366,6 +366,7 @@ def scatter_plot(rows: list[dict], path: Path, title: str) -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

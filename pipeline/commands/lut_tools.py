@@ -46,7 +46,7 @@ def register_lut_subcommands(lsub) -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     v.add_argument("--measured", metavar="FILE", help="measured LUT of the same device to compare against")
-    v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: <device>-validation.png here)")
+    v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: runs/<device>-validation.png)")
     v.add_argument("--rows", metavar="FILE", help="per-architecture rows (JSON lines), appended as they are "
                    "measured; a rerun with the same arguments resumes from them")
     v.add_argument("--json", action="store_true", help="print one JSON object")
@@ -128,7 +128,7 @@ def cmd_validate(args) -> int:
     else:
         raise UserError(f"device {args.device} has no hardware here: validation needs measured data; pass "
                         "--measured FILE (a measured LUT of that board from `edgenas lut collect`)")
-    plot = Path(args.plot or f"{args.device}-validation.png")
+    plot = Path(args.plot or f"runs/{args.device}-validation.png")
     lut_build.scatter_plot(rows, plot, f"{args.device}: {stats['n']} archs, MAPE {stats['mape_pct']:.2f}%, "
                            f"rho {stats['spearman']:.4f}")
     if args.rows and args.measured:
