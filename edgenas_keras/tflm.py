@@ -106,14 +106,11 @@ def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
     model_bytes = bytes(model_bytes)
     parse(model_bytes, source)
     hi = max(64 * 1024, 4 * len(model_bytes))
-    while True:
-        try:
-            interpreter(model_bytes, hi)
-            break
-        except RuntimeError as exc:
-            if hi >= _MAX_ARENA:
-                raise UserError(f"TFLM cannot allocate {source} even with a 1 GiB arena: {exc}") from exc
-            hi *= 4
+    while not _allocates(model_bytes, hi):  # every probe of a size that may fail runs in a child (see above)
+        if hi >= _MAX_ARENA:
+            raise UserError(f"TFLM cannot allocate {source} even with a 1 GiB arena (an unsupported operator, "
+                            "or a damaged model)")
+        hi *= 4
     lo = 0   # invariant: lo fails (or is 0), hi allocates
     while hi - lo > 1:
         mid = (lo + hi) // 2
