@@ -31,7 +31,7 @@ import yaml
 
 from edgenas_keras.errors import UserError
 
-# What the submission reads from the environment (documented in docs/deploy.md and deploy/ci/README.md).
+# What the submission reads from the environment (documented in README.md "Deploying" and deploy/ci/README.md).
 ENVIRONMENT = {
     "KF_PIPELINES_ENDPOINT": "KFP API URL when --host is not given (kfp)",
     "KF_PIPELINES_UI_ENDPOINT": "base URL of the KFP UI for the printed links, if it differs from the API (kfp)",
@@ -182,7 +182,7 @@ def _kfp_errors(host: str):
         if exc.status in (401, 403):
             raise UserError(
                 f"Kubeflow Pipelines at {host} refused the request ({exc.status}): set KF_PIPELINES_TOKEN or "
-                f"KF_PIPELINES_COOKIES (see docs/deploy.md) [{detail}]"
+                f"KF_PIPELINES_COOKIES (see README.md, Deploying) [{detail}]"
             ) from exc
         if exc.status == 404:
             raise UserError(f"{host} has no Kubeflow Pipelines v2beta1 API (404); check --host") from exc

@@ -21,7 +21,7 @@ L = keras.layers
 
 # BatchNorm moving-average momentum. Keras' 0.99 leaves the moving statistics unconverged after the few hundred
 # steps of a short schedule (the model then predicts one class at eval: measured on the synthetic VWW data,
-# docs/data.md); 0.9 converges within ~50 steps and costs nothing on long schedules.
+# README.md "Data"); 0.9 converges within ~50 steps and costs nothing on long schedules.
 BN_MOMENTUM = 0.9
 
 

@@ -8,7 +8,7 @@ Why the steps are what they are:
   cosine schedule, light augmentation from the data reader), then fine-tuned a few epochs with fake-quant
   nodes (``edgenas_keras.qat``) at about 1% of the float peak learning rate, so the weights adapt to int8
   rounding and the activation ranges are learned rather than guessed, without moving away from the float
-  optimum (measured in docs/train.md: a larger QAT rate, or BatchNorm frozen, ended below plain PTQ).
+  optimum (measured in README.md, "Retraining": a larger QAT rate, or BatchNorm frozen, ended below plain PTQ).
 - **BatchNorm statistics recomputed** on the train split after the float phase (``recalibrate_batch_norm``):
   the converter folds them into the int8 weights, and short schedules end with stale ones.
 - **Representative data from the TRAIN split** (a seeded sample, no augmentation, the reader's input range):

@@ -127,7 +127,7 @@ def test_min_arena_is_the_exact_allocation_threshold(path):
     with pytest.raises(RuntimeError):
         tflm.interpreter(data, arena - 1)
     # PROVENANCE.md's figures were measured in another build/process; they agree within TFLM's 16-byte
-    # arena alignment (see docs/bundle.md).
+    # arena alignment (see README.md, "Model files").
     assert abs(arena - PROVENANCE_ARENA[path]) < tflm.ARENA_ALIGNMENT
 
 

@@ -1,7 +1,7 @@
 """Synthetic Visual Wake Words: cluttered scenes, articulated people, the same area rule as the real data.
 
 No real images can be downloaded where this project is built and tested, so the embedded default data set
-is drawn here. The calibration (docs/data.md, bench/calibrate_synth.py) aims at an MLPerf-Tiny-like
+is drawn here. The calibration (README.md "Data", bench/calibrate_synth.py) aims at an MLPerf-Tiny-like
 MobileNetV1 between 75% and 92% after a few epochs on 10,000 images, and a 1k-parameter CNN clearly worse;
 the first half holds, the second does not yet (both nets land within a point of each other).
 
@@ -49,7 +49,7 @@ SKIN_CLUTTER = 0.35  # share of shapes and distractors in skin tones
 LOOSE_HEADS = 3  # up to this many head-sized skin discs per scene
 # Share of the other scenes whose large figures include a person (the rest hold scrambled figures only).
 # Calibrated to 1.0: scenes of scrambled figures alone (0.6 and 0.85 tried) slowed MobileNet's learning
-# more than the small CNN's within the budget (docs/data.md).
+# more than the small CNN's within the budget (README.md, "Data").
 PERSON_SCENES = 1.0
 
 SKIN = [(255, 224, 189), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 60, 40)]

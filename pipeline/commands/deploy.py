@@ -19,7 +19,7 @@ def register(sub) -> None:
         "submit",
         help="submit a compiled pipeline YAML to Kubeflow Pipelines (a run, or a recurring run with --schedule)",
         description="Submit a pipeline spec compiled by `edgenas compile` with the kfp client.",
-        epilog="environment (credentials and defaults; see docs/deploy.md):\n"
+        epilog="environment (credentials and defaults; see README.md, Deploying):\n"
         + "\n".join(f"  {name:<38} {meaning}" for name, meaning in ENVIRONMENT.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--flash-kb", type=float, metavar="F", help="flash (model flatbuffer) budget in kB")
     p.add_argument("--epochs", type=int, metavar="E", help="search epochs (warm-up included)")
     p.add_argument("--seed", type=int, metavar="S", help="seed (same seed and inputs: same architecture)")
-    p.add_argument("--config", metavar="YAML", help="any SearchConfig field (docs/search.md)")
+    p.add_argument("--config", metavar="YAML", help="any SearchConfig field (README: Search)")
     p.add_argument("--space", metavar="YAML", help="search-space file (default: the shipped space)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

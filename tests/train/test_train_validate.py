@@ -3,7 +3,7 @@
 One short training run (32x32 inputs, one float and one QAT epoch) is shared by every test in this module:
 what is checked is the plumbing a user relies on (the QAT model converts to exactly the operators the search
 priced, both int8 models run in TFLM, the outputs and figures are written, validation decides correctly and
-names what fails), not accuracy, which needs real schedules (docs/train.md has those figures).
+names what fails), not accuracy, which needs real schedules (README.md, "Retraining", has those figures).
 """
 
 from __future__ import annotations
