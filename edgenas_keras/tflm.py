@@ -20,6 +20,7 @@ import contextlib
 import functools
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,35 +68,68 @@ def interpreter(model_bytes: bytes, arena_size: int) -> runtime.Interpreter:
         raise RuntimeError(lines[-1] if lines else str(exc)) from exc
 
 
-def _allocates(model_bytes: bytes, arena_size: int) -> bool:
-    """Whether TFLM allocates the model in ``arena_size`` bytes, probed in a forked child process.
+# The probe process: reads the model once, then answers one arena size per line with 1 (allocates) or 0.
+_PROBE_SRC = r"""
+import os, sys
+from tflite_micro import runtime
+answers = os.fdopen(os.dup(1), "w")
+quiet = os.open(os.devnull, os.O_WRONLY)
+os.dup2(quiet, 1)
+os.dup2(quiet, 2)
+inp = sys.stdin.buffer
+data = inp.read(int(inp.readline()))
+for line in inp:
+    try:
+        runtime.Interpreter.from_bytes(data, arena_size=int(line))
+        ok = 1
+    except Exception:
+        ok = 0
+    answers.write(f"{ok}\n")
+    answers.flush()
+"""
 
-    Why a child: for some models (seen with SE blocks) the host TFLM build dereferences a null pointer when an
-    allocation fails part-way instead of raising, which would kill the caller (a TFX executor, the CLI). A
-    probe that crashes did not allocate. Without ``fork`` (not POSIX) the probe runs in-process.
+
+class _ArenaProbe:
+    """Asks a separate Python process whether TFLM allocates the model in a given arena.
+
+    Why a separate process: for some models (seen with SE blocks) the host TFLM build aborts or dereferences a
+    null pointer when an allocation fails part-way instead of raising, which would kill the caller (a TFX
+    executor, the CLI, the test run). A probe process that dies did not allocate; the next probe starts a new
+    one. A spawned process, not ``fork``: forking a process whose TensorFlow threads hold locks made every
+    child fail. The model is sent once per process; a probe costs one allocation.
     """
-    if not hasattr(os, "fork"):
-        try:
-            interpreter(model_bytes, arena_size)
-            return True
-        except RuntimeError:
-            return False
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # child: report by exit status only, never return into the caller's code
-        import faulthandler
 
-        faulthandler.disable()  # an expected crash here must not print a traceback (pytest enables it)
-        code = 1
+    def __init__(self, model_bytes: bytes):
+        self.data = bytes(model_bytes)
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _PROBE_SRC], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc.stdin.write(f"{len(self.data)}\n".encode() + self.data)
+        self.proc.stdin.flush()
+
+    def allocates(self, arena_size: int) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
         try:
-            interpreter(model_bytes, arena_size)
-            code = 0
-        except BaseException:  # noqa: BLE001
-            pass
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            self.proc.stdin.write(f"{int(arena_size)}\n".encode())
+            self.proc.stdin.flush()
+            answer = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            answer = b""
+        if not answer:  # the probe process died on this size
+            self.proc.wait()
+            self.proc = None
+            return False
+        return answer.strip() == b"1"
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
 
 
 def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
@@ -105,20 +139,24 @@ def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
     """
     model_bytes = bytes(model_bytes)
     parse(model_bytes, source)
-    hi = max(64 * 1024, 4 * len(model_bytes))
-    while not _allocates(model_bytes, hi):  # every probe of a size that may fail runs in a child (see above)
-        if hi >= _MAX_ARENA:
-            raise UserError(f"TFLM cannot allocate {source} even with a 1 GiB arena (an unsupported operator, "
-                            "or a damaged model)")
-        hi *= 4
-    lo = 0   # invariant: lo fails (or is 0), hi allocates
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _allocates(model_bytes, mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    probe = _ArenaProbe(model_bytes)
+    try:
+        hi = max(64 * 1024, 4 * len(model_bytes))
+        while not probe.allocates(hi):
+            if hi >= _MAX_ARENA:
+                raise UserError(f"TFLM cannot allocate {source} even with a 1 GiB arena (an unsupported "
+                                "operator, or a damaged model)")
+            hi *= 4
+        lo = 0   # invariant: lo fails (or is 0), hi allocates
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if probe.allocates(mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+    finally:
+        probe.close()
 
 
 def default_arena(model_bytes: bytes) -> int:
