@@ -51,9 +51,9 @@ _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
 class _ProgressHandler(logging.Handler):
     """Turns TFX's per-node INFO records into one line per component start / finish on stderr."""
 
-    def __init__(self, stream):
+    def __init__(self, stream=None):
         super().__init__(logging.INFO)
-        self.stream = stream
+        self.stream = stream  # None: whatever sys.stderr is when a line is printed (tests swap it)
         self.started: dict[str, float] = {}
         self.cached: set[str] = set()
         self.current: str | None = None
@@ -66,17 +66,17 @@ class _ProgressHandler(logging.Handler):
         if m := _RUNNING.match(msg):
             self.current = m.group(1)
             self.started[self.current] = time.monotonic()
-            print(f"[{time.strftime('%H:%M:%S')}] {self.current} ...", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {self.current} ...", file=self.stream or sys.stderr, flush=True)
         elif _CACHED.match(msg) and self.current:
             self.cached.add(self.current)
         elif m := _FINISHED.match(msg):
             node = m.group(1)
             took = time.monotonic() - self.started.get(node, time.monotonic())
             how = "cached" if node in self.cached else "done"
-            print(f"[{time.strftime('%H:%M:%S')}] {node} {how} ({took:.1f} s)", file=self.stream, flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {node} {how} ({took:.1f} s)", file=self.stream or sys.stderr, flush=True)
 
 
-def quiet_logging(stream=sys.stderr) -> _ProgressHandler:
+def quiet_logging(stream=None) -> _ProgressHandler:
     """Silence absl/TFX/Beam INFO noise; keep warnings and our one-line-per-component progress."""
     import warnings
 
