@@ -156,6 +156,10 @@ def representative_images(data_dir, resolution: int, channels: int, n: int, seed
     return np.stack([x.numpy() for x, _ in ds])
 
 
+def _batches(images: np.ndarray, size: int):
+    return [images[i:i + size] for i in range(0, len(images), size)]
+
+
 def representative_fn(images: np.ndarray):
     def gen():
         for x in images:
@@ -293,7 +297,9 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         model.save(stage / "float_model.keras")
 
         t = time.perf_counter()
+        rep_images = representative_images(data_dir, res, ch, config.representative_samples, config.seed)
         qmodel = qat.quantize_model(model)
+        qat.calibrate_ranges(qmodel, model, _batches(rep_images, config.batch_size))
         _compile(qmodel, _schedule(config.qat_lr, steps * config.qat_epochs, 0, 0.0), config.weight_decay)
         say(f"QAT fine-tune: {config.qat_epochs} epoch(s)")
         h_qat = qmodel.fit(train_ds, epochs=config.qat_epochs, steps_per_epoch=steps, verbose=0,
@@ -306,8 +312,7 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
             qmodel.save(stage / "qat_model.h5")
 
         t = time.perf_counter()
-        rep = representative_fn(representative_images(data_dir, res, ch, config.representative_samples,
-                                                      config.seed))
+        rep = representative_fn(rep_images)
         say("int8 export (QAT and PTQ baseline)")
         int8 = to_int8_tflite(qmodel, rep)
         ptq = to_int8_tflite(model, rep)
