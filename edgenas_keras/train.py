@@ -7,8 +7,8 @@ Why the steps are what they are:
   the chosen architecture is trained anew in float (Adam with decoupled weight decay, linear warm-up then a
   cosine schedule, light augmentation from the data reader), then fine-tuned a few epochs with fake-quant
   nodes (``edgenas_keras.qat``) at about 1% of the float peak learning rate, so the weights adapt to int8
-  rounding and the activation ranges are learned rather than guessed, without moving away from the float
-  optimum (measured in README.md, "Retraining": a larger QAT rate, or BatchNorm frozen, ended below plain PTQ).
+  rounding, without moving away from the float optimum (README.md, "Retraining", has the rates and BatchNorm
+  treatments tried).
 - **Activation ranges calibrated before the fine-tune** (``qat.calibrate_ranges``, on the representative
   images): tfmot starts them at [-6, 6] and moves them 0.1% per step, far too slowly for a short fine-tune.
 - **BatchNorm statistics recomputed** on the train split after the float phase (``recalibrate_batch_norm``):
