@@ -134,6 +134,28 @@ def test_calibrated_qat_model_starts_where_post_training_quantisation_ends(train
     assert np.median(diff) <= 4 and diff.max() <= 32 and agree >= 0.9, (np.median(diff), diff.max(), agree)
 
 
+@pytest.mark.slow
+def test_batch_norm_recalibration_reaches_inside_the_qat_wrappers(train_run, data_dir):
+    """After the QAT fine-tune ``train`` recomputes BN statistics on the QAT model, whose BatchNormalization
+    layers sit inside tfmot's wrappers: every one of them must be found and updated."""
+    import numpy as np
+    import tf_keras as keras
+
+    from edgenas_keras.data.reader import make_dataset
+    from edgenas_keras.qat import quantize_model
+    from edgenas_keras.train import recalibrate_batch_norm
+
+    float_model = keras.models.load_model(train_run[0] / "float_model.keras")
+    n_bn = sum(isinstance(layer, keras.layers.BatchNormalization) for layer in float_model.layers)
+    qmodel = quantize_model(float_model)
+    bns = [w.layer for w in qmodel.layers if isinstance(getattr(w, "layer", None), keras.layers.BatchNormalization)]
+    assert len(bns) == n_bn > 0
+    for bn in bns:
+        bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1e4, np.float32))   # absurdly stale
+    recalibrate_batch_norm(qmodel, make_dataset(data_dir, "train", 16, RES, 3, shuffle_seed=0), 4)
+    assert all(float(np.max(bn.moving_variance.numpy())) < 1e3 for bn in bns)
+
+
 def _lut_file(space, tmp_path, device, unit="cycles"):
     lut = fixture_lut(space, device=device)
     if unit == "us":
