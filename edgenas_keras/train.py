@@ -295,8 +295,9 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         say(f"float training: {config.epochs} epoch(s) x {steps} steps of {config.batch_size}")
         h_float = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
                             callbacks=[_EpochLog("float", config.epochs, progress)])
-        recalibrate_batch_norm(model, reader.make_dataset(data_dir, "train", config.batch_size, res, ch,
-                                                          shuffle_seed=config.seed + 1), config.bn_batches)
+        # unaugmented train batches for the BatchNorm statistics, after the float phase and after QAT
+        bn_ds = reader.make_dataset(data_dir, "train", config.batch_size, res, ch, shuffle_seed=config.seed + 1)
+        recalibrate_batch_norm(model, bn_ds, config.bn_batches)
         timings["float_train_s"] = time.perf_counter() - t
         acc_float = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
         say(f"float accuracy {acc_float:.4f}")
@@ -310,8 +311,7 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         say(f"QAT fine-tune: {config.qat_epochs} epoch(s)")
         h_qat = qmodel.fit(train_ds, epochs=config.qat_epochs, steps_per_epoch=steps, verbose=0,
                            callbacks=[_EpochLog("qat", config.qat_epochs, progress)])
-        recalibrate_batch_norm(qmodel, reader.make_dataset(data_dir, "train", config.batch_size, res, ch,
-                                                           shuffle_seed=config.seed + 1), config.bn_batches)
+        recalibrate_batch_norm(qmodel, bn_ds, config.bn_batches)
         timings["qat_train_s"] = time.perf_counter() - t
         acc_qat = float(qmodel.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
         say(f"QAT accuracy (TensorFlow) {acc_qat:.4f}")

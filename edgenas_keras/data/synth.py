@@ -107,10 +107,6 @@ class SynthSpec:
         return {"source": "synth", **asdict(self)}
 
 
-def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(c) for c in rng.integers(0, 256, 3))
-
-
 def _hue_colour(rng: np.random.Generator, person: bool) -> tuple[int, int, int]:
     """A saturated colour whose hue lies in one of the person (clothing) or the object sectors of the wheel.
 
