@@ -317,13 +317,24 @@ def device_memory_terms(lut: Lut) -> tuple[Callable[[OpNode], int], PersistentMo
 
 
 def cmsis_nn_scratch(node: OpNode) -> int:
-    """CMSIS-NN scratch: im2col for non-1x1 CONV_2D (2 * k*k*cin int16), the depthwise generic path's
-    buffer (k*k*c int16) and MEAN's partial sums."""
+    """CMSIS-NN scratch (bytes), from the operator's real kernel height and width:
+
+    - CONV_2D other than 1x1: the im2col buffer, 2 columns of KH*KW*C_in int16 (``2 * 2 * KH*KW*C_in``);
+    - DEPTHWISE_CONV_2D with multiplier 1 and no dilation, unless 3x3 with channels % 4 == 0 (the 3x3
+      kernel needs none): ``arm_depthwise_conv_s8_opt``'s KH*KW*C int16 buffer; with a multiplier or a
+      dilation CMSIS-NN takes the generic ``arm_depthwise_conv_s8``, which needs none
+      (``arm_depthwise_conv_wrapper_s8_get_buffer_size``);
+    - MEAN's int32 partial sums (``tflm_reference_scratch``).
+    """
     s = node.spec
-    if s.op == "CONV_2D" and s.kernel > 1:
-        return 2 * 2 * s.kernel * s.kernel * s.in_shape[2]
-    if s.op == "DEPTHWISE_CONV_2D" and not (s.kernel == 3 and s.in_shape[2] % 4 == 0):
-        return 2 * s.kernel * s.kernel * s.in_shape[2]
+    if s.op == "CONV_2D" and s.taps > 1:
+        return 2 * 2 * s.taps * s.in_shape[2]
+    if s.op == "DEPTHWISE_CONV_2D":
+        if s.depth_multiplier != 1 or s.dilation_hw != (1, 1):
+            return 0
+        if not (s.kernel_hw == (3, 3) and s.in_shape[2] % 4 == 0):
+            return 2 * s.taps * s.in_shape[2]
+        return 0
     return tflm_reference_scratch(node)
 
 

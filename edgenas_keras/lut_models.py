@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import conv_out, parse_key
+from edgenas_keras.ops import spec_from_key
 
 MODEL_NAME = "edgenas-cycles"
 MODEL_VERSION = 1
@@ -132,50 +132,53 @@ def _aligned(n: int) -> bool:
 
 
 def op_cycles(key: str, m: CycleModel, cmsis: bool) -> float:
-    """Cycles of one operator named by its LUT key on a device with coefficients ``m``."""
-    f = parse_key(key)
-    op, (h, w, c) = f["op"], f["in_shape"]
-    oc, k, s = f["out_channels"], f.get("kernel", 1), f.get("stride", 1)
-    pad = f.get("padding", "none")
-    pad = pad if pad in ("same", "valid") else "same"
+    """Cycles of one operator named by its LUT key on a device with coefficients ``m``.
+
+    Work comes from the key's real shapes (``ops.spec_from_key``): output (H, W) of window operators from
+    the kernel height and width, stride and dilation per side (or the spelled-out output shape), MACs from
+    KH*KW, never from a squared kernel. Square, undilated keys are priced exactly as before the key was
+    extended (the shipped tables list them)."""
+    spec = spec_from_key(key)
+    op, (h, w, c) = spec.op, spec.in_shape
+    oh, ow, oc = spec.out_shape
+    (kh, kw), taps = spec.kernel_hw, spec.taps
     ins = h * w * c
-    if op in ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        oh, ow = conv_out(h, k, s, pad), conv_out(w, k, s, pad)
-    else:
-        oh, ow = h, w
     cyc = m.call
     if op == "CONV_2D":
         pixels = oh * ow
-        macs = pixels * oc * k * k * c
-        depth = k * k * c
+        macs = spec.macs
+        depth = taps * c
         if pixels < 4:                                   # no weight reuse across pixels
             rate = m.fc_mac
-        elif k == 1 and s == 1 and (_aligned(c) or not cmsis):
+        elif taps == 1 and spec.stride_hw == (1, 1) and (_aligned(c) or not cmsis):
             rate = m.conv1x1_mac
         else:
             rate = m.conv_mac
             cyc += pixels * depth * m.im2col_byte
-        if cmsis and not _aligned(depth if k > 1 else c):
+        if cmsis and not _aligned(depth if taps > 1 else c):
             rate *= m.misaligned
-        cyc += macs * rate + pixels * oc * (m.out_elem + k * k * m.tap) + oc * m.per_channel
+        cyc += macs * rate + pixels * oc * (m.out_elem + taps * m.tap) + oc * m.per_channel
     elif op == "DEPTHWISE_CONV_2D":
-        macs = oh * ow * oc * k * k
-        rate = m.dw3x3_mac if (k == 3 and _aligned(c)) else m.dw_mac
-        if cmsis and not _aligned(c):
+        macs = spec.macs
+        # CMSIS-NN: a channel multiplier or a dilation takes the generic scalar arm_depthwise_conv_s8
+        # (arm_depthwise_conv_wrapper_s8), priced like the misaligned generic path.
+        generic = spec.depth_multiplier != 1 or spec.dilation_hw != (1, 1)
+        rate = m.dw3x3_mac if ((kh, kw) == (3, 3) and _aligned(c) and not generic) else m.dw_mac
+        if cmsis and (not _aligned(c) or generic):
             rate *= m.misaligned
-        cyc += macs * rate + oh * ow * oc * (m.out_elem + k * k * m.tap) + oc * m.per_channel
+        cyc += macs * rate + oh * ow * oc * (m.out_elem + taps * m.tap) + oc * m.per_channel
     elif op == "FULLY_CONNECTED":
         rate = m.fc_mac * (m.misaligned if cmsis and not _aligned(ins) else 1.0)
         cyc += ins * oc * rate + oc * (m.out_elem + m.per_channel)
     elif op in ("ADD", "MUL", "SUB", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE"):
-        if f.get("variant") == "bcast":
+        if spec.variant == "bcast":
             cyc += ins * m.bcast_elem
         else:
             cyc += ins * (m.mul_elem if op == "MUL" else m.add_elem)
     elif op in ("MEAN", "SUM"):
         cyc += ins * m.mean_in + oc * m.mean_out
     elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
-        cyc += oh * ow * c * (k * k * m.pool_tap + m.out_elem / 2)
+        cyc += oh * ow * c * (taps * m.pool_tap + m.out_elem / 2)
     elif op == "SOFTMAX":
         cyc += ins * m.softmax_elem
     elif op in ("LOGISTIC", "TANH", "HARD_SWISH", "RELU", "RELU6", "LEAKY_RELU", "PRELU"):
@@ -184,7 +187,7 @@ def op_cycles(key: str, m: CycleModel, cmsis: bool) -> float:
         cyc += ins * m.copy_byte
     elif op in ("PAD", "PADV2", "CONCATENATION", "STRIDED_SLICE", "SLICE", "TRANSPOSE", "SPLIT",
                 "RESIZE_NEAREST_NEIGHBOR"):
-        cyc += max(ins, h * w * oc) * m.copy_byte * 2
+        cyc += max(ins, oh * ow * oc) * m.copy_byte * 2
     elif op in ("QUANTIZE", "DEQUANTIZE"):
         cyc += ins * m.quant_elem
     else:

@@ -17,44 +17,161 @@ from dataclasses import dataclass, field
 from edgenas_keras.space import Arch, Block, SearchSpace
 
 
-def lut_key(op: str, in_shape: tuple[int, int, int], out_channels: int, kernel: int = 1, stride: int = 1,
-            padding: str = "none", activation: str = "none", variant: str = "") -> str:
+HW = tuple[int, int]
+
+# Operators whose output height and width follow from the input, kernel, stride, dilation and padding.
+WINDOW_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D")
+# Operators whose output is 1x1 spatially in the default key (a global reduction, a dense layer).
+_OUT_1X1_OPS = ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "FULLY_CONNECTED")
+
+
+def hw_pair(value, name: str = "value") -> HW:
+    """``(h, w)`` from an int (square) or a 2-sequence; both must be positive integers (``ValueError``)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or an (h, w) pair, got {value!r}")
+        h, w = (int(v) for v in value)
+    else:
+        h = w = int(value)
+    if h < 1 or w < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return h, w
+
+
+def _fmt_hw(hw: HW) -> str:
+    """``3`` for a square pair (today's key text), ``10x4`` otherwise."""
+    return str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}"
+
+
+def _parse_hw(text: str, key: str) -> HW:
+    parts = text.split("x")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise ValueError(f"malformed LUT key {key!r}: {text!r} is not N or HxW")
+    return hw_pair(tuple(int(p) for p in parts) if len(parts) == 2 else int(parts[0]))
+
+
+def default_out_hw(op: str, in_shape, kernel=1, stride=1, padding: str = "none", dilation=1) -> HW:
+    """The output (H, W) a key implies when it does not spell the output shape out.
+
+    Window operators (convolutions, pools): TFLite's SAME/VALID rule per side with the dilated kernel
+    ``(k - 1) * d + 1`` (``conv_out``). ``TRANSPOSE_CONV``: ``h * s`` (SAME) or ``(h - 1) * s + k`` (VALID).
+    Global reductions and FULLY_CONNECTED: 1x1. Everything else keeps the input's (H, W).
+    """
+    h, w = int(in_shape[0]), int(in_shape[1])
+    (kh, kw), (sh, sw), (dh, dw) = hw_pair(kernel), hw_pair(stride), hw_pair(dilation)
+    if op in WINDOW_OPS:
+        return conv_out(h, (kh - 1) * dh + 1, sh, padding), conv_out(w, (kw - 1) * dw + 1, sw, padding)
+    if op == "TRANSPOSE_CONV":
+        if padding == "valid":
+            return (h - 1) * sh + kh, (w - 1) * sw + kw
+        return h * sh, w * sw
+    if op in _OUT_1X1_OPS:
+        return 1, 1
+    return h, w
+
+
+def lut_key(op: str, in_shape: tuple[int, int, int], out_channels: int, kernel=1, stride=1,
+            padding: str = "none", activation: str = "none", variant: str = "", *, dilation=1,
+            depth_multiplier: int = 1, out_hw: HW | None = None) -> str:
     """The one LUT key function (DESIGN.md section 4). Profilers that write LUTs and estimators that read
     them both call this. ``in_shape`` is the first input's (H, W, C); resolution is always an argument.
 
+    ``kernel``, ``stride`` and ``dilation`` are an int (square) or an ``(h, w)`` pair. LUT format v1,
+    extended compatibly: a square, undilated operator with depth multiplier 1 whose output (H, W) is the one
+    ``default_out_hw`` implies gets exactly the historical key
+    ``OP|in=HxWxC|out=C|k=K|s=S|p=PAD|act=ACT[|variant]``; otherwise ``k=KHxKW`` / ``s=SHxSW`` for unequal
+    sides, and extra fields after ``act``: ``d=D`` or ``d=DHxDW`` (dilation != 1), ``dm=M`` (depth
+    multiplier != 1), and ``out=OHxOWxOC`` replaces ``out=OC`` when ``out_hw`` differs from the implied one.
     ``variant`` distinguishes operators whose cost differs at the same shapes (``bcast`` for a MUL that
-    broadcasts a 1x1xC gate over HxWxC).
+    broadcasts a 1x1xC gate over HxWxC). ``parse_key`` is the exact inverse. Raises ``ValueError`` for a
+    non-positive kernel, stride, dilation or depth multiplier.
     """
     h, w, c = (int(v) for v in in_shape)
-    key = f"{op}|in={h}x{w}x{c}|out={int(out_channels)}|k={int(kernel)}|s={int(stride)}|p={padding}|act={activation}"
+    k, s, d = hw_pair(kernel, "kernel"), hw_pair(stride, "stride"), hw_pair(dilation, "dilation")
+    dm = int(depth_multiplier)
+    if dm < 1:
+        raise ValueError(f"depth_multiplier must be positive, got {depth_multiplier!r}")
+    out = str(int(out_channels))
+    if out_hw is not None:
+        oh, ow = (int(v) for v in out_hw)
+        if (oh, ow) != default_out_hw(op, (h, w, c), k, s, padding, d):
+            out = f"{oh}x{ow}x{int(out_channels)}"
+    key = f"{op}|in={h}x{w}x{c}|out={out}|k={_fmt_hw(k)}|s={_fmt_hw(s)}|p={padding}|act={activation}"
+    if d != (1, 1):
+        key += f"|d={_fmt_hw(d)}"
+    if dm != 1:
+        key += f"|dm={dm}"
     return key + (f"|{variant}" if variant else "")
 
 
 def parse_key(key: str) -> dict:
-    """Inverse of ``lut_key`` (for profilers that regenerate a single-operator model from its key)."""
+    """Inverse of ``lut_key`` (for profilers that regenerate a single-operator model from its key, and for
+    the analytical cycle models). Reads historical v1 keys and the extended fields alike.
+
+    Returns ``op``, ``variant``, ``in_shape`` (H, W, C), ``out_channels``, ``out_shape`` (OH, OW, OC: from
+    the key when spelled out, else ``default_out_hw``), ``kernel_hw``, ``stride_hw``, ``dilation_hw`` (pairs),
+    ``depth_multiplier``, ``padding``, ``activation``; for square kernels/strides also the historical ints
+    ``kernel`` and ``stride``. ``lut_key(op, in_shape, out_channels, kernel_hw, stride_hw, padding,
+    activation, variant, dilation=dilation_hw, depth_multiplier=..., out_hw=out_shape[:2]) == key`` for every
+    key ``lut_key`` writes. A malformed key raises ``ValueError``.
+    """
     parts = key.split("|")
-    out = {"op": parts[0], "variant": ""}
-    for p in parts[1:]:
-        if "=" not in p:
-            out["variant"] = p
-            continue
-        name, val = p.split("=", 1)
-        if name == "in":
-            out["in_shape"] = tuple(int(v) for v in val.split("x"))
-        elif name == "out":
-            out["out_channels"] = int(val)
-        elif name in ("k", "s"):
-            out[{"k": "kernel", "s": "stride"}[name]] = int(val)
-        elif name == "p":
-            out["padding"] = val
-        elif name == "act":
-            out["activation"] = val
+    out = {"op": parts[0], "variant": "", "kernel_hw": (1, 1), "stride_hw": (1, 1), "dilation_hw": (1, 1),
+           "depth_multiplier": 1, "padding": "none", "activation": "none"}
+    out_hw = None
+    try:
+        for p in parts[1:]:
+            if "=" not in p:
+                out["variant"] = p
+                continue
+            name, val = p.split("=", 1)
+            if name == "in":
+                out["in_shape"] = tuple(int(v) for v in val.split("x"))
+                if len(out["in_shape"]) != 3:
+                    raise ValueError("in= needs HxWxC")
+            elif name == "out":
+                dims = tuple(int(v) for v in val.split("x"))
+                if len(dims) == 3:
+                    out_hw, out["out_channels"] = dims[:2], dims[2]
+                elif len(dims) == 1:
+                    out["out_channels"] = dims[0]
+                else:
+                    raise ValueError("out= needs C or HxWxC")
+            elif name in ("k", "s", "d"):
+                out[{"k": "kernel_hw", "s": "stride_hw", "d": "dilation_hw"}[name]] = _parse_hw(val, key)
+            elif name == "dm":
+                out["depth_multiplier"] = int(val)
+            elif name == "p":
+                out["padding"] = val
+            elif name == "act":
+                out["activation"] = val
+    except ValueError as exc:
+        raise ValueError(f"malformed LUT key {key!r}: {exc}") from None
     if "in_shape" not in out or "out_channels" not in out:
         raise ValueError(f"malformed LUT key {key!r}")
+    if out_hw is None:
+        out_hw = default_out_hw(out["op"], out["in_shape"], out["kernel_hw"], out["stride_hw"], out["padding"],
+                                out["dilation_hw"])
+    out["out_shape"] = (int(out_hw[0]), int(out_hw[1]), out["out_channels"])
+    for name in ("kernel", "stride"):
+        hw = out[f"{name}_hw"]
+        if hw[0] == hw[1]:
+            out[name] = hw[0]
     return out
 
 
+def spec_from_key(key: str) -> OpSpec:
+    """The ``OpSpec`` a key describes (shapes and window attributes; no weight counts): what the analytical
+    cycle models price and ``OpSpec.macs`` counts. ``spec_from_key(k).key == k``."""
+    f = parse_key(key)
+    return OpSpec(f["op"], f["in_shape"], f["out_shape"], f["kernel_hw"], f["stride_hw"], f["padding"],
+                  f["activation"], f["variant"], dilation_hw=f["dilation_hw"],
+                  depth_multiplier=f["depth_multiplier"])
+
+
 def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Output length of a window operator along one side (TFLite): VALID ``(size - kernel) // stride + 1``
+    (``kernel`` is the dilated extent), otherwise SAME ``ceil(size / stride)``."""
     if padding == "valid":
         return (size - kernel) // stride + 1
     return -(-size // stride)
@@ -62,13 +179,18 @@ def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
 
 @dataclass(frozen=True)
 class OpSpec:
-    """One int8 TFLite operator as the cost models see it."""
+    """One int8 TFLite operator as the cost models see it.
+
+    Shapes are (H, W, C) as the tensors have them (never squared). ``kernel_hw``, ``stride_hw`` and
+    ``dilation_hw`` are (h, w) pairs; an int given for any of them means a square pair.
+    ``depth_multiplier`` is DEPTHWISE_CONV_2D's (output channels = input channels x multiplier).
+    """
 
     op: str
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
-    kernel: int = 1
-    stride: int = 1
+    kernel_hw: tuple[int, int] = (1, 1)
+    stride_hw: tuple[int, int] = (1, 1)
     padding: str = "none"
     activation: str = "none"
     variant: str = ""
@@ -76,19 +198,36 @@ class OpSpec:
     bias: int = 0             # int32 bias elements
     quant_channels: int = 0   # per-channel quantisation parameters of the weights (0: none)
     batchnorm: bool = False   # trained with a BatchNormalization that the converter folds in (Keras: 4 params/ch)
+    dilation_hw: tuple[int, int] = (1, 1)
+    depth_multiplier: int = 1
+
+    def __post_init__(self):
+        for name in ("kernel_hw", "stride_hw", "dilation_hw"):
+            object.__setattr__(self, name, hw_pair(getattr(self, name), name))
+        object.__setattr__(self, "in_shape", tuple(int(v) for v in self.in_shape))
+        object.__setattr__(self, "out_shape", tuple(int(v) for v in self.out_shape))
 
     @property
     def key(self) -> str:
-        return lut_key(self.op, self.in_shape, self.out_shape[2], self.kernel, self.stride, self.padding,
-                       self.activation, self.variant)
+        return lut_key(self.op, self.in_shape, self.out_shape[2], self.kernel_hw, self.stride_hw, self.padding,
+                       self.activation, self.variant, dilation=self.dilation_hw,
+                       depth_multiplier=self.depth_multiplier, out_hw=self.out_shape[:2])
+
+    @property
+    def taps(self) -> int:
+        """Filter taps per output element: kernel height x width (dilation spreads them, not adds)."""
+        return self.kernel_hw[0] * self.kernel_hw[1]
 
     @property
     def macs(self) -> int:
+        """Multiply-accumulates from the real shapes: CONV_2D OH*OW*OC*KH*KW*C_in, DEPTHWISE_CONV_2D
+        OH*OW*OC*KH*KW (each output channel reads one input channel), FULLY_CONNECTED in elements x OC;
+        0 for operators without weights (pools, elementwise, reductions)."""
         oh, ow, oc = self.out_shape
         if self.op == "CONV_2D":
-            return oh * ow * oc * self.kernel * self.kernel * self.in_shape[2]
+            return oh * ow * oc * self.taps * self.in_shape[2]
         if self.op == "DEPTHWISE_CONV_2D":
-            return oh * ow * oc * self.kernel * self.kernel
+            return oh * ow * oc * self.taps
         if self.op == "FULLY_CONNECTED":
             return self.in_shape[0] * self.in_shape[1] * self.in_shape[2] * oc
         return 0

@@ -151,22 +151,31 @@ class TfliteModel:
         return self
 
     def op_spec(self, o: OperatorInfo) -> OpSpec:
-        """The ``OpSpec`` of one operator, with the key fields ``ops`` uses for our blocks."""
+        """The ``OpSpec`` of one operator, with the key fields ``ops`` uses for our blocks: the real input and
+        output (H, W, C), kernel height and width (weights, or the pool's FilterHeight/FilterWidth), stride
+        (StrideH/StrideW), dilation (DilationH/WFactor) and the depthwise channel multiplier."""
         acts = [self.tensors[i] for i in o.inputs if i >= 0 and not self.tensors[i].is_constant]
         out = self.tensors[o.outputs[0]].hwc if o.outputs else (1, 1, 1)
         first = acts[0].hwc if acts else out
         opts = o.options
         kw: dict = {}
         if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
-            w = self.tensors[o.inputs[1]]
             # CONV_2D weights are [O, KH, KW, I], DEPTHWISE_CONV_2D [1, KH, KW, O]: KH is shape[1] in both.
-            kw["kernel"] = max(w.shape[1], w.shape[2])
-            kw["stride"] = max(opts.get("StrideH", 1), opts.get("StrideW", 1))
+            w = self.tensors[o.inputs[1]]
+            kh, kw_ = int(w.shape[1]), int(w.shape[2])
+            # Dilation along a side with a one-tap kernel changes nothing: key it as 1 (canonical keys).
+            dh = (opts.get("DilationHFactor") or 1) if kh > 1 else 1
+            dw = (opts.get("DilationWFactor") or 1) if kw_ > 1 else 1
+            kw.update(kernel_hw=(kh, kw_), stride_hw=(opts.get("StrideH") or 1, opts.get("StrideW") or 1),
+                      dilation_hw=(dh, dw))
             # A 1x1 kernel pads nothing under either scheme (same output size): key it as 'same', like ops.
-            kw["padding"] = "same" if kw["kernel"] == 1 else PADDINGS.get(opts.get("Padding", 0), "same")
+            kw["padding"] = "same" if (kh, kw_) == (1, 1) else PADDINGS.get(opts.get("Padding", 0), "same")
+            if o.op == "DEPTHWISE_CONV_2D" and first[2] > 0 and out[2] % first[2] == 0:
+                # Output channels = input channels x multiplier: read from the shapes, which fix the work.
+                kw["depth_multiplier"] = out[2] // first[2]
         elif o.op in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"):
-            kw["kernel"] = max(opts.get("FilterHeight", 1), opts.get("FilterWidth", 1))
-            kw["stride"] = max(opts.get("StrideH", 1), opts.get("StrideW", 1))
+            kw["kernel_hw"] = (opts.get("FilterHeight") or 1, opts.get("FilterWidth") or 1)
+            kw["stride_hw"] = (opts.get("StrideH") or 1, opts.get("StrideW") or 1)
             kw["padding"] = PADDINGS.get(opts.get("Padding", 0), "same")
         if "FusedActivationFunction" in opts:
             kw["activation"] = ACTIVATIONS.get(opts["FusedActivationFunction"], "none")
