@@ -83,6 +83,12 @@ class Lut:
     def to_us(self, value: float) -> float:
         return value / self.clock_mhz if self.unit == "cycles" else value
 
+    @property
+    def build_hint(self) -> str:
+        """How to add missing keys: the space's keys, or a model's own (any kernel/stride/dilation)."""
+        return (f"build them with: edgenas lut build --device {self.device} (add --model MODEL.tflite for a "
+                "model's own operators)")
+
     def missing(self, keys: Iterable[str]) -> list[str]:
         if self.estimator is not None:
             return []
@@ -91,7 +97,7 @@ class Lut:
     def require(self, keys: Iterable[str]) -> None:
         miss = self.missing(keys)
         if miss:
-            raise MissingLutKeysError(self.source, miss, f"build them with: edgenas lut build --device {self.device}")
+            raise MissingLutKeysError(self.source, miss, self.build_hint)
 
     def raw(self, key: str) -> float:
         """The table's value for ``key`` (cycles or us), from the entries or the analytical estimator."""
@@ -100,7 +106,7 @@ class Lut:
             return e.value
         if self.estimator is not None:
             return self.estimator(key)
-        raise MissingLutKeysError(self.source, [key], f"build them with: edgenas lut build --device {self.device}")
+        raise MissingLutKeysError(self.source, [key], self.build_hint)
 
     def op_us(self, key: str) -> float:
         return self.to_us(self.raw(key))

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgenas_keras import lut as lutmod
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import parse_key
+from edgenas_keras.ops import default_out_hw, parse_key
 from edgenas_keras.tflite_model import parse as parse_tflite
 
 TOOL_VERSION = "0.1.0"
@@ -53,17 +53,89 @@ def _representative(shapes: list[tuple[int, ...]], n: int = 4, seed: int = 0):
     return gen
 
 
+def _dilated_conv_layer(keras):
+    """A Keras layer calling TensorFlow's Conv2D / DepthwiseConv2dNative ops with their ``dilations``
+    attribute. Keras' own Conv2D(dilation_rate=...) is traced through space-to-batch, which the int8
+    converter keeps as SPACE_TO_BATCH_ND + CONV_2D + BATCH_TO_SPACE_ND + ADD; the raw ops convert to one
+    dilated CONV_2D / DEPTHWISE_CONV_2D (DilationH/WFactor), the operator the key names."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    class DilatedConv(keras.layers.Layer):
+        def __init__(self, op, filters, kernel, stride, dilation, padding, depth_multiplier, **kw):
+            super().__init__(**kw)
+            self.op, self.filters, self.kernel, self.stride = op, filters, tuple(kernel), tuple(stride)
+            self.dilation, self.padding, self.dm = tuple(dilation), padding.upper(), depth_multiplier
+
+        def build(self, shape):
+            c = int(shape[-1])
+            last = (c, self.dm) if self.op == "DEPTHWISE_CONV_2D" else (c, self.filters)
+            self.w = self.add_weight(name="w", shape=(*self.kernel, *last), initializer="glorot_uniform")
+            self.b = self.add_weight(name="b", shape=(last[0] * last[1] if self.op == "DEPTHWISE_CONV_2D"
+                                                      else self.filters,), initializer="zeros")
+
+        def call(self, x):
+            strides, dil = [1, *self.stride, 1], [1, *self.dilation, 1]
+            if self.op == "DEPTHWISE_CONV_2D":
+                y = tf.raw_ops.DepthwiseConv2dNative(input=x, filter=self.w, strides=strides, padding=self.padding,
+                                                     dilations=dil)
+            else:
+                y = tf.nn.conv2d(x, self.w, strides, self.padding, dilations=dil)
+            return tf.nn.bias_add(y, self.b)
+
+    return DilatedConv
+
+
+GENERATED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "MEAN", "FULLY_CONNECTED", "SOFTMAX",
+                 "AVERAGE_POOL_2D", "MAX_POOL_2D")
+
+
+def _unbuildable(fields: dict) -> str:
+    """Why the single-operator generator cannot build the operator ``fields`` (``parse_key``) describes,
+    or '' if it can."""
+    op, (h, w, c) = fields["op"], fields["in_shape"]
+    out_c, act = fields["out_channels"], fields.get("activation", "none")
+    d, dm = fields["dilation_hw"], fields["depth_multiplier"]
+    if op not in GENERATED_OPS:
+        return f"no single-operator model generator for operator {op!r}"
+    if act not in ("none", "relu6", "relu"):
+        return f"activation {act!r} is not generated"
+    if d != (1, 1) and op not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return f"{op} with dilation {d[0]}x{d[1]}"
+    if dm != 1 and op != "DEPTHWISE_CONV_2D":
+        return f"depth multiplier {dm} applies only to DEPTHWISE_CONV_2D, not {op}"
+    if op == "DEPTHWISE_CONV_2D" and out_c != c * dm:
+        return f"DEPTHWISE_CONV_2D with out={out_c} != in channels {c} x depth multiplier {dm}"
+    if op == "FULLY_CONNECTED" and (h, w) != (1, 1):
+        return f"FULLY_CONNECTED with spatial input {h}x{w} (expected 1x1xC)"
+    implied = default_out_hw(op, (h, w, c), fields["kernel_hw"], fields["stride_hw"], fields["padding"], d)
+    if tuple(fields["out_shape"][:2]) != implied:
+        return (f"{op} with output {fields['out_shape'][0]}x{fields['out_shape'][1]} where its input and "
+                f"attributes give {implied[0]}x{implied[1]}")
+    return ""
+
+
+def unbuildable_reason(key: str) -> str:
+    """'' if ``single_op_model`` can build ``key``, else why not (a malformed key included); no TensorFlow."""
+    try:
+        return _unbuildable(parse_key(key))
+    except ValueError as exc:
+        return str(exc)
+
+
 def _keras_model(fields: dict, seed: int = 0):
     """A tf_keras model whose full-int8 conversion is the single operator ``fields`` describes."""
     import tf_keras as keras  # noqa: PLC0415  (TensorFlow only where models are built)
 
     L = keras.layers
     keras.utils.set_random_seed(seed)
+    reason = _unbuildable(fields)
+    if reason:
+        raise UserError(f"cannot build a single-operator model: {reason}")
     op, (h, w, c) = fields["op"], fields["in_shape"]
     out_c, act = fields["out_channels"], fields.get("activation", "none")
-    k, s, pad = fields.get("kernel", 1), fields.get("stride", 1), fields.get("padding", "none")
-    if act not in ("none", "relu6", "relu"):
-        raise UserError(f"cannot build a single-operator model with activation {act!r}")
+    # Kernel, stride and dilation as (height, width): non-square and dilated windows are built as keyed.
+    k, s, pad = fields["kernel_hw"], fields["stride_hw"], fields.get("padding", "none")
+    d, dm = fields["dilation_hw"], fields["depth_multiplier"]
 
     def activate(x):
         if act == "relu6":
@@ -73,12 +145,12 @@ def _keras_model(fields: dict, seed: int = 0):
     # Inputs are named in0, in1: the converter's calibrator feeds them in name order.
     x = keras.Input((h, w, c), name="in0")
     inputs = [x]
-    if op == "CONV_2D":
+    if op in ("CONV_2D", "DEPTHWISE_CONV_2D") and d != (1, 1):
+        y = activate(_dilated_conv_layer(keras)(op, out_c, k, s, d, pad, dm)(x))
+    elif op == "CONV_2D":
         y = activate(L.Conv2D(out_c, k, strides=s, padding=pad, use_bias=True)(x))
     elif op == "DEPTHWISE_CONV_2D":
-        if out_c != c:
-            raise UserError(f"DEPTHWISE_CONV_2D key with out={out_c} != in channels {c} (multiplier > 1 unsupported)")
-        y = activate(L.DepthwiseConv2D(k, strides=s, padding=pad, use_bias=True)(x))
+        y = activate(L.DepthwiseConv2D(k, strides=s, padding=pad, depth_multiplier=dm, use_bias=True)(x))
     elif op == "ADD":
         if fields.get("variant") == "bcast":
             inputs.append(keras.Input((1, 1, c), name="in1"))
@@ -92,8 +164,6 @@ def _keras_model(fields: dict, seed: int = 0):
     elif op == "MEAN":
         y = L.GlobalAveragePooling2D(keepdims=True)(x)
     elif op == "FULLY_CONNECTED":
-        if (h, w) != (1, 1):
-            raise UserError(f"FULLY_CONNECTED key with spatial input {h}x{w}: expected 1x1xC")
         x = keras.Input((c,), name="in0")
         inputs = [x]
         y = activate(L.Dense(out_c)(x))
@@ -104,16 +174,24 @@ def _keras_model(fields: dict, seed: int = 0):
     elif op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         pool = L.AveragePooling2D if op == "AVERAGE_POOL_2D" else L.MaxPooling2D
         y = activate(pool(k, strides=s, padding=pad)(x))
-    else:
+    else:  # pragma: no cover  (_unbuildable refuses every other operator)
         raise UserError(f"no single-operator model generator for operator {op!r}")
     return keras.Model(inputs, y), [tuple(int(d) for d in i.shape[1:]) for i in inputs]
 
 
 def single_op_model(key: str, seed: int = 0) -> bytes:
-    """The full-int8 ``.tflite`` of the one operator ``key`` names, verified by parsing the result."""
+    """The full-int8 ``.tflite`` of the one operator ``key`` names, verified by parsing the result.
+
+    Any key ``ops.lut_key`` writes for the generator's operators (CONV_2D, DEPTHWISE_CONV_2D with any depth
+    multiplier, pools, ADD/MUL, MEAN, FULLY_CONNECTED, SOFTMAX), with non-square kernels and strides and
+    dilated convolutions. A key it cannot build is a ``UserError``; a conversion that does not give exactly
+    the keyed operator is a ``RuntimeError`` naming both keys."""
     from edgenas_keras.export import to_int8_tflite  # noqa: PLC0415
 
-    fields = parse_key(key)
+    try:
+        fields = parse_key(key)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     model, shapes = _keras_model(fields, seed)
     data = to_int8_tflite(model, _representative(shapes, seed=seed))
     m = parse_tflite(data, f"single-op model of {key}")
@@ -222,13 +300,19 @@ def host_clock_mhz() -> float:
 
 def build_measured_lut(keys: list[str], out_path: Path, device: str = "host-tflm",
                        measure: Callable[[str], dict] = measure_key, progress: bool = True,
-                       update_manifest: bool = True) -> lutmod.Lut:
-    """Measure every key (resuming from ``<out>.progress.jsonl``), then write the LUT atomically."""
+                       update_manifest: bool = True, keep: dict[str, lutmod.LutEntry] | None = None) -> lutmod.Lut:
+    """Measure every key (resuming from ``<out>.progress.jsonl``), then write the LUT atomically.
+
+    ``keep``: entries of an existing table of the same device to carry over unmeasured (``edgenas lut build
+    --model`` adds a model's keys to a table this way); the table holds ``keys`` and the kept keys."""
     from tqdm import tqdm  # noqa: PLC0415
 
     out_path = Path(out_path)
     side = out_path.with_name(out_path.name + ".progress.jsonl")
     done = _read_progress(side)
+    for k, e in (keep or {}).items():
+        done.setdefault(k, {"key": k, "value": e.value, "dispersion": e.dispersion, "samples": e.samples})
+    keys = list(dict.fromkeys([*keys, *(keep or {})]))
     todo = [k for k in keys if k not in done]
     bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f"lut build {device}", unit="key",
                disable=not progress, dynamic_ncols=True)

@@ -88,6 +88,16 @@ def hwc(shape) -> tuple[int, int, int]:
     return (s[0], s[1], s[2])
 
 
+def work_hwc(shape) -> tuple[int, int, int]:
+    """(H, W, C) for pricing an operator: ``hwc``, except that a batch N > 1 is folded into H (N*H, W, C), so
+    the work on every batch element counts (the converter's SPACE_TO_BATCH_ND form of a dilated
+    convolution runs the CONV_2D on N = block_h * block_w tiles)."""
+    s = [int(v) for v in shape]
+    if len(s) >= 4:
+        s = [int(np.prod(s[:-2]))] + s[-2:]
+    return hwc(s)
+
+
 @dataclass(frozen=True)
 class TfliteModel:
     """One parsed ``.tflite`` (its first subgraph, the one TFLM runs)."""
@@ -155,8 +165,8 @@ class TfliteModel:
         output (H, W, C), kernel height and width (weights, or the pool's FilterHeight/FilterWidth), stride
         (StrideH/StrideW), dilation (DilationH/WFactor) and the depthwise channel multiplier."""
         acts = [self.tensors[i] for i in o.inputs if i >= 0 and not self.tensors[i].is_constant]
-        out = self.tensors[o.outputs[0]].hwc if o.outputs else (1, 1, 1)
-        first = acts[0].hwc if acts else out
+        out = work_hwc(self.tensors[o.outputs[0]].shape) if o.outputs else (1, 1, 1)
+        first = work_hwc(acts[0].shape) if acts else out
         opts = o.options
         kw: dict = {}
         if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
@@ -180,7 +190,7 @@ class TfliteModel:
         if "FusedActivationFunction" in opts:
             kw["activation"] = ACTIVATIONS.get(opts["FusedActivationFunction"], "none")
         if o.op in ELEMENTWISE_BINARY and len(acts) == 2:
-            a, b = (t.hwc for t in acts)
+            a, b = (work_hwc(t.shape) for t in acts)
             big, small = (a, b) if a[0] * a[1] * a[2] >= b[0] * b[1] * b[2] else (b, a)
             first = big
             if small != big and small[0] * small[1] == 1 and big[0] * big[1] > 1:

@@ -32,6 +32,11 @@ def register_lut_subcommands(lsub) -> None:
                    help="input resolution(s) to cover (repeatable; default: the space's)")
     b.add_argument("--out", metavar="FILE", help="write here instead of lut_assets/<device>.json "
                    "(the manifest is then left alone)")
+    b.add_argument("--model", metavar="FILE.tflite", action="append",
+                   help="add the operator keys of this int8 model (repeatable; any kernel, stride, dilation, "
+                   "depth multiplier) to the table instead of the space's: entries already in the output "
+                   "table are kept, only the missing keys are measured; keys the single-operator generator "
+                   "cannot build are skipped and listed")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_build)
 
@@ -61,6 +66,9 @@ def register_lut_subcommands(lsub) -> None:
     p.add_argument("--shard", default="0/1", metavar="K/N",
                    help="only keys K, K+N, K+2N... (a board's flash rarely holds every model at once)")
     p.add_argument("--limit", type=int, help="at most this many keys (smoke tests)")
+    p.add_argument("--model", metavar="FILE.tflite", action="append",
+                   help="profile this int8 model's operator keys instead of the space's (repeatable; keys "
+                   "the single-operator generator cannot build are skipped and listed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile_set)
 
@@ -84,28 +92,63 @@ def _keys(space_path, resolutions=None) -> list[str]:
     return reachable_keys(load_space(space_path), resolutions)
 
 
+def _model_keys(paths: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The operator keys of int8 models that the single-operator generator can build, in model order, and
+    the others with the reason."""
+    from edgenas_keras.lut_build import unbuildable_reason
+    from edgenas_keras.tflite_model import read_int8_model
+
+    from pipeline.commands._util import existing_file
+
+    keys: dict[str, None] = {}
+    skipped: dict[str, str] = {}
+    for p in paths:
+        for k in read_int8_model(existing_file(p, "model file")).graph().keys:
+            why = unbuildable_reason(k)
+            if why:
+                skipped[k] = why
+            else:
+                keys[k] = None
+    for k, why in skipped.items():
+        print(f"warning: skipping {k}: {why}", file=sys.stderr)
+    return list(keys), skipped
+
+
 def cmd_build(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras import lut_build, lut_models
 
     method = args.method or ("measured" if args.device == HOST_DEVICE else "analytical")
-    keys = _keys(args.space, args.resolution)
     out = Path(args.out) if args.out else lutmod.assets_dir() / f"{args.device}.json"
+    keep: dict = {}
+    skipped: dict[str, str] = {}
+    if args.model:
+        keys, skipped = _model_keys(args.model)
+        if out.is_file():   # add to the existing table: its entries are kept, not measured again
+            old = lutmod.load(out)
+            if old.device != args.device or old.metadata.get("method") != method:
+                raise UserError(f"{out} is the {old.metadata.get('method')} table of {old.device}, not the "
+                                f"{method} table of {args.device}: give another --out")
+            keep = dict(old.entries)
+    else:
+        keys = _keys(args.space, args.resolution)
     if method == "measured":
         if args.device != HOST_DEVICE:
             raise UserError(f"--method measured builds {HOST_DEVICE} on this host; for a board use "
                             "`edgenas lut profile-set` and `edgenas lut collect`")
-        table = lut_build.build_measured_lut(keys, out, args.device, update_manifest=not args.out)
+        table = lut_build.build_measured_lut(keys, out, args.device, update_manifest=not args.out, keep=keep,
+                                             progress=not args.json)
     else:
-        table = lut_models.build_analytical_lut(args.device, keys, datetime.date.today().isoformat(),
-                                                lut_build.TOOL_VERSION)
+        table = lut_models.build_analytical_lut(args.device, list(dict.fromkeys([*keys, *keep])),
+                                                datetime.date.today().isoformat(), lut_build.TOOL_VERSION)
         sha = table.save(out)
         if not args.out:
             lutmod.update_manifest(args.device, out, sha)
         table = lutmod.load(out)
     emit(args, {"device": args.device, "method": method, "file": str(out), "entries": len(table.entries),
-                "sha256": table.sha256},
-         f"wrote {out}: {len(table.entries)} entries ({method}), sha256 {table.sha256[:12]}...")
+                "sha256": table.sha256, "skipped": skipped},
+         f"wrote {out}: {len(table.entries)} entries ({method}), sha256 {table.sha256[:12]}..."
+         + (f"; {len(skipped)} key(s) skipped (no single-operator generator)" if skipped else ""))
     return 0
 
 
@@ -150,7 +193,7 @@ def cmd_profile_set(args) -> int:
             raise ValueError
     except ValueError:
         raise UserError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}") from None
-    keys = _keys(args.space)[k::n]
+    keys = (_model_keys(args.model)[0] if args.model else _keys(args.space))[k::n]
     if args.limit is not None:
         keys = keys[: max(0, args.limit)]
     m = write_profile_set(keys, Path(args.out), args.device, progress=not args.json)
