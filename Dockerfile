@@ -18,6 +18,9 @@ ENV TF_USE_LEGACY_KERAS=1 \
     PATH=/app/.venv/bin:$PATH
 
 WORKDIR /app
+# setup.sh also apt-installs (as root here) g++, make, the Cortex-M and RISC-V cross toolchains and QEMU that
+# `edgenas emulate` and `bundle`'s emulated arena use (about 1 GB); the TFLM libraries are built on first use
+# into ${EDGENAS_CACHE:-~/.cache/edgenas}/tflm (from $EDGENAS_TFLM_SOURCES or a git clone of the pinned commits).
 # The whole source is needed before setup.sh: the editable install maps the packages found at install time.
 # The uv cache mount keeps rebuilds after a code change from downloading the 3 GB stack again.
 COPY . /app

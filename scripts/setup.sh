@@ -29,9 +29,26 @@ if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c 'import sys; sys.exit(0 
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
-# g++ is needed by the firmware-bundle compile test; install it where it is missing and we may.
-if ! command -v g++ >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-  apt-get update -qq && apt-get install -y -qq g++ >/dev/null
+# g++ is needed by the firmware-bundle compile test; the cross toolchains, their C/C++ libraries, make and
+# QEMU by `edgenas emulate` and the firmware tests (DESIGN.md section 2b). Install what is missing where we
+# may (root + apt); otherwise say what to install (the firmware tests then skip with that reason).
+need_pkgs=()
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
+command -v make >/dev/null 2>&1 || need_pkgs+=(make)
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || need_pkgs+=(gcc-arm-none-eabi)
+[[ -f /usr/lib/arm-none-eabi/newlib/librdimon.a ]] || need_pkgs+=(libnewlib-arm-none-eabi)
+[[ -d /usr/include/newlib/c++ ]] || need_pkgs+=(libstdc++-arm-none-eabi-newlib)
+command -v qemu-system-arm >/dev/null 2>&1 || need_pkgs+=(qemu-system-arm)
+command -v riscv64-unknown-elf-gcc >/dev/null 2>&1 || need_pkgs+=(gcc-riscv64-unknown-elf)
+[[ -d /usr/lib/picolibc/riscv64-unknown-elf ]] || need_pkgs+=(picolibc-riscv64-unknown-elf)
+command -v qemu-system-riscv32 >/dev/null 2>&1 || need_pkgs+=(qemu-system-misc)
+if (( ${#need_pkgs[@]} )); then
+  if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    echo "setup: installing ${need_pkgs[*]} (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "setup: missing ${need_pkgs[*]}: install them (Debian/Ubuntu: sudo apt-get install ${need_pkgs[*]}); without them \`edgenas emulate\` exits 2 and the firmware tests skip" >&2
+  fi
 fi
 .venv/bin/uv pip sync --python .venv/bin/python -q requirements.lock
 .venv/bin/uv pip install --python .venv/bin/python -q --no-deps -e .

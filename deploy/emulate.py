@@ -1,0 +1,285 @@
+"""``edgenas emulate``: a firmware bundle built into a Cortex-M / RISC-V image and run once in QEMU.
+
+What runs: the bundle's exact files (``<name>_model_data.cc``, ``<name>_op_resolver.h``,
+``<name>_model_settings.h`` from ``edgenas_keras.bundle.make_bundle``) with the application
+``deploy/firmware/app/main.cc``, linked against TFLM's ``microlite`` library for the target (CMSIS-NN kernels
+on Cortex-M, reference kernels on RV32; built and cached by ``deploy.tflm_build``), the platform's start-up
+code and linker script, on QEMU's ``mps2-an386`` (Cortex-M4), ``mps2-an500`` (Cortex-M7), ``mps2-an505``
+(Cortex-M33) or ``virt`` (RV32). The app allocates a large arena, reports ``arena_used_bytes()`` (the 32-bit
+arena TFLM's allocator and the kernels' scratch buffers need), checks that the bundle's ``kTensorArenaSize``
+allocates, invokes once on the given input and prints the output tensor and the instruction counts of the
+whole invoke and of each operator (a ``MicroProfilerInterface``).
+
+Instruction counts: Cortex-M runs under ``-icount shift=0`` (QEMU's virtual clock advances 1 ns per guest
+instruction) and the app reads SysTick, which counts the machine's processor clock: 25 MHz on AN386/AN500,
+so one tick is 40 instructions; 20 MHz on AN505, 50 instructions. A 24-bit SysTick wraps every 2^24 ticks;
+an interrupt counts the wraps (64-bit count). Resolution: one tick (40 or 50 instructions) per reading, so a
+per-operator figure is within one tick plus the profiler's own few instructions. Every run also times a
+loop of 1,000,000 instructions and checks the scale (``counter.calibration``). RV32 reads ``minstret``:
+exact. QEMU is not cycle-accurate: these are instructions, not cycles.
+
+``output_matches_host``: the int8 outputs are byte-identical to the host TFLM Python runtime's
+(``tflite_micro.runtime`` via ``edgenas_keras.tflm.run``) on the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deploy import tflm_build as tb
+from edgenas_keras.errors import UserError
+
+APP_DIR = tb.FIRMWARE_DIR / "app"
+# The measuring arena (static, in RAM): the MPS2 machines have 4 MiB of RAM, our RV32 layout 8 MiB.
+ARENA_BYTES = {True: 3 << 20, False: 6 << 20}
+CALIBRATION_INSTRUCTIONS = 1_000_000
+
+
+@dataclass
+class EmulationResult:
+    """What one emulated run measured (``as_dict`` is the ``--json`` output)."""
+
+    target: str
+    qemu_machine: str
+    toolchain: str
+    output_matches_host: bool
+    arena_used_bytes: int
+    instructions: int
+    per_op: list
+    image_text_bytes: int
+    image_data_bytes: int
+    model_bytes: int
+    input_bytes: int
+    settings_arena: dict
+    counter: dict
+    outputs: list
+    host_outputs: list
+    library: dict
+    qemu_seconds: float
+    input_source: str
+    elf: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def flash_bytes(self) -> int:
+        """The linked image's flash: code and read-only data (model included) plus .data's initial values."""
+        return self.image_text_bytes + self.image_data_bytes
+
+    @property
+    def runtime_flash_bytes(self) -> int:
+        """Flash without the model array and the embedded test input: TFLM, kernels, start-up and libc."""
+        return self.flash_bytes - self.model_bytes - self.input_bytes
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d.update(flash_bytes=self.flash_bytes, runtime_flash_bytes=self.runtime_flash_bytes, **self.extra)
+        return d
+
+
+def default_input(model_bytes: bytes, seed: int = 0) -> np.ndarray:
+    """A deterministic input for the model's first input tensor: int8 values drawn with ``seed``."""
+    from edgenas_keras.tflite_model import parse
+
+    m = parse(model_bytes)
+    t = m.tensors[m.inputs[0]]
+    dtype = np.dtype(t.dtype)
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    return rng.integers(info.min, info.max + 1, size=tuple(t.shape), dtype=dtype)
+
+
+def load_input(path: str | Path, model_bytes: bytes) -> np.ndarray:
+    """An input tensor from a ``.npy`` file: already quantised (the model's integer type), or float values
+    (quantised with the input's scale and zero point). Its size must be the input tensor's."""
+    from edgenas_keras import tflm
+    from edgenas_keras.tflite_model import parse
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"input {path}: not a readable .npy file ({exc})") from None
+    m = parse(model_bytes)
+    t = m.tensors[m.inputs[0]]
+    dtype = np.dtype(t.dtype)
+    if x.size != t.elements:
+        raise UserError(f"input {path} has {x.size} values (shape {list(x.shape)}); the model's input takes "
+                        f"{t.elements} (shape {list(t.shape)})")
+    if np.issubdtype(x.dtype, np.floating):
+        x = tflm.quantize(x, t.scale[0], t.zero_point[0], dtype)
+    elif x.dtype != dtype:
+        info = np.iinfo(dtype)
+        if x.min() < info.min or x.max() > info.max:
+            raise UserError(f"input {path} holds values outside {dtype.name}'s range")
+        x = x.astype(dtype)
+    return x.reshape(tuple(t.shape))
+
+
+def _bundle_symbols(bundle_dir: Path) -> tuple[str, str, str]:
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    name = manifest["name"]
+    text = (bundle_dir / f"{name}_op_resolver.h").read_text()
+    resolver = re.search(r"using (\w+) = tflite::MicroMutableOpResolver", text)
+    register = re.search(r"inline TfLiteStatus (\w+)\(", text)
+    if not resolver or not register:
+        raise UserError(f"{bundle_dir / (name + '_op_resolver.h')} is not an edgenas bundle resolver header")
+    return name, resolver.group(1), register.group(1)
+
+
+def _c_bytes(data: bytes) -> str:
+    return ",\n".join(", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16))
+
+
+def _write_glue(work: Path, bundle_dir: Path, data: bytes) -> str:
+    name, resolver, register = _bundle_symbols(bundle_dir)
+    (work / "edgenas_bundle.h").write_text(
+        "// Generated by deploy/emulate.py: the bundle's headers and symbols for app/main.cc.\n"
+        f'#include "{name}_model_data.h"\n#include "{name}_model_settings.h"\n#include "{name}_op_resolver.h"\n'
+        f"#define EDGENAS_MODEL_DATA g_{name}_model_data\n#define EDGENAS_OP_RESOLVER {resolver}\n"
+        f"#define EDGENAS_REGISTER_OPS {register}\n")
+    (work / "edgenas_input.cc").write_text(
+        "// Generated by deploy/emulate.py: the input tensor's bytes.\n"
+        f"alignas(16) extern const unsigned char g_edgenas_input[] = {{\n{_c_bytes(data)}\n}};\n"
+        f"extern const unsigned int g_edgenas_input_len = {len(data)};\n")
+    return name
+
+
+def parse_report(text: str) -> dict:
+    """The app's report (see app/main.cc) as a dict; ``EmulationError`` if it is incomplete or an error."""
+    if "EDGENAS-FAULT" in text:
+        raise tb.EmulationError("the program faulted: " + text[text.index("EDGENAS-FAULT"):].splitlines()[0])
+    if "EDGENAS-BEGIN" not in text or "EDGENAS-END" not in text:
+        raise tb.EmulationError(f"the program did not finish its report; output ends: {text.strip()[-300:]!r}")
+    body = text[text.index("EDGENAS-BEGIN"):text.index("EDGENAS-END")].splitlines()[1:]
+    rep: dict = {"ops": [], "outputs": {}}
+    for line in body:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "error":
+            raise tb.EmulationError("on the emulated target: " + " ".join(parts[1:]))
+        if parts[0] == "calib":
+            rep["calib"] = (int(parts[1]), int(parts[2]))
+        elif parts[0] == "settings_arena":
+            rep["settings_arena"] = (int(parts[1]), parts[2] == "1")
+        elif parts[0] == "arena_used_bytes":
+            rep["arena_used_bytes"] = int(parts[1])
+        elif parts[0] == "invoke":
+            rep["invoke"] = int(parts[1])
+        elif parts[0] == "op":
+            rep["ops"].append((int(parts[1]), parts[2], int(parts[3])))
+        elif parts[0] == "output":
+            rep["outputs"][int(parts[1])] = bytes.fromhex(parts[2] if len(parts) > 2 else "")
+    for key in ("calib", "settings_arena", "arena_used_bytes", "invoke"):
+        if key not in rep:
+            raise tb.EmulationError(f"the program's report lacks {key!r}")
+    return rep
+
+
+def emulate_bundle(bundle_dir: str | Path, target: str, input_array: np.ndarray | None = None,
+                   input_source: str = "default: seeded int8 (seed 0)", timeout_s: float = 900.0,
+                   keep_dir: str | Path | None = None,
+                   progress: Callable[[str], None] | None = tb._stderr) -> EmulationResult:
+    """Build the bundle in ``bundle_dir`` for ``target`` and run it once in QEMU.
+
+    ``input_array``: the first input tensor's values in the model's integer type (default
+    ``default_input``). ``keep_dir``: keep the generated sources, objects, ELF and map there (else a
+    temporary directory is removed). Raises ``ToolchainMissing``, ``BuildError``, ``EmulationError`` (all
+    ``UserError``s). The library build on first use takes minutes (cached afterwards).
+    """
+    from edgenas_keras import tflm
+    from edgenas_keras.tflite_model import parse
+
+    t = tb.get_target(target)
+    tb.check_tools(t)
+    bundle_dir = Path(bundle_dir)
+    if not (bundle_dir / "manifest.json").is_file():
+        raise UserError(f"{bundle_dir} is not a firmware bundle (no manifest.json)")
+    model_bytes = (bundle_dir / "model.tflite").read_bytes()
+    model = parse(model_bytes, str(bundle_dir / "model.tflite"))
+    if input_array is None:
+        input_array = default_input(model_bytes)
+    lib = tb.tflm_library(t, progress=progress)
+
+    work = Path(keep_dir) if keep_dir else Path(tempfile.mkdtemp(prefix=f"edgenas-emulate-{t.name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        name = _write_glue(work, bundle_dir, np.ascontiguousarray(input_array).tobytes())
+        elf = work / f"{name}-{t.name}.elf"
+        arena = ARENA_BYTES[t.is_arm]
+        if progress:
+            progress(f"building {elf.name} and running it on QEMU {t.machine}")
+        tb.compile_and_link(t, lib, [APP_DIR / "main.cc", bundle_dir / f"{name}_model_data.cc",
+                                     work / "edgenas_input.cc"], elf, include_dirs=[work, bundle_dir],
+                            defines=[f"EDGENAS_ARENA_BYTES={arena}"])
+        run = tb.run_qemu(t, elf, timeout_s)
+        rep = parse_report(run.stdout + "\n" + run.stderr)
+        if run.returncode != 0:
+            raise tb.EmulationError(f"QEMU exited with status {run.returncode}: {run.stderr.strip()[-300:]}")
+        sizes = tb.elf_sizes(t, elf, [f"g_{name}_model_data", "g_edgenas_input"])
+    finally:
+        if not keep_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    ipt = t.instructions_per_tick
+    loop, ticks = rep["calib"]
+    measured = ticks * ipt
+    # The loop's count plus the call and counter reads (a few dozen instructions), within one tick.
+    if not (loop <= measured + ipt and measured <= loop + 100 + ipt):
+        raise tb.EmulationError(f"counter check failed on {t.machine}: a {loop}-instruction loop measured "
+                                f"{measured} instructions ({ticks} x {ipt}); is QEMU running with -icount shift=0?")
+    host = tflm.run(model_bytes, [input_array])
+    fw_outputs = [rep["outputs"].get(i, b"") for i in range(len(model.outputs))]
+    matches = len(host) == len(fw_outputs) and all(
+        np.ascontiguousarray(h).tobytes() == f for h, f in zip(host, fw_outputs))
+    graph_ops = list(model.operators)
+    per_op = []
+    for index, tag, delta in rep["ops"]:
+        key = None
+        if len(rep["ops"]) == len(graph_ops) and graph_ops[index].op == tag:
+            key = model.op_spec(graph_ops[index]).key
+        per_op.append({"index": index, "op": tag, "lut_key": key, "instructions": delta * ipt})
+    size_arena, allocates = rep["settings_arena"]
+    return EmulationResult(
+        target=t.name, qemu_machine=t.machine, toolchain=lib.info.get("compiler", ""),
+        output_matches_host=bool(matches), arena_used_bytes=rep["arena_used_bytes"],
+        instructions=rep["invoke"] * ipt, per_op=per_op, image_text_bytes=sizes["text"],
+        image_data_bytes=sizes["data"], model_bytes=sizes.get(f"g_{name}_model_data", len(model_bytes)),
+        input_bytes=sizes.get("g_edgenas_input", 0),
+        settings_arena={"tensor_arena_size": size_arena, "allocates": allocates},
+        counter={"method": "SysTick at the processor clock under -icount shift=0" if t.is_arm
+                 else "minstret CSR", "instructions_per_tick": ipt, "resolution_instructions": ipt,
+                 "calibration": {"loop_instructions": loop, "measured_instructions": measured}},
+        outputs=[f.hex() for f in fw_outputs], host_outputs=[np.ascontiguousarray(h).tobytes().hex() for h in host],
+        library={"key": lib.info.get("key"), "dir": str(lib.directory), "sources": lib.info.get("sources"),
+                 "commits": lib.info.get("commits"), "kernels": t.kernels, "tflm_target": t.tflm_target,
+                 "tflm_arch": t.tflm_arch},
+        qemu_seconds=run.seconds, input_source=input_source, elf=str(elf) if keep_dir else None)
+
+
+def emulate(model_path: str | Path, target: str, input_path: str | Path | None = None, timeout_s: float = 900.0,
+            keep_dir: str | Path | None = None,
+            progress: Callable[[str], None] | None = tb._stderr) -> EmulationResult:
+    """Bundle the int8 model at ``model_path`` (``make_bundle``, host-measured arena) into a temporary
+    directory and ``emulate_bundle`` it on ``target``; ``input_path``: an optional ``.npy`` input."""
+    from edgenas_keras.bundle import make_bundle
+
+    t = tb.get_target(target)
+    tb.check_tools(t)
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise UserError(f"model file {model_path} does not exist or is not a file")
+    data = model_path.read_bytes()
+    x = load_input(input_path, data) if input_path else None
+    with tempfile.TemporaryDirectory(prefix="edgenas-emulate-bundle-") as tmp:
+        b = make_bundle(model_path, Path(tmp) / "bundle", device=t.name)
+        return emulate_bundle(b.out_dir, t.name, x, input_source=str(input_path) if input_path
+                              else "default: seeded int8 (seed 0)", timeout_s=timeout_s, keep_dir=keep_dir,
+                              progress=progress)
