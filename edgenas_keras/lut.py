@@ -100,13 +100,17 @@ class Lut:
             raise MissingLutKeysError(self.source, miss, self.build_hint)
 
     def raw(self, key: str) -> float:
-        """The table's value for ``key`` (cycles or us), from the entries or the analytical estimator."""
+        """The table's value for ``key`` (cycles or us), from the entries or the analytical estimator, times
+        the board calibration's factor when the table is calibrated (``lut_calibrate``: the one place)."""
         e = self.entries.get(key)
         if e is not None:
-            return e.value
-        if self.estimator is not None:
-            return self.estimator(key)
-        raise MissingLutKeysError(self.source, [key], self.build_hint)
+            value = e.value
+        elif self.estimator is not None:
+            value = self.estimator(key)
+        else:
+            raise MissingLutKeysError(self.source, [key], self.build_hint)
+        cal = self.metadata.get("calibration")
+        return value * _lut_calibrate().factor(cal, key) if cal else value
 
     def op_us(self, key: str) -> float:
         return self.to_us(self.raw(key))
@@ -133,6 +137,12 @@ class Lut:
         tmp.write_text(text)
         tmp.replace(p)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _lut_calibrate():
+    from edgenas_keras import lut_calibrate  # noqa: PLC0415  (only calibrated tables need it and its imports)
+
+    return lut_calibrate
 
 
 def _positive(v) -> bool:
@@ -180,6 +190,8 @@ def parse(doc, source: str, sha256: str = "") -> Lut:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise UserError(f"{where} ({key}): samples must be an integer >= 1")
         entries[key] = LutEntry(float(e["value"]), float(disp), n)
+    if meta.get("calibration") is not None:
+        _lut_calibrate().check(meta["calibration"], source)
     lut = Lut(meta, entries, sha256, source)
     model = meta.get("model")
     if model:
@@ -228,10 +240,14 @@ def load_device(device: str, clock_mhz: float | None = None) -> Lut:
 
 
 def resolve(device: str | None = None, lut_file: str | None = None, clock_mhz: float | None = None) -> Lut:
-    """The CLI's ``--device NAME | --lut FILE`` choice."""
+    """The CLI's ``--device NAME | --lut FILE`` choice; warns on stderr when a host-measured table was timed on
+    another machine (``machine.check_lut``)."""
+    from edgenas_keras import machine  # noqa: PLC0415
+
     if bool(device) == bool(lut_file):
         raise UserError("give exactly one of --device NAME or --lut FILE")
     lut = load(lut_file) if lut_file else load_device(device)
+    machine.check_lut(lut)
     return lut.with_clock(clock_mhz)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgenas_keras import lut as lutmod
+from edgenas_keras import machine
 from edgenas_keras.errors import UserError
 from edgenas_keras.ops import default_out_hw, parse_key
 from edgenas_keras.tflite_model import parse as parse_tflite
@@ -274,7 +275,7 @@ def host_metadata(device: str, sources: list[str]) -> dict:
             "clock_mhz": host_clock_mhz(), "runtime": "tflm-python", "kernels": "tflm-reference",
             "method": "measured", "unit": "us", "tool_version": TOOL_VERSION,
             "date": datetime.date.today().isoformat(), "sources": sources,
-            "host": {"machine": platform.machine(), "cpu": _cpu_model(), "python": platform.python_version()}}
+            "host": {"cpu": _cpu_model(), **machine.identity()}}
 
 
 def _cpu_model() -> str:

@@ -9,6 +9,7 @@ bisection (``tflm.min_arena_bytes``), and flash as the flatbuffer's size.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from pipeline.commands._util import emit, existing_file
@@ -46,14 +47,15 @@ def cmd_analyze(args) -> int:
     if missing:
         if not args.allow_estimate:
             table.require(graph.keys)   # raises, listing the missing keys
-        estimate = lut_models.scaled_estimator(table)
+        # Price them through the table itself (Lut.raw), so a board calibration scales estimates too.
+        estimate = dataclasses.replace(table, estimator=lut_models.scaled_estimator(table))
         print(f"warning: {len(missing)} operator key(s) are not in LUT {table.source}; their latency is an "
               "estimate (scaled analytical model)", file=sys.stderr)
     ops = []
     for i, node in enumerate(graph.nodes):
         s = node.spec
         est = s.key in missing
-        us = table.to_us(estimate(s.key)) if est else table.op_us(s.key)
+        us = (estimate if est else table).op_us(s.key)
         ops.append({"index": i, "op": s.op, "key": s.key, "in_shape": list(s.in_shape),
                     "out_shape": list(s.out_shape), "macs": s.macs, "params": s.params,
                     "latency_us": round(us, 3), "estimated": est})

@@ -1,5 +1,6 @@
-"""``edgenas lut list`` and ``edgenas lut show``: the shipped LUTs and their metadata. Building, validating,
-profiling and collecting LUTs are registered by ``lut_tools`` into the same ``lut`` group."""
+"""``edgenas lut list``, ``edgenas lut show`` (the shipped LUTs and their metadata) and ``edgenas lut calibrate``
+(a LUT scaled to the user's board from end-to-end measurements, ``edgenas_keras.lut_calibrate``). Building,
+validating, profiling and collecting LUTs are registered by ``lut_tools`` into the same ``lut`` group."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pipeline.commands._util import emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lut", help="latency lookup tables: list, show, build, validate, profile, collect")
+    p = sub.add_parser("lut", help="latency lookup tables: list, show, calibrate, build, validate, profile, collect")
     lsub = p.add_subparsers(dest="lut_command", metavar="SUBCOMMAND")
     lsub.required = True
     ls = lsub.add_parser("list", help="the shipped LUTs", description="List the LUTs shipped in lut_assets/.")
@@ -19,6 +20,7 @@ def register(sub) -> None:
     sh.add_argument("device", metavar="DEVICE", help="device name, or a path to a LUT file")
     sh.add_argument("--json", action="store_true", help="print one JSON object")
     sh.set_defaults(func=cmd_show)
+    _register_calibrate(lsub)
     try:
         from pipeline.commands import lut_tools
     except ImportError:  # the build/validate/profile tools are optional at import time
@@ -63,4 +65,84 @@ def cmd_show(args) -> int:
     lines.append("entries by operator: " + ", ".join(f"{k} {v}" for k, v in r["ops"].items()))
     lines += ["sources:"] + [f"  - {s}" for s in r["sources"]]
     emit(args, r, "\n".join(lines))
+    return 0
+
+
+def _register_calibrate(lsub) -> None:
+    c = lsub.add_parser(
+        "calibrate", help="scale a LUT to your board from measured end-to-end latencies",
+        description="Write a LUT for your board: the base table (--device or --lut) scaled so that the "
+        "latency it predicts for each --model (the sum over the model's operators, as `edgenas analyze` "
+        "prices it) matches what you measured on the board (--latency-ms, at --clock-mhz). One pair: one "
+        "global factor, and that model's prediction equals the measurement exactly. Several pairs (repeat "
+        "--model/--latency-ms, paired in order): non-negative least-squares factors per operator class "
+        "(conv 1x1, conv KxK, depthwise, fully connected, other), with as many class groups as the "
+        "measurements determine. The factors, the measurements, the residuals, the date and the base LUT's "
+        "sha256 are recorded in metadata.calibration; use the file with --lut (analyze, arch check, search, "
+        "validate) or lut.file in a pipeline config.")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--device", help="base: a shipped LUT by device name (see `edgenas lut list`)")
+    g.add_argument("--lut", metavar="FILE", help="base: a LUT file (format v1), e.g. from `edgenas lut collect`")
+    c.add_argument("--model", action="append", required=True, metavar="M.tflite",
+                   help="a full-int8 model you measured on the board (repeatable)")
+    c.add_argument("--latency-ms", action="append", required=True, metavar="T",
+                   help="its measured latency per inference in ms (repeatable, one per --model, in order)")
+    c.add_argument("--clock-mhz", metavar="F", help="the board's clock during the measurements (required for "
+                   "cycle tables; it becomes the calibrated table's clock; not for us tables)")
+    c.add_argument("--classes", metavar="N", help="number of operator-class groups to fit, 1 to 5 (default: "
+                   "as many as the measurements determine; 1 = one global factor)")
+    c.add_argument("--out", required=True, metavar="FILE", help="the calibrated LUT file to write")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_calibrate)
+
+
+def _number(text: str, flag: str, kind=float):
+    import math
+
+    from edgenas_keras.errors import UserError
+
+    try:
+        v = kind(text)
+    except (TypeError, ValueError):
+        v = None
+    if v is None or not math.isfinite(v) or v <= 0:
+        raise UserError(f"{flag} must be a positive number, got {text!r}")
+    return v
+
+
+def cmd_calibrate(args) -> int:
+    from pathlib import Path
+
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras import lut_calibrate
+    from edgenas_keras.errors import UserError
+    from pipeline.commands._util import existing_file
+
+    if len(args.model) != len(args.latency_ms):
+        raise UserError(f"give one --latency-ms per --model (paired in order): got {len(args.model)} model(s) "
+                        f"and {len(args.latency_ms)} latency value(s)")
+    lat = [_number(t, "--latency-ms") for t in args.latency_ms]
+    clock = _number(args.clock_mhz, "--clock-mhz") if args.clock_mhz is not None else None
+    classes = _number(args.classes, "--classes", int) if args.classes is not None else None
+    models = [existing_file(m, "model file") for m in args.model]
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    base = lutmod.resolve(args.device, args.lut)
+    table, rep = lut_calibrate.calibrate(base, [lut_calibrate.Measurement(m, t) for m, t in zip(models, lat)],
+                                         clock, classes)
+    sha = table.save(out)
+    obj = {"out": str(out), "sha256": sha, "device": table.device, "unit": table.unit,
+           "clock_mhz": table.clock_mhz, **{k: rep[k] for k in ("factors", "groups", "points", "note", "base")}}
+    lines = [f"{'model':<36} {'measured ms':>12} {'base ms':>10} {'calibrated':>11} {'residual':>9}"]
+    for p in rep["points"]:
+        lines.append(f"{p['model']:<36} {p['latency_ms']:>12.3f} {p['base_ms']:>10.3f} {p['calibrated_ms']:>11.3f} "
+                     f"{p['residual_pct']:>+8.2f}%")
+    lines.append("factors: " + ", ".join(f"{c} {rep['factors'][c]:.4f}" for c in lut_calibrate.CLASSES)
+                 + f" ({len(rep['groups'])} class group(s))")
+    if rep["note"]:
+        lines.append(f"note: {rep['note']}")
+    lines.append(f"wrote {out} ({table.device} calibrated at {table.clock_mhz:g} MHz), sha256 {sha[:12]}...; "
+                 f"use it with --lut {out}")
+    emit(args, obj, "\n".join(lines))
     return 0

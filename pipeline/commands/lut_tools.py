@@ -46,7 +46,9 @@ def register_lut_subcommands(lsub) -> None:
                         "is measured here in the TFLM runtime. Devices without hardware here need --measured "
                         "FILE (a measured LUT of that device, from `edgenas lut collect`); without it the "
                         "command exits with status 2.")
-    v.add_argument("--device", required=True)
+    vg = v.add_mutually_exclusive_group(required=True)
+    vg.add_argument("--device", help="a shipped LUT by device name")
+    vg.add_argument("--lut", metavar="FILE", help="a LUT file instead (e.g. from `edgenas lut calibrate`)")
     v.add_argument("--samples", type=int, default=200, help="number of architectures (default 200)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
@@ -159,7 +161,8 @@ def cmd_validate(args) -> int:
     if args.samples < 2:
         raise UserError("--samples must be at least 2 (Spearman needs two points)")
     space = load_space(args.space)
-    table = lutmod.load_device(args.device)
+    table = lutmod.resolve(args.device, args.lut)   # warns when a host table was measured on another machine
+    args.device = table.device
     if args.measured:
         other = lutmod.load(args.measured)
         stats, rows = lut_build.validate_against_table(space, table, other, args.samples, args.seed)
