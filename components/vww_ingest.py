@@ -153,20 +153,23 @@ def run_ingest(
     num_shards: int | None = None,
     direct_num_workers: int | None = None,
     beam_args: Sequence[str] = (),
+    exif_transpose: bool = False,
 ) -> dict:
     """Ingest labelled source images (see ``edgenas_keras.data.sources``); returns the ``stats.json`` dict.
 
-    ``options`` are the resolved user options recorded in ``stats.json``. Bad images are quarantined;
-    an empty result raises UserError. ``num_shards`` (per split) defaults to one per 2,000 images.
+    ``options`` are the resolved user options recorded in ``stats.json``. Bad images (and images the
+    conversion rules of ``edgenas_keras.data.pixels`` refuse) are quarantined with their reason; an
+    empty result raises UserError. ``num_shards`` (per split) defaults to one per 2,000 images.
+    ``exif_transpose`` makes the workers apply each image's EXIF orientation tag (default: raw pixels).
     """
-    make = partial(source_record, resolution=resolution, grayscale=grayscale)
+    make = partial(source_record, resolution=resolution, grayscale=grayscale, exif_transpose=exif_transpose)
     return _run(
         out_dir,
         list(sources),
         make,
         _source_path,
         [s.split for s in sources],
-        {**options, "resolution": resolution, "grayscale": grayscale},
+        {**options, "resolution": resolution, "grayscale": grayscale, "exif_transpose": exif_transpose},
         num_shards,
         direct_num_workers,
         beam_args,

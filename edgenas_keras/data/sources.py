@@ -19,7 +19,7 @@ from edgenas_keras.errors import UserError
 
 DEFAULT_AREA_THRESHOLD = 0.005
 DEFAULT_EVAL_FRACTION = 0.1
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,14 @@ def mlperf_tiny_sources(
     return out
 
 
-def source_record(src: SourceImage, resolution: int, grayscale: bool = False) -> Record:
-    """Read, decode, resize and re-encode one source image into its example; raises ``BadImage``."""
-    jpeg = read_and_process(src.path, resolution, grayscale)
+def source_record(
+    src: SourceImage, resolution: int, grayscale: bool = False, exif_transpose: bool = False
+) -> Record:
+    """Read, decode, resize and re-encode one source image into its example; raises ``BadImage``.
+
+    Every source goes through ``edgenas_keras.data.pixels.decode_pixels`` (via ``read_and_process``):
+    one conversion rule for all image modes; ``exif_transpose`` applies the EXIF orientation tag
+    (default: the raw orientation, as the reference VWW builder).
+    """
+    jpeg = read_and_process(src.path, resolution, grayscale, exif_transpose)
     return vww_record(src.key, src.split, src.label, jpeg, resolution, Path(src.path).name, src.source_id)

@@ -25,7 +25,13 @@ def register(subparsers) -> None:
     ing = sub.add_parser(
         "ingest",
         help="ingest COCO 2014 or MLPerf Tiny images into TFRecord shards (Apache Beam)",
-        description="Label, resize and shard real VWW images. Pass-through Beam options take the "
+        description="Label, resize and shard real VWW images. Every image Pillow opens is converted to "
+        "8-bit RGB (or L) by one rule: 16-bit samples keep their high byte (v >> 8), 12-bit TIFFs are "
+        "scaled by their bit depth, 32-bit integer and float images only by the range the file declares "
+        "(TIFF SMinSampleValue/SMaxSampleValue), transparency is composited over white, EXIF "
+        "orientation is kept raw unless --exif-transpose; images that cannot be converted exactly "
+        "(no declared range, samples outside it, unreadable files) are quarantined with the reason, "
+        "listed in OUT/stats.json and --json, never clipped. Pass-through Beam options take the "
         "'=' form: --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ...",
     )
     ing.add_argument("--source", choices=["coco", "mlperf-tiny"], required=True)
@@ -63,6 +69,12 @@ def register(subparsers) -> None:
     )
     ing.add_argument("--resolution", type=int, default=96)
     ing.add_argument("--grayscale", action="store_true", help="store 1-channel images")
+    ing.add_argument(
+        "--exif-transpose",
+        action="store_true",
+        help="rotate/flip each image upright by its EXIF orientation tag (default: keep the raw pixel "
+        "orientation, as the reference VWW builder does and COCO annotations assume)",
+    )
     ing.add_argument(
         "--num-shards", type=int, default=None, help="shards per split (default 1 per 2,000 images)"
     )
@@ -182,6 +194,7 @@ def cmd_ingest(args) -> int:
         args.num_shards,
         args.direct_num_workers,
         args.beam_arg,
+        exif_transpose=args.exif_transpose,
     )
     emit(args, _summary(stats), _human(stats, args.out))
     return 0
