@@ -67,6 +67,7 @@ def make_examples(out_dir: str, data: dict, beam_args: list[str]) -> dict:
         grayscale=data["grayscale"],
         direct_num_workers=workers,
         beam_args=beam_args,
+        exif_transpose=data.get("exif_transpose", False),
     )
 
 

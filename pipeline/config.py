@@ -46,6 +46,7 @@ class DataConfig:
     annotations: tuple[str, ...] = ()  # coco: instances_*.json, one per images folder
     minival_ids: str = ""  # coco: ids held out as eval (the paper's protocol)
     direct_num_workers: int = 0  # ingest DirectRunner processes (0: the number of cores)
+    exif_transpose: bool = False  # ingest: turn images upright by their EXIF orientation (default: raw)
 
 
 @dataclass(frozen=True)
