@@ -25,8 +25,10 @@ def LutImporter(
 ) -> None:
     """Resolve the device's LUT (or ``lut_file``), validate it, write ``lut.json`` and record its sha256."""
     from edgenas_keras import lut as lut_lib
+    from edgenas_keras import machine
 
     table = lut_lib.load(lut_file) if lut_file else lut_lib.load_device(device)
+    machine.check_lut(table)   # one stderr line when a host-measured table was timed on another machine
     with output_dir(lut.uri) as out:
         if clock_mhz:
             sha256 = table.with_clock(clock_mhz).save(out / LUT_FILE)
