@@ -3,19 +3,27 @@
 A firmware team measures its own board with ``deploy/firmware/lut_profiler`` (a TFLM app). The host writes
 the profile set (``write_profile_set``: one single-operator int8 model per LUT key, the same models the host
 table is built from, plus ``manifest.json`` and a C++ source embedding them), then ``collect`` drives the
-board over a serial port and writes a measured LUT in cycles.
+board over a serial port and writes a LUT: in cycles (method ``measured``) from a board's cycle counter, in
+instructions (method ``emulated``) from the same firmware running in QEMU (``deploy/lut_profiler_qemu.py``).
 
 Line protocol v1 (ASCII, one message per line, ``\\n``-terminated; strictly request/response, except the
 header the board prints at every boot)::
 
-    board: EDGENAS-LUT 1 device=<name> keys=<n> clock_hz=<int> set=<sha8>   (at boot, and on HELLO)
+    board: EDGENAS-LUT 1 device=<name> keys=<n> clock_hz=<int> set=<sha8> [count=cycles|instructions]
+                                                                             (at boot, and on HELLO)
     host:  HELLO
     board: EDGENAS-LUT 1 ...
     host:  RUN <index>
-    board: RESULT <index> <median_cycles> <mad_cycles> <samples> <sha8>     (sha8: first 8 hex of the
-      or:  ERROR <index> <message>                                           model's sha256)
+    board: RESULT <index> <median> <mad> <samples> <sha8>     (median and MAD in the header's count unit;
+      or:  ERROR <index> <message>                             sha8: first 8 hex of the model's sha256)
     host:  END
     board: BYE
+
+``count`` says what the board counts: ``cycles`` (a core cycle counter; the default when the field is absent,
+as from firmware older than the field) or ``instructions`` (guest instructions retired, as the firmware counts
+them under an emulator: QEMU models no cycles). A cycle count gives a LUT of method ``measured`` in ``cycles``;
+an instruction count a LUT of method ``emulated`` in ``instructions`` (priced as one instruction per cycle at
+``clock_hz``; the metadata says so).
 
 The host picks which key to run, so a board reset (a header while a RUN is in flight) loses at most that
 key: the collector asks for it again. Each result is appended to ``<out>.progress.jsonl`` as it arrives, so
@@ -31,7 +39,6 @@ import hashlib
 import json
 import os
 import re
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +47,8 @@ from edgenas_keras import lut as lutmod
 from edgenas_keras.errors import UserError
 
 PROTOCOL_VERSION = 1
-HEADER_RE = re.compile(r"^EDGENAS-LUT (\d+) device=(\S+) keys=(\d+) clock_hz=(\d+) set=([0-9a-f]{8})$")
+HEADER_RE = re.compile(r"^EDGENAS-LUT (\d+) device=(\S+) keys=(\d+) clock_hz=(\d+) set=([0-9a-f]{8})"
+                       r"(?: count=(cycles|instructions))?$")
 RESULT_RE = re.compile(r"^RESULT (\d+) (\d+) (\d+) (\d+) ([0-9a-f]{8})$")
 ERROR_RE = re.compile(r"^ERROR (\d+) (.*)$")
 PROTOCOL_WORDS = ("EDGENAS-LUT", "RESULT", "ERROR", "BYE")
@@ -121,6 +129,31 @@ def read_manifest(path: Path) -> dict:
     return m
 
 
+def _metadata(done: dict[int, dict], device: str, set_id: str, side: Path) -> dict:
+    """LUT metadata for the collected records: ``measured`` in ``cycles`` from a cycle counter, ``emulated`` in
+    ``instructions`` from an emulator's instruction count (what the board's header said it counts)."""
+    counts = {r.get("count", "cycles") for r in done.values()}
+    clocks = {r["clock_hz"] for r in done.values()}
+    if len(counts) > 1 or len(clocks) > 1:
+        raise UserError(f"the saved results in {side} come from boards that count differently ({sorted(counts)} "
+                        f"at {sorted(clocks)} Hz); delete it and collect again")
+    count, clock_hz = counts.pop(), clocks.pop()
+    meta = {"device": device, "core": device, "clock_mhz": clock_hz / 1e6, "runtime": "tflm",
+            "kernels": "board firmware (see deploy/firmware/lut_profiler)", "tool_version": "0.1.0",
+            "date": datetime.date.today().isoformat()}
+    if count == "instructions":
+        meta.update(method="emulated", unit="instructions", sources=[
+            f"guest instructions retired per invoke, counted by deploy/firmware/lut_profiler running under an "
+            f"emulator (board header count=instructions), profile set {set_id}, `edgenas lut collect`",
+            "an emulator is not cycle-accurate: these are instructions, not cycles; clock_mhz is the emulated "
+            "board's clock, and pricing with this table assumes one instruction per cycle at it"])
+    else:
+        meta.update(method="measured", unit="cycles", sources=[
+            f"measured on board {device} with deploy/firmware/lut_profiler, profile set {set_id}, "
+            "`edgenas lut collect`"])
+    return meta
+
+
 # -- the collector --------------------------------------------------------------------------------------
 
 class ProtocolError(UserError):
@@ -129,10 +162,13 @@ class ProtocolError(UserError):
 
 @dataclass(frozen=True)
 class Header:
+    """A board's header line: its device name, profile set (size and id), clock (Hz) and what it counts."""
+
     device: str
     keys: int
     clock_hz: int
     set_id: str
+    count: str = "cycles"
 
 
 def parse_line(line: str):
@@ -149,7 +185,7 @@ def parse_line(line: str):
             raise ProtocolError(f"malformed header line from the board: {line!r}")
         if int(m.group(1)) != PROTOCOL_VERSION:
             raise ProtocolError(f"board speaks protocol {m.group(1)}, this tool speaks {PROTOCOL_VERSION}")
-        return "header", Header(m.group(2), int(m.group(3)), int(m.group(4)), m.group(5))
+        return "header", Header(m.group(2), int(m.group(3)), int(m.group(4)), m.group(5), m.group(6) or "cycles")
     if line.startswith("RESULT"):
         m = RESULT_RE.match(line)
         if not m:
@@ -238,7 +274,7 @@ def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float 
                 if med <= 0 or n < 1:
                     raise ProtocolError(f"RESULT {idx}: cycles must be > 0 and samples >= 1")
                 rec = {"index": idx, "key": keys[idx]["key"], "value": med, "dispersion": mad, "samples": n,
-                       "clock_hz": header.clock_hz}
+                       "clock_hz": header.clock_hz, "count": header.count}
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -249,12 +285,7 @@ def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float 
                 raise UserError(f"board failed on key {val[0]} ({what}): {val[1]}")
             elif kind == "bye" and request == b"END\n":
                 break
-    clocks = {r["clock_hz"] for r in done.values()}
-    meta = {"device": device, "core": device, "clock_mhz": statistics.median(clocks) / 1e6, "runtime": "tflm",
-            "kernels": "board firmware (see deploy/firmware/lut_profiler)", "method": "measured",
-            "unit": "cycles", "tool_version": "0.1.0", "date": datetime.date.today().isoformat(),
-            "sources": [f"measured on board {device} with deploy/firmware/lut_profiler, profile set "
-                        f"{manifest['set']}, `edgenas lut collect`"]}
+    meta = _metadata(done, device, manifest["set"], side)
     entries = {r["key"]: lutmod.LutEntry(float(r["value"]), float(r["dispersion"]), int(r["samples"]))
                for r in done.values()}
     table = lutmod.Lut(meta, entries)

@@ -9,7 +9,9 @@ A LUT file is JSON (schema: ``lut_assets/lut.schema.json``)::
      "entries": [{"key": "<ops.lut_key(...)>", "value": 1234.0, "dispersion": 10.0, "samples": 5}, ...]}
 
 ``unit`` is ``cycles`` for MCU tables (scaled by the clock, so ``clock_mhz`` can be overridden at use) and ``us``
-for host tables. Entries are keyed at TFLite-operator granularity by ``edgenas_keras.ops.lut_key``.
+for host tables. ``instructions`` (method ``emulated``: counted by the profiler firmware in QEMU, which models no
+cycles) is priced like cycles at one instruction per cycle, and says so in its ``sources``. Entries are keyed at
+TFLite-operator granularity by ``edgenas_keras.ops.lut_key``.
 
 Shipped tables live in ``lut_assets/`` with a ``manifest.json`` of sha256 checksums that ``load_device``
 verifies. A LUT may also carry an analytical model (``model`` in the metadata) that prices keys the table does
@@ -29,8 +31,9 @@ from edgenas_keras.errors import MissingLutKeysError, UserError
 
 FORMAT = "edgenas-lut"
 VERSION = 1
-UNITS = ("cycles", "us")
-METHODS = ("measured", "analytical", "fixture")
+UNITS = ("cycles", "instructions", "us")
+CLOCKED_UNITS = ("cycles", "instructions")   # rescaled by clock_mhz; "instructions" at one per cycle
+METHODS = ("measured", "emulated", "analytical", "fixture")
 REQUIRED_META = ("device", "core", "clock_mhz", "runtime", "kernels", "method", "unit", "tool_version", "date",
                  "sources")
 
@@ -74,14 +77,14 @@ class Lut:
             return self
         if not (isinstance(clock_mhz, (int, float)) and math.isfinite(clock_mhz) and clock_mhz > 0):
             raise UserError(f"--clock-mhz must be a positive number, got {clock_mhz}")
-        if self.unit != "cycles":
+        if self.unit not in CLOCKED_UNITS:
             raise UserError(f"LUT {self.source} is in {self.unit}, measured at a fixed clock: --clock-mhz does "
                             "not apply to it")
         meta = dict(self.metadata, clock_mhz=float(clock_mhz))
         return Lut(meta, self.entries, self.sha256, self.source, self.estimator)
 
     def to_us(self, value: float) -> float:
-        return value / self.clock_mhz if self.unit == "cycles" else value
+        return value / self.clock_mhz if self.unit in CLOCKED_UNITS else value
 
     @property
     def build_hint(self) -> str:

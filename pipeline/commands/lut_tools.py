@@ -1,4 +1,4 @@
-"""``edgenas lut build | validate | profile-set | collect``: making LUTs and checking them.
+"""``edgenas lut build | validate | profile-set | collect | qemu-board``: making LUTs and checking them.
 
 Registered into the ``lut`` group of ``pipeline/commands/lut.py`` (``lut list`` / ``lut show`` live there).
 The work is in the library (``edgenas_keras.lut_build``, ``edgenas_keras.lut_models``) and in
@@ -76,9 +76,12 @@ def register_lut_subcommands(lsub) -> None:
 
     c = lsub.add_parser("collect", help="read on-board measurements over a serial port into a LUT",
                         description="Drive deploy/firmware/lut_profiler over a serial port (line protocol in "
-                        "deploy/lut_profiler.py), validate every line, write a measured LUT in cycles. Resumable "
-                        "across board resets and reruns (progress in <out>.progress.jsonl).")
-    c.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0")
+                        "deploy/lut_profiler.py), validate every line, write a LUT: measured cycles from a board, "
+                        "emulated instructions from the firmware in QEMU (`edgenas lut qemu-board`; the board's "
+                        "header says which). Resumable across board resets and reruns (progress in "
+                        "<out>.progress.jsonl).")
+    c.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyACM0 (a board) or /dev/pts/N "
+                   "(QEMU's pseudo-terminal)")
     c.add_argument("--device", required=True, help="the board's name (must match the firmware's header)")
     c.add_argument("--profile-set", required=True, metavar="DIR", help="the profile-set directory")
     c.add_argument("--out", metavar="FILE", help="LUT file to write (default: <device>.json here)")
@@ -86,6 +89,23 @@ def register_lut_subcommands(lsub) -> None:
     c.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_collect)
+
+    q = lsub.add_parser("qemu-board", help="run the profiler firmware in QEMU, its UART on a pseudo-terminal",
+                        description="Build deploy/firmware/lut_profiler for a profile set and an emulated core "
+                        "(cortex-m4: mps2-an386, cortex-m7: mps2-an500, cortex-m33: mps2-an505, riscv32: virt; "
+                        "the TFLM library is built once per target, about 8 min), run it in QEMU with "
+                        "-icount shift=0 and its UART on a pseudo-terminal, print the port and wait until "
+                        "interrupted. `edgenas lut collect --port <port>` then collects from it as from a board; "
+                        "QEMU counts instructions, not cycles, so that LUT is of method emulated in instructions.")
+    q.add_argument("--target", required=True, choices=("cortex-m4", "cortex-m7", "cortex-m33", "riscv32"))
+    q.add_argument("--profile-set", required=True, metavar="DIR", help="the profile-set directory")
+    q.add_argument("--qmp", metavar="SOCKET", help="QMP Unix socket to create, for resets from outside "
+                   "(send qmp_capabilities, then system_reset); default: a temporary one")
+    q.add_argument("--counter", choices=("instructions", "dwt"), default="instructions",
+                   help="dwt: build the DWT cycle-counter variant a real Cortex-M board uses (QEMU has no DWT: "
+                   "the firmware answers every RUN with ERROR)")
+    q.add_argument("--json", action="store_true", help="print one JSON object (when the port is open)")
+    q.set_defaults(func=cmd_qemu_board)
 
 
 def _keys(space_path, resolutions=None) -> list[str]:
@@ -224,6 +244,39 @@ def cmd_collect(args) -> int:
                         log=lambda s: print(s, file=sys.stderr, flush=True))
     finally:
         port.close()
-    emit(args, {"device": args.device, "file": str(out), "entries": len(table.entries), "sha256": table.sha256},
-         f"wrote {out}: {len(table.entries)} measured entries (cycles at {table.clock_mhz:g} MHz)")
+    emit(args, {"device": args.device, "file": str(out), "entries": len(table.entries), "sha256": table.sha256,
+                "method": table.metadata["method"], "unit": table.unit, "clock_mhz": table.clock_mhz},
+         f"wrote {out}: {len(table.entries)} {table.metadata['method']} entries ({table.unit} at "
+         f"{table.clock_mhz:g} MHz)")
     return 0
+
+
+def cmd_qemu_board(args) -> int:
+    import signal
+    import time
+
+    from deploy.lut_profiler_qemu import QemuBoard, build_profiler, describe
+    from deploy.tflm_build import EmulationError
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    elf = build_profiler(args.target, Path(args.profile_set), counter=args.counter, progress=log)
+    board = QemuBoard(args.target, elf, qmp_path=args.qmp)
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # `kill` stops QEMU too
+    try:
+        board.start()
+        info = describe(board)
+        emit(args, info, f"{args.target} profiler firmware running in QEMU {info['qemu_machine']}: serial port "
+             f"{board.port} (QMP {info['qmp']})\ncollect with: edgenas lut collect --port {board.port} "
+             f"--device <the profile set's device> --profile-set {args.profile_set}\nCtrl-C stops it.")
+        sys.stdout.flush()
+        while board.alive():
+            time.sleep(0.5)
+        raise EmulationError(f"QEMU exited (status {board.proc.returncode}): "
+                             f"{' | '.join(board.output[-3:]) or 'no output'}")
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        board.stop()
+        signal.signal(signal.SIGTERM, previous)

@@ -1,5 +1,9 @@
 """On-board profiling, host side, end to end: profile set out, a simulated board on a pseudo-terminal
-speaking the line protocol (timing the models with the TFLM runtime), a reset mid-run, a valid measured LUT."""
+speaking the line protocol (timing the models with the TFLM runtime), a reset mid-run, a valid measured LUT.
+
+The real profiler firmware runs in QEMU in ``test_collect_qemu.py``; the simulated board stays for what QEMU
+cannot show: a cycle-counting board (method measured), a protocol line cut short by a reset, a board that
+reports another device."""
 
 import json
 
@@ -73,3 +77,9 @@ def test_malformed_protocol_lines_are_errors_and_noise_is_ignored():
         parse_line("RESULT 3 12.5 4 31 0123abcd")
     with pytest.raises(ProtocolError, match="protocol 2"):
         parse_line("EDGENAS-LUT 2 device=x keys=1 clock_hz=1 set=0123abcd")
+    # count= says what the board counts; firmware without the field counts cycles
+    assert parse_line("EDGENAS-LUT 1 device=x keys=1 clock_hz=25000000 set=0123abcd")[1].count == "cycles"
+    head = parse_line("EDGENAS-LUT 1 device=x keys=1 clock_hz=25000000 set=0123abcd count=instructions")[1]
+    assert (head.count, head.clock_hz) == ("instructions", 25_000_000)
+    with pytest.raises(ProtocolError, match="malformed header"):
+        parse_line("EDGENAS-LUT 1 device=x keys=1 clock_hz=1 set=0123abcd count=ticks")
