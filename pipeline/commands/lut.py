@@ -37,7 +37,9 @@ def _summary(lut) -> dict:
             "unit": m["unit"], "clock_mhz": m["clock_mhz"], "core": m["core"], "runtime": m["runtime"],
             "kernels": m["kernels"], "entries": len(lut.entries), "ops": dict(sorted(ops.items())),
             "date": m["date"], "tool_version": m["tool_version"], "sources": m["sources"],
-            "prices_any_shape": lut.estimator is not None}
+            "prices_any_shape": lut.estimator is not None,
+            "calibration": ({k: cal[k] for k in ("factors", "clock_mhz", "date", "base") if k in cal}
+                            if (cal := m.get("calibration")) else None)}
 
 
 def cmd_list(args) -> int:
@@ -61,7 +63,11 @@ def cmd_show(args) -> int:
 
     lut = lutmod.load(args.device) if Path(args.device).suffix == ".json" else lutmod.load_device(args.device)
     r = _summary(lut)
-    lines = [f"{k:<16} {v}" for k, v in r.items() if k not in ("ops", "sources")]
+    lines = [f"{k:<16} {v}" for k, v in r.items() if k not in ("ops", "sources", "calibration")]
+    if r["calibration"]:
+        c = r["calibration"]
+        lines.append(f"{'calibration':<16} {c['date']} at {c['clock_mhz']:g} MHz on base {c['base']['device']} "
+                     f"({c['base']['sha256'][:12]}...): " + ", ".join(f"{k} x{v:.4f}" for k, v in c["factors"].items()))
     lines.append("entries by operator: " + ", ".join(f"{k} {v}" for k, v in r["ops"].items()))
     lines += ["sources:"] + [f"  - {s}" for s in r["sources"]]
     emit(args, r, "\n".join(lines))

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 from lut_fixtures import fixture_lut
 
@@ -73,6 +74,7 @@ def test_one_measurement_reproduces_it_exactly_and_scales_every_operator(tmp_pat
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", cal["date"])
     assert list(cal["factors"].values()) == [pytest.approx(f, rel=1e-6)] * 5
     assert table.entries == lutmod.load_device("cortex-m4").entries   # entries untouched: the factors scale
+    jsonschema.validate(json.loads(out.read_text()), json.loads((lutmod.assets_dir() / "lut.schema.json").read_text()))
 
 
 def _board_truth(capsys, model, clock, matmul, other):
@@ -152,6 +154,8 @@ def test_every_command_that_takes_a_device_takes_the_calibrated_lut(tmp_path, ca
     base = tmp_path / "base120.json"   # the uncalibrated table at the board's clock
     lutmod.load_device("cortex-m4").with_clock(NUCLEO_MHZ).save(base)
     f = lutmod.load(out).metadata["calibration"]["factors"]["conv"]
+    rc, shown, err = run(capsys, "lut", "show", out)
+    assert rc == 0 and shown["calibration"]["factors"]["depthwise"] == f and shown["clock_mhz"] == NUCLEO_MHZ
     arch = "ir_k3_e4_c16-dws_k5_c24-skip-ir_k3_e6_se4_c32-dws_k3_c32-ir_k5_e2_c48-skip"
     # arch check
     rc, cal, err = run(capsys, "arch", "check", arch, "--lut", out)
