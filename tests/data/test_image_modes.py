@@ -420,3 +420,27 @@ def test_ingest_end_to_end_stores_scaled_pixels_and_quarantines_with_reasons(tmp
     assert up[:13].mean() < 40 and up[19:].mean() > 210
     left16 = read_images(out2)[names["I;16 (16-bit grey PNG)"]]  # other images are not affected
     assert abs(left16[:, 2:13].mean() - 32) < 3
+
+
+@pytest.mark.slow
+def test_pipeline_config_exif_transpose_reaches_the_ingest(tmp_path):
+    """``data.exif_transpose`` in a pipeline config goes through VwwExampleGen's ingest to the workers."""
+    from components.example_gen import make_examples
+    from pipeline.config import loads
+
+    folder = tmp_path / "in"
+    for sub in ("person", "non_person"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "rotated.jpg").write_bytes(exif_jpeg(6))
+    for flag, dark_top in (("false", False), ("true", True)):
+        text = (
+            f"data: {{source: mlperf-tiny, images: ['{folder}'], resolution: 32, exif_transpose: {flag}}}\n"
+            "budgets: {latency_ms: 100, sram_bytes: 100000, flash_bytes: 200000}\n"
+        )
+        data = loads(text, "t.yaml").to_dict()["data"]
+        out = tmp_path / f"out-{flag}"
+        stats = make_examples(str(out), {**data, "direct_num_workers": 1}, [])
+        assert stats["options"]["exif_transpose"] is dark_top
+        img = read_images(out)["person/rotated.jpg"].mean(2)
+        top, left = img[:13].mean(), img[:, :13].mean()
+        assert (top < 40) if dark_top else (left < 40 and top > 100)
