@@ -6,9 +6,17 @@ training schedules, and where bundles are pushed. ``pipeline/configs/default.yam
 only needs the fields it changes. Errors are ``UserError`` naming the file and the dotted field
 (``budgets.latency_ms must be a positive number``), never a traceback.
 
-The search and training sections map onto the library's own config dataclasses (``SearchConfig``,
-``TrainConfig``) when those are available, so a field added there is accepted here without edits; the
-components receive them as JSON parameters, which is also what a compiled Kubeflow spec carries.
+The whole file is checked when it is loaded, so ``edgenas compile`` and ``edgenas run`` refuse a mistake
+before anything runs: unknown fields (with the nearest known name suggested), types, and ranges. The
+``search`` and ``train`` sections are the library's own dataclasses (``SearchConfig``, ``TrainConfig``):
+their fields and types are read from those dataclasses (a field added there is accepted here without
+edits) and their ranges are the dataclasses' own ``__post_init__`` checks, run here at load with the
+pipeline's budgets and seed, their messages re-addressed to the dotted field (``train.lr``). One
+mechanism, the dataclass annotations, types every section; no second schema is kept.
+
+The knobs a scheduled run changes (budgets, seed, data paths, push destination) are also the compiled
+spec's run-time parameters: ``RUNTIME_PARAMETERS`` names them, ``runtime_values`` gives their values
+for a configuration (pipeline/pipeline.py wires them in).
 
 ``{output}`` in a path is replaced by the run's output folder (``push.dest: "{output}/pushed"``).
 """
@@ -16,9 +24,12 @@ components receive them as JSON parameters, which is also what a compiled Kubefl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import os
 import re
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -28,7 +39,12 @@ import yaml
 
 from edgenas_keras.errors import UserError
 
-PIPELINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# Kubeflow Pipelines: the SDK and TFX's KubeflowV2DagRunner require ``[a-z0-9][a-z0-9-]{0,127}``
+# (kfp/dsl/utils.py, tfx/orchestration/kubeflow/v2/pipeline_builder.py); the KFP API server, which since
+# kubeflow/pipelines#11952 may keep pipelines as Kubernetes objects, also requires a DNS-1123 name that ends
+# with a letter or digit. A name passes both only when it matches this.
+PIPELINE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,126}[a-z0-9])?$")
+NAME_RULE = "1-128 lowercase letters, digits or '-', starting and ending with a letter or digit"
 DATA_SOURCES = ("synth", "coco", "mlperf-tiny")
 RUNNERS = ("local", "beam")
 
@@ -78,14 +94,14 @@ class PushConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    name: str = "edgenas-vww"  # the pipeline's name (Kubeflow: [a-z0-9][a-z0-9-]{0,127})
+    name: str = "edgenas-vww"  # the pipeline's name (Kubeflow: PIPELINE_NAME_RE)
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     lut: LutConfig = field(default_factory=LutConfig)
     budgets: BudgetConfig = field(default_factory=BudgetConfig)
-    search: dict = field(default_factory=dict)  # the library's SearchConfig fields
-    train: dict = field(default_factory=dict)  # the library's TrainConfig fields
+    search: dict = field(default_factory=dict)  # fields of the library's SearchConfig (checked at load)
+    train: dict = field(default_factory=dict)  # fields of the library's TrainConfig (checked at load)
     push: PushConfig = field(default_factory=PushConfig)
     beam_args: tuple[str, ...] = ()  # pass-through Beam options for the Beam components
     source: str = field(default="<defaults>", compare=False)
@@ -123,8 +139,30 @@ def _fail(source: str, where: str, msg: str):
     raise UserError(f"{source}: {where} {msg}")
 
 
+def _unknown(source: str, where: str, name: str, known) -> None:
+    """Refuse a field the section does not have, suggesting the nearest known name."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6) or sorted(
+        k for k in known if min(len(k), len(name)) >= 3 and (k.startswith(name) or name.startswith(k))
+    )
+    hint = f"did you mean {close[0]}?" if close else f"fields: {', '.join(sorted(known))}"
+    _fail(source, where, f"is not a field ({hint})")
+
+
+def _optional(typ):
+    """``X`` for an annotation ``X | None`` / ``Optional[X]``; None for any other annotation."""
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        rest = [a for a in args if a is not type(None)]
+        if len(args) == 2 and len(rest) == 1:
+            return rest[0]
+    return None
+
+
 def _coerce(value, typ, source: str, where: str):
     """``value`` checked (and tuples/floats normalised) against the annotation ``typ``."""
+    inner = _optional(typ)
+    if inner is not None:  # ``X | None``: null is a value of its own (the library's "not set")
+        return None if value is None else _coerce(value, inner, source, where)
     origin = typing.get_origin(typ)
     if typ is bool:
         if not isinstance(value, bool):
@@ -137,6 +175,8 @@ def _coerce(value, typ, source: str, where: str):
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(source, where, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            _fail(source, where, f"must be a finite number, got {value!r}")
         return float(value)
     if typ is str:
         if value is None:
@@ -153,29 +193,90 @@ def _coerce(value, typ, source: str, where: str):
             _fail(source, where, f"must be a list, got {value!r}")
         (item,) = {a for a in typing.get_args(typ) if a is not Ellipsis}
         return tuple(_coerce(v, item, source, f"{where}[{i}]") for i, v in enumerate(value))
-    if typ is dict or origin is dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            _fail(source, where, f"must be a mapping, got {value!r}")
-        return dict(value)
     if dataclasses.is_dataclass(typ):
         return _build(typ, value, source, where + ".")
     raise TypeError(f"unsupported config annotation {typ!r} for {where}")
 
 
-def _build(cls, data, source: str, prefix: str = ""):
+def _mapping(data, source: str, where: str) -> dict:
     if data is None:
-        data = {}
+        return {}
     if not isinstance(data, dict):
-        _fail(source, prefix.rstrip(".") or "the file", "must be a mapping")
+        _fail(source, where or "the file", f"must be a mapping of fields, got {data!r}")
+    return data
+
+
+def _build(cls, data, source: str, prefix: str = ""):
+    data = _mapping(data, source, prefix.rstrip("."))
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls) if f.compare}  # compare=False: set by the loader, not the file
-    unknown = sorted(set(data) - known)
-    if unknown:
-        _fail(source, f"{prefix}{unknown[0]}", f"is not a known field (known: {', '.join(sorted(known))})")
-    kwargs = {name: _coerce(value, hints[name], source, f"{prefix}{name}") for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        if name not in known:
+            _unknown(source, f"{prefix}{name}", str(name), known)
+        if name in LIBRARY_SECTIONS and not prefix:
+            kwargs[name] = _library_section(name, value, source)
+        else:
+            kwargs[name] = _coerce(value, hints[name], source, f"{prefix}{name}")
     return cls(**kwargs)
+
+
+# ---- search: and train: are the library's dataclasses ----------------------------------------------------
+
+LIBRARY_SECTIONS = ("search", "train")
+# SearchConfig fields the pipeline fills from other sections (the component gets them as parameters).
+SEARCH_SET_ELSEWHERE = {"latency_ms": "budgets.latency_ms", "sram_kb": "budgets.sram_bytes",
+                        "flash_kb": "budgets.flash_bytes"}
+# The prefix each library dataclass puts before the field it names in its UserError messages.
+_LIBRARY_PREFIXES = {"search": ("search config: ", "pipeline config search: "),
+                     "train": ("training config: ", "pipeline config train: ")}
+
+
+def library_class(section: str):
+    """The dataclass a library section maps onto: ``SearchConfig`` or ``TrainConfig`` (imports TensorFlow)."""
+    if section == "search":
+        from edgenas_keras.search import SearchConfig
+
+        return SearchConfig
+    from edgenas_keras.train import TrainConfig
+
+    return TrainConfig
+
+
+def _library_section(section: str, data, source: str) -> dict:
+    """``search:`` / ``train:`` checked field by field against the library dataclass's annotations."""
+    data = _mapping(data, source, section)
+    cls = library_class(section)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)} - set(SEARCH_SET_ELSEWHERE if section == "search" else ())
+    out = {}
+    for name, value in data.items():
+        where = f"{section}.{name}"
+        if section == "search" and name in SEARCH_SET_ELSEWHERE:
+            _fail(source, where, f"is set from {SEARCH_SET_ELSEWHERE[name]}; set the budget there")
+        if name not in known:
+            _unknown(source, where, str(name), known)
+        out[name] = _coerce(value, hints[name], source, where)
+    return out
+
+
+def _library_ranges(section: str, build, source: str) -> None:
+    """Run the library dataclass's own range checks; its message re-addressed to the dotted field."""
+    try:
+        build()
+    except UserError as exc:
+        msg = str(exc)
+        for prefix in _LIBRARY_PREFIXES[section]:
+            if msg.startswith(prefix):
+                msg = msg[len(prefix):]
+                break
+        field_name = msg.split(" ", 1)[0]
+        known = {f.name for f in fields(library_class(section))}
+        where = f"{section}.{msg}" if field_name in known else f"{section}: {msg}"
+        raise UserError(f"{source}: {where}") from None
+
+
+# ---- ranges and cross-field checks ------------------------------------------------------------------------
 
 
 def _positive(source: str, where: str, value) -> None:
@@ -183,17 +284,27 @@ def _positive(source: str, where: str, value) -> None:
         _fail(source, where, f"must be positive, got {value!r}")
 
 
+def _at_least(source: str, where: str, value, low, why: str = "") -> None:
+    if not value >= low:
+        _fail(source, where, f"must be >= {low}{why}, got {value!r}")
+
+
 def validate(cfg: PipelineConfig) -> PipelineConfig:
-    """Cross-field checks; returns ``cfg`` unchanged or raises UserError naming the field."""
+    """Ranges and cross-field checks of every section; returns ``cfg`` unchanged or raises UserError
+    naming the file and the dotted field."""
     s = cfg.source
     if not PIPELINE_NAME_RE.match(cfg.name):
-        _fail(s, "name", f"{cfg.name!r} must match [a-z0-9][a-z0-9-]{{0,127}} (a Kubeflow pipeline name)")
+        _fail(s, "name", f"{cfg.name!r} must be {NAME_RULE} (a Kubeflow pipeline name)")
+    _at_least(s, "seed", cfg.seed, 0)
     d = cfg.data
     if d.source not in DATA_SOURCES:
         _fail(s, "data.source", f"must be one of {', '.join(DATA_SOURCES)}, got {d.source!r}")
-    _positive(s, "data.resolution", d.resolution)
+    _at_least(s, "data.resolution", d.resolution, 8, " (pixels)")
+    _at_least(s, "data.seed", d.seed, 0)
     if not 0.0 < d.eval_fraction < 1.0:
-        _fail(s, "data.eval_fraction", f"must be between 0 and 1, got {d.eval_fraction}")
+        _fail(s, "data.eval_fraction", f"must be a fraction between 0 and 1 (exclusive), got {d.eval_fraction}")
+    if not 0.0 <= d.area_threshold < 1.0:
+        _fail(s, "data.area_threshold", f"must be a fraction in [0, 1), got {d.area_threshold}")
     if d.source == "synth":
         _positive(s, "data.synth_images", d.synth_images)
     elif d.source == "coco":
@@ -201,22 +312,51 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
             _fail(s, "data.annotations", "must list one instances file per data.images folder (coco)")
     elif len(d.images) != 1:
         _fail(s, "data.images", "must list exactly one folder (mlperf-tiny: person/ and non_person/)")
-    if d.direct_num_workers < 0:
-        _fail(s, "data.direct_num_workers", "must be >= 0 (0: the number of cores)")
-    if cfg.space.resolution < 0:
-        _fail(s, "space.resolution", "must be >= 0 (0: the space's own)")
+    for i, path in enumerate(d.images):
+        if not path:
+            _fail(s, f"data.images[{i}]", "must name a folder, got an empty string")
+    for i, path in enumerate(d.annotations):
+        if not path:
+            _fail(s, f"data.annotations[{i}]", "must name a file, got an empty string")
+    _at_least(s, "data.direct_num_workers", d.direct_num_workers, 0, " (0: the number of cores)")
+    _at_least(s, "space.resolution", cfg.space.resolution, 0, " (0: the space's own)")
     if not cfg.lut.device:
         _fail(s, "lut.device", "must name the device (a shipped LUT, or the device a lut.file describes)")
-    if cfg.lut.clock_mhz < 0:
-        _fail(s, "lut.clock_mhz", "must be >= 0 (0: the LUT's own clock)")
+    if not cfg.lut.file:
+        from edgenas_keras.lut import shipped_devices
+
+        shipped = shipped_devices()
+        if cfg.lut.device not in shipped:
+            close = difflib.get_close_matches(cfg.lut.device, shipped, n=1)
+            hint = f"did you mean {close[0]}?" if close else "or give lut.file"
+            _fail(s, "lut.device", f"{cfg.lut.device!r} is not a shipped LUT (shipped: {', '.join(shipped)}; {hint})")
+    _at_least(s, "lut.clock_mhz", cfg.lut.clock_mhz, 0, " (0: the LUT's own clock)")
     for name in ("latency_ms", "sram_bytes", "flash_bytes"):
         _positive(s, f"budgets.{name}", getattr(cfg.budgets, name))
     if not 0.0 <= cfg.budgets.min_accuracy <= 1.0:
         _fail(s, "budgets.min_accuracy", f"must be a fraction in [0, 1], got {cfg.budgets.min_accuracy}")
+    if not cfg.lut.file:  # a shipped device: its documented TFLM runtime shares the flash budget
+        from edgenas_keras.validate import runtime_footprint
+
+        try:
+            runtime = runtime_footprint(cfg.lut.device).bytes
+        except UserError:
+            runtime = 0
+        if cfg.budgets.flash_bytes <= runtime:
+            _fail(s, "budgets.flash_bytes", f"{cfg.budgets.flash_bytes} leaves no room for the model next to "
+                  f"the TFLM runtime ({runtime} bytes on {cfg.lut.device}); it counts model + runtime")
+    from edgenas_keras.search import search_config_from
+
+    budgets = cfg.search_budgets()
+    _library_ranges("search", lambda: search_config_from(dict(cfg.search), budgets, cfg.seed), s)
+    _library_ranges("train", lambda: library_class("train").from_dict({"seed": cfg.seed, **cfg.train}), s)
     if not cfg.push.dest:
         _fail(s, "push.dest", "must name a folder or gs://bucket/prefix")
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", cfg.push.model_name):
         _fail(s, "push.model_name", "must be 1-128 letters, digits, '.', '_' or '-'")
+    for i, arg in enumerate(cfg.beam_args):
+        if not arg.startswith("--"):
+            _fail(s, f"beam_args[{i}]", f"must be a Beam option (--name=value), got {arg!r}")
     return cfg
 
 
@@ -256,6 +396,39 @@ def write_resolved(cfg: PipelineConfig, folder: str | os.PathLike, name: str = "
     tmp.write_text(dumps(cfg), encoding="utf-8")
     os.replace(tmp, target)
     return target
+
+
+# ---- run-time parameters of the compiled spec --------------------------------------------------------------
+
+# The knobs a scheduled run changes, as pipeline parameters: parameter name (the dotted field with "_" for
+# ".") -> (dotted field, type). `edgenas submit --param budgets_latency_ms=30` overrides the compiled value
+# for one run or schedule; everything else is fixed when the spec is compiled. Lists of paths travel as a
+# JSON list in a string (Kubeflow parameters of TFX components are strings or numbers).
+RUNTIME_PARAMETERS: dict[str, tuple[str, type]] = {
+    "budgets_latency_ms": ("budgets.latency_ms", float),
+    "budgets_sram_bytes": ("budgets.sram_bytes", int),
+    "budgets_flash_bytes": ("budgets.flash_bytes", int),
+    "budgets_min_accuracy": ("budgets.min_accuracy", float),
+    "seed": ("seed", int),
+    "data_images": ("data.images", str),
+    "data_annotations": ("data.annotations", str),
+    "data_minival_ids": ("data.minival_ids", str),
+    "push_dest": ("push.dest", str),
+}
+
+
+def runtime_values(cfg: PipelineConfig) -> dict:
+    """``{parameter name: value}`` of ``RUNTIME_PARAMETERS`` for ``cfg``: the values a local run binds and
+    the defaults a compiled spec declares (path lists as compact JSON lists)."""
+    values = {}
+    for name, (dotted, ptype) in RUNTIME_PARAMETERS.items():
+        value = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if isinstance(value, tuple):
+            value = json.dumps(list(value), separators=(",", ":"))
+        values[name] = ptype(value)
+    return values
 
 
 def to_json(obj) -> str:
