@@ -283,3 +283,58 @@ def emulate(model_path: str | Path, target: str, input_path: str | Path | None =
         return emulate_bundle(b.out_dir, t.name, x, input_source=str(input_path) if input_path
                               else "default: seeded int8 (seed 0)", timeout_s=timeout_s, keep_dir=keep_dir,
                               progress=progress)
+
+
+FOOTPRINT_FORMAT = 1
+
+
+def target_for_device(device: str | None) -> str | None:
+    """The emulated core that stands for a LUT device name (``cortex-m7`` -> ``cortex-m7``, ``riscv`` ->
+    ``riscv32``), or ``None`` for devices without one (``host-tflm``, ``cortex-a53``)."""
+    return tb.DEVICE_TARGETS.get(device or "")
+
+
+def measured_footprint(model_path: str | Path, device: str | None,
+                       progress: Callable[[str], None] | None = tb._stderr) -> tuple[dict | None, str]:
+    """The emulated 32-bit arena and linked flash of the model on ``device``'s core, for ``bundle`` and
+    ``validate``: ``(footprint, note)``.
+
+    ``footprint`` has ``target``, ``qemu_machine``, ``toolchain``, ``arena_used_bytes`` (``arena_used_bytes()``
+    on the core), ``flash_bytes`` (the linked image's text + data without the app's test input: TFLM,
+    kernels, start-up, libc and the model), ``runtime_flash_bytes`` (the same without the model),
+    ``model_bytes``, ``image_text_bytes``, ``instructions`` and ``library_key``. It is ``None`` when the
+    device has no emulated core or its toolchain/QEMU is not installed; ``note`` then says why (the caller
+    falls back to the host bisection and records the note). Results are cached per model sha256, target and
+    library key under ``cache_root()/emulate``. Build or emulation failures raise (``UserError``s).
+    """
+    import hashlib
+
+    target = target_for_device(device)
+    if target is None:
+        return None, f"device {device!r} has no emulated core (emulated: {', '.join(tb.TARGETS)})"
+    t = tb.get_target(target)
+    try:
+        tb.check_tools(t)
+    except tb.ToolchainMissing as exc:
+        return None, f"no toolchain for {target}: {exc}"
+    data = Path(model_path).read_bytes()
+    lib = tb.tflm_library(t, progress=progress)
+    sha = hashlib.sha256(data).hexdigest()
+    cache = tb.cache_root() / "emulate" / f"{sha[:24]}-{t.name}-{lib.info['key']}-{FOOTPRINT_FORMAT}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text()), "cached emulation"
+    r = emulate(model_path, target, progress=progress)
+    if not r.output_matches_host:
+        raise tb.EmulationError(f"{model_path} on {target}: the emulated output differs from the host TFLM "
+                                "runtime's; not using its figures")
+    fp = {"target": r.target, "qemu_machine": r.qemu_machine, "toolchain": r.toolchain,
+          "arena_used_bytes": r.arena_used_bytes, "flash_bytes": r.flash_bytes - r.input_bytes,
+          "runtime_flash_bytes": r.runtime_flash_bytes, "model_bytes": r.model_bytes,
+          "image_text_bytes": r.image_text_bytes, "instructions": r.instructions,
+          "library_key": lib.info["key"], "kernels": t.kernels, "model_sha256": sha,
+          "method": "edgenas emulate: the bundle linked with TFLM for the core, run in QEMU"}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(fp, indent=2, sort_keys=True) + "\n")
+    tmp.replace(cache)
+    return fp, "emulated"

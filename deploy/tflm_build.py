@@ -121,7 +121,7 @@ TARGETS: dict[str, Target] = {
     "cortex-m4": _arm("cortex-m4", "cortex-m4+fp", "mps2-an386", "mps2-an386", 40),
     "cortex-m7": _arm("cortex-m7", "cortex-m7+fp", "mps2-an500", "mps2-an500", 40),
     "cortex-m33": _arm("cortex-m33", "cortex-m33", "mps2-an505", "mps2-an505", 50),
-    "riscv32": Target("riscv32", "edgenas_riscv32", None, "reference", "riscv64-unknown-elf-",
+    "riscv32": Target("riscv32", "edgenas_riscv32", "riscv32", "reference", "riscv64-unknown-elf-",
                       "qemu-system-riscv32", "virt", "riscv32-virt", 1, RISCV_PACKAGES, "qemu-system-misc",
                       ("-march=rv32imc", "-mabi=ilp32", "-mcmodel=medany", "--specs=picolibc.specs")),
 }
@@ -461,11 +461,12 @@ def _split_includes(text: str, root: Path) -> list[str]:
 
 
 def tflm_library(target: Target | str, progress: Callable[[str], None] | None = _stderr,
-                 jobs: int | None = None) -> TflmLibrary:
+                 jobs: int | None = None, adopt_gen_dir: Path | None = None) -> TflmLibrary:
     """The TFLM ``microlite`` library for ``target``, built with TFLM's own Makefile on first use.
 
-    About 8 minutes per target on 2 cores, once per cache key. Raises ``ToolchainMissing`` or
-    ``BuildError`` (with the end of the build log)."""
+    About 8 minutes per target on 2 idle cores, once per cache key. ``adopt_gen_dir``: the ``BASE_GENDIR``
+    of a build of the same sources with the same make arguments run by hand; it is moved in and TFLM's make
+    only completes it. Raises ``ToolchainMissing`` or ``BuildError`` (with the end of the build log)."""
     target = get_target(target) if isinstance(target, str) else target
     check_tools(target)
     src = tflm_sources(progress)
@@ -485,6 +486,8 @@ def tflm_library(target: Target | str, progress: Callable[[str], None] | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         gen = tmp / "gen"
+        if adopt_gen_dir is not None:
+            shutil.move(str(adopt_gen_dir), str(gen))
         args = target.make_args() + [f"BASE_GENDIR={gen}"]
         jobs = jobs or max(1, os.cpu_count() or 1)
         cmd = ["make", "-f", MAKEFILE, *args, "microlite", f"-j{jobs}"]
