@@ -26,7 +26,9 @@ an instruction count a LUT of method ``emulated`` in ``instructions`` (priced as
 ``clock_hz``; the metadata says so).
 
 The host picks which key to run, so a board reset (a header while a RUN is in flight) loses at most that
-key: the collector asks for it again. Each result is appended to ``<out>.progress.jsonl`` as it arrives, so
+key: the collector asks for it again. At the start the collector sends ``HELLO`` and waits until the board has
+been quiet for one read timeout before its first ``RUN``: the header printed at boot and the one answering
+``HELLO`` may both arrive, and neither is a reset. Each result is appended to ``<out>.progress.jsonl`` as it arrives, so
 a rerun of ``collect`` resumes too. A duplicate RESULT for a key already recorded is ignored (it can follow
 a spurious resend); lines that do not start with a protocol word (boot banners, debug prints) are ignored;
 a malformed protocol line is an error. When the board stays silent for ``idle_s`` the request is resent.
@@ -212,7 +214,12 @@ def _progress(path: Path) -> dict[int, dict]:
 def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float = 3600.0, idle_s: float = 30.0,
             max_resets: int = 20, log: Callable[[str], None] = lambda s: None) -> lutmod.Lut:
     """Drive the board on ``port`` (a pyserial-like object: ``readline()`` with a read timeout, ``write()``)
-    through every key of the profile set; write the measured LUT (cycles) to ``out_path``. Resumable."""
+    through every key of the profile set; write the LUT to ``out_path`` (``measured`` cycles, or ``emulated``
+    instructions when the board's header says ``count=instructions``) and return it loaded. Resumable.
+
+    Raises ``ProtocolError`` for a malformed line, another device or profile set, or an answer to a key not
+    asked for; ``UserError`` when the board answers ERROR, resets more than ``max_resets`` times or does not
+    finish within ``timeout_s`` (progress stays in ``<out_path>.progress.jsonl``)."""
     import time  # noqa: PLC0415
 
     out_path = Path(out_path)
@@ -241,7 +248,9 @@ def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float 
                                 f"measured, saved in {side}; rerun to resume)")
             raw = port.readline()
             if not raw:
-                if now - last > idle_s:
+                if header is not None and request == b"HELLO\n":
+                    send(next_request())   # the start is settled: the board has been quiet for a read timeout
+                elif now - last > idle_s:
                     send(request)   # the board missed it (or its answer was lost): ask again
                 continue
             msg = parse_line(raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw)
@@ -261,7 +270,10 @@ def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float 
                     log(f"board reset (#{resets}) during {request.decode().strip()}; asking again "
                         f"({len(done)}/{len(keys)} keys measured)")
                 header = val
-                send(next_request())
+                if request != b"HELLO\n":
+                    send(next_request())
+                # At the start both the boot header (when the port was open in time to see it) and the answer to
+                # HELLO may come: the first RUN goes out once the board is quiet, so neither looks like a reset.
             elif kind == "result":
                 idx, med, mad, n, sha8 = val
                 if idx in done:
@@ -272,7 +284,7 @@ def collect(port, manifest: dict, device: str, out_path: Path, timeout_s: float 
                     raise ProtocolError(f"board's model {idx} has checksum {sha8}, the manifest says otherwise: "
                                         "flash the matching profile set")
                 if med <= 0 or n < 1:
-                    raise ProtocolError(f"RESULT {idx}: cycles must be > 0 and samples >= 1")
+                    raise ProtocolError(f"RESULT {idx}: counts must be > 0 and samples >= 1")
                 rec = {"index": idx, "key": keys[idx]["key"], "value": med, "dispersion": mad, "samples": n,
                        "clock_hz": header.clock_hz, "count": header.count}
                 f.write(json.dumps(rec) + "\n")

@@ -149,23 +149,8 @@ class QemuBoard:
         return self.proc is not None and self.proc.poll() is None
 
     def qmp(self, command: str, timeout_s: float = 10.0) -> dict:
-        """Run one QMP command; returns its ``return`` value. ``EmulationError`` if QEMU answers an error."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout_s)
-            s.connect(str(self.qmp_path))
-            f = s.makefile("rwb")
-            json.loads(f.readline())                      # the greeting
-            for cmd in ("qmp_capabilities", command):
-                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-                f.flush()
-                while True:
-                    msg = json.loads(f.readline())
-                    if "event" in msg:                    # asynchronous events (RESET, ...) interleave
-                        continue
-                    if "error" in msg:
-                        raise tflm_build.EmulationError(f"QMP {cmd}: {msg['error'].get('desc', msg['error'])}")
-                    break
-            return msg.get("return", {})
+        """Run one QMP command on this machine (``qmp_command``)."""
+        return qmp_command(self.qmp_path, command, timeout_s)
 
     def reset(self) -> None:
         """Reset the machine (QMP ``system_reset``): the firmware reboots and prints its header again."""
@@ -188,6 +173,27 @@ class QemuBoard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def qmp_command(qmp_path: Path | str, command: str, timeout_s: float = 10.0) -> dict:
+    """Run one QMP command (e.g. ``system_reset``, ``stop``, ``cont``) on the QEMU listening on the Unix socket
+    ``qmp_path``; returns its ``return`` value. ``EmulationError`` if QEMU answers an error."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        s.connect(str(qmp_path))
+        f = s.makefile("rwb")
+        json.loads(f.readline())                      # the greeting
+        for cmd in ("qmp_capabilities", command):
+            f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+            f.flush()
+            while True:
+                msg = json.loads(f.readline())
+                if "event" in msg:                    # asynchronous events (RESET, STOP, ...) interleave
+                    continue
+                if "error" in msg:
+                    raise tflm_build.EmulationError(f"QMP {cmd}: {msg['error'].get('desc', msg['error'])}")
+                break
+        return msg.get("return", {})
 
 
 def describe(board: QemuBoard) -> dict:
