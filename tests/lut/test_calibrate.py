@@ -184,6 +184,25 @@ def test_every_command_that_takes_a_device_takes_the_calibrated_lut(tmp_path, ca
     assert v["mape_pct"] == pytest.approx(100 * (f - 1), rel=1e-6) and v["spearman"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
+def test_the_pipeline_lut_file_carries_the_calibration(tmp_path, capsys):
+    """``lut.file`` in a pipeline config: the LutImporter component copies the file into its artifact, and the
+    table later steps load from it prices the measured model at the measurement."""
+    from components import LatencyTable
+    from components.lut_importer import LUT_FILE, LutImporter
+    from edgenas_keras.cost import graph_latency_ms
+
+    out = tmp_path / "myboard.json"
+    assert calibrate(capsys, out, "--model", VWW, "--latency-ms", NUCLEO_VWW_MS, "--clock-mhz", NUCLEO_MHZ)[0] == 0
+    artifact = LatencyTable()
+    artifact.uri = str(tmp_path / "artifact")
+    LutImporter.EXECUTOR_SPEC.executor_class._FUNCTION(lut=artifact, device="cortex-m4", lut_file=str(out),
+                                                       clock_mhz=0.0)
+    table = lutmod.load(Path(artifact.uri) / LUT_FILE)
+    assert artifact.get_string_custom_property("sha256") == table.sha256 == lutmod.load(out).sha256
+    assert graph_latency_ms(read_model(VWW).graph(), table) == pytest.approx(NUCLEO_VWW_MS, rel=1e-9)
+
+
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory):
     import tensorflow as tf
