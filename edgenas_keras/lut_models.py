@@ -186,10 +186,14 @@ def op_cycles(key: str, m: CycleModel, cmsis: bool) -> float:
     elif op in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS"):
         cyc += ins * m.copy_byte
     elif op in ("PAD", "PADV2", "CONCATENATION", "STRIDED_SLICE", "SLICE", "TRANSPOSE", "SPLIT",
-                "RESIZE_NEAREST_NEIGHBOR"):
+                "RESIZE_NEAREST_NEIGHBOR", "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"):
         cyc += max(ins, oh * ow * oc) * m.copy_byte * 2
     elif op in ("QUANTIZE", "DEQUANTIZE"):
         cyc += ins * m.quant_elem
+    elif op in ("IF", "WHILE", "CALL_ONCE", "VAR_HANDLE"):
+        pass   # the call only: the subgraphs IF/WHILE/CALL_ONCE run are not in this figure (analyze says so)
+    elif op in ("READ_VARIABLE", "ASSIGN_VARIABLE"):
+        cyc += ins * m.copy_byte
     else:
         raise UserError(f"the analytical cycle model has no rule for operator {op!r} (key {key})")
     return float(math.ceil(cyc))

@@ -13,6 +13,7 @@ left with ones (``[1, 256]`` -> ``(1, 1, 256)``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class TensorInfo:
     zero_point: tuple[int, ...] = ()
     quantized_dimension: int = 0
     constant_bytes: int = 0         # size of the tensor's data in the file (0: an activation tensor)
+    values: tuple[int, ...] = ()    # data of small int32 constants (SPACE_TO_BATCH_ND block shapes and the like)
 
     @property
     def is_constant(self) -> bool:
@@ -160,13 +162,51 @@ class TfliteModel:
                             "full-integer quantisation (TFLITE_BUILTINS_INT8, int8 input and output)")
         return self
 
+    @functools.cached_property
+    def runtime_batches(self) -> dict[int, int]:
+        """Batch sizes TFLM gives 4-D activation tensors at run time where the file's shape says otherwise.
+
+        The converter stores batch 1 for every tensor, but SPACE_TO_BATCH_ND (Keras' ``dilation_rate``
+        converts to SPACE_TO_BATCH_ND + CONV_2D + BATCH_TO_SPACE_ND) multiplies the batch by its block size
+        and BATCH_TO_SPACE_ND divides it again; operators in between keep it. {tensor index: batch}."""
+        batch: dict[int, int] = {}
+        keep = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D", "PAD", "PADV2",
+                "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU"}
+        keep |= ELEMENTWISE_BINARY
+        for o in self.operators:
+            if not o.outputs or len(self.tensors[o.outputs[0]].shape) != 4:
+                continue
+            acts = [i for i in o.inputs if i >= 0 and not self.tensors[i].is_constant]
+            if not acts or len(self.tensors[acts[0]].shape) != 4:
+                continue
+            b_in = batch.get(acts[0], self.tensors[acts[0]].shape[0])
+            block = int(np.prod(self.tensors[o.inputs[1]].values or (1,))) if len(o.inputs) > 1 else 1
+            if o.op == "SPACE_TO_BATCH_ND":
+                b_out = b_in * block
+            elif o.op == "BATCH_TO_SPACE_ND":
+                b_out = max(1, b_in // block)
+            elif o.op in keep:
+                b_out = b_in
+            else:
+                continue
+            if b_out != self.tensors[o.outputs[0]].shape[0]:
+                batch[o.outputs[0]] = b_out
+        return batch
+
+    def work_shape(self, i: int) -> tuple[int, int, int]:
+        """``work_hwc`` of tensor ``i`` with its run-time batch (``runtime_batches``) folded into H."""
+        shape = self.tensors[i].shape
+        if i in self.runtime_batches:
+            shape = (self.runtime_batches[i], *shape[1:])
+        return work_hwc(shape)
+
     def op_spec(self, o: OperatorInfo) -> OpSpec:
         """The ``OpSpec`` of one operator, with the key fields ``ops`` uses for our blocks: the real input and
         output (H, W, C), kernel height and width (weights, or the pool's FilterHeight/FilterWidth), stride
         (StrideH/StrideW), dilation (DilationH/WFactor) and the depthwise channel multiplier."""
         acts = [self.tensors[i] for i in o.inputs if i >= 0 and not self.tensors[i].is_constant]
-        out = work_hwc(self.tensors[o.outputs[0]].shape) if o.outputs else (1, 1, 1)
-        first = work_hwc(acts[0].shape) if acts else out
+        out = self.work_shape(o.outputs[0]) if o.outputs else (1, 1, 1)
+        first = self.work_shape(acts[0].index) if acts else out
         opts = o.options
         kw: dict = {}
         if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV"):
@@ -190,7 +230,7 @@ class TfliteModel:
         if "FusedActivationFunction" in opts:
             kw["activation"] = ACTIVATIONS.get(opts["FusedActivationFunction"], "none")
         if o.op in ELEMENTWISE_BINARY and len(acts) == 2:
-            a, b = (work_hwc(t.shape) for t in acts)
+            a, b = (self.work_shape(t.index) for t in acts)
             big, small = (a, b) if a[0] * a[1] * a[2] >= b[0] * b[1] * b[2] else (b, a)
             first = big
             if small != big and small[0] * small[1] == 1 and big[0] * big[1] > 1:
@@ -261,8 +301,13 @@ def _tensor(model, graph, i: int) -> TensorInfo:
         # Models over 2 GB keep buffers outside the flatbuffer (offset and size instead of data).
         size = buf.DataLength() or (buf.Size() if buf.Offset() > 1 else 0)
     shape = tuple(int(v) for v in t.ShapeAsNumpy()) if t.ShapeLength() else ()
-    return TensorInfo(i, t.Name().decode("utf-8", "replace"), shape, DTYPE_NAMES.get(t.Type(), str(t.Type())),
-                      scale, zp, qdim, int(size))
+    dtype = DTYPE_NAMES.get(t.Type(), str(t.Type()))
+    values: tuple[int, ...] = ()
+    if dtype == "int32" and t.Buffer() > 0 and 0 < model.Buffers(t.Buffer()).DataLength() <= 64:
+        # shape operands (block shapes, paddings), read by op_spec
+        values = tuple(int(v) for v in model.Buffers(t.Buffer()).DataAsNumpy().view("<i4"))
+    return TensorInfo(i, t.Name().decode("utf-8", "replace"), shape, dtype,
+                      scale, zp, qdim, int(size), values=values)
 
 
 def parse(data: bytes, source: str = "<bytes>") -> TfliteModel:
