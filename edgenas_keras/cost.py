@@ -30,12 +30,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgenas_keras.lut import Lut
 from edgenas_keras.ops import OpGraph, OpNode, OpSpec, arch_graph, block_specs, lut_key, reachable_keys
 from edgenas_keras.space import Arch, Block, SearchSpace
+
+if TYPE_CHECKING:  # only for the annotation: cost stays free of the flatbuffer reader at import
+    from edgenas_keras.tflite_model import TfliteModel
 
 ALIGN = 16
 
@@ -253,6 +257,51 @@ def sram_bytes(graph: OpGraph, scratch: Callable[[OpNode], int] = tflm_reference
     over = (persistent.base + persistent.per_tensor * graph.all_tensors + persistent.per_op * len(graph.nodes)
             + persistent.per_quant_channel * quant_ch)
     return _align(planned_bytes(graph, scratch) + int(round(over)))
+
+
+def tflite_sram_bytes(model: TfliteModel, scratch: Callable[[OpNode], int] = tflm_reference_scratch,
+                      persistent: PersistentModel = HOST_PERSISTENT) -> int:
+    """Predicted TFLM arena (bytes) of a parsed ``.tflite`` (``tflite_model.TfliteModel``), every subgraph in.
+
+    TFLM allocates the tensors of *all* subgraphs, not only of subgraph 0 which it runs. Lifetimes are TFLM's
+    (``TfliteModel.allocation_lifetimes``): the tensors of a subgraph run by IF/WHILE/CALL_ONCE live inside
+    the calling operator's scope; those of a subgraph nothing runs (another signature's) are all alive at
+    one scope before subgraph 0's, so they share no space among themselves but may share subgraph 0's. The
+    buffers are then placed by ``plan_greedy`` in the flatbuffer's tensor order (TFLM's). Scratch comes from
+    ``scratch`` per operator of every subgraph, with the operator's scope. Persistent terms are
+    ``persistent``'s, counted over every subgraph's tensors and operators; variable tensors are allocated
+    whole outside the plan. For a one-subgraph model this is ``sram_bytes(model.graph())`` (up to tensors no
+    operator uses). Not counted: the buffers resource variables (VAR_HANDLE) get when first assigned (a few
+    bytes for the converter's counters; the host bisection measures them).
+    """
+    tensor_life, op_life = model.allocation_lifetimes()
+    sizes: list[int] = []
+    lifes: list[tuple[int, int]] = []
+    n_tensors = n_ops = quant_ch = variables = 0
+    for g in model.subgraphs:
+        view = model.subgraph(g.index)
+        for t in g.tensors:
+            n_tensors += 1
+            if t.is_variable:
+                variables += _align(t.nbytes)
+            elif not t.is_constant and t.nbytes > 0:
+                sizes.append(t.nbytes)
+                lifes.append(tensor_life[(g.index, t.index)])
+        scratch_sizes, scratch_lifes = [], []
+        for o in g.operators:
+            n_ops += 1
+            spec = view.op_spec(o)
+            if spec.op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                quant_ch += spec.out_shape[2]
+            s = scratch(OpNode(spec, (), -1))
+            if s:
+                scratch_sizes.append(s)
+                scratch_lifes.append(op_life[(g.index, o.index)])
+        sizes += scratch_sizes
+        lifes += scratch_lifes
+    over = (persistent.base + persistent.per_tensor * n_tensors + persistent.per_op * n_ops
+            + persistent.per_quant_channel * quant_ch)
+    return _align(plan_greedy(sizes, lifes) + variables + int(round(over)))
 
 
 # -- flash -------------------------------------------------------------------------------------------------

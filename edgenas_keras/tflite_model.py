@@ -9,12 +9,23 @@ prices both.
 
 Shapes in ``OpSpec`` are (H, W, C): a 4-D NHWC tensor drops its batch, lower-rank tensors are padded on the
 left with ones (``[1, 256]`` -> ``(1, 1, 256)``).
+
+Every subgraph is read. TFLM's ``MicroInterpreter`` invokes subgraph 0 only, but it allocates and prepares
+the tensors and operators of *every* subgraph: the bodies of IF/WHILE/CALL_ONCE, which subgraph 0 calls,
+and the subgraphs of further signatures, which nothing calls. So the operator set a resolver must register
+(``TfliteModel.op_set``) is the union over all subgraphs, and ``allocation_lifetimes`` reproduces how TFLM's
+``AllocationInfoBuilder`` gives every subgraph's tensors a lifetime (``cost.tflite_sram_bytes`` plans them).
+The top-level ``tensors``/``operators``/``inputs``/``outputs`` are subgraph 0's, the one TFLM runs.
+
+Weights stored outside the flatbuffer (buffers with ``offset``/``size``, the converter's layout for models over
+2 GB) are refused with a ``UserError``: TFLM reads constant data only from inside the flatbuffer, and runs such
+a file with arena garbage for weights.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +59,7 @@ class TensorInfo:
     zero_point: tuple[int, ...] = ()
     quantized_dimension: int = 0
     constant_bytes: int = 0         # size of the tensor's data in the file (0: an activation tensor)
+    is_variable: bool = False       # a variable tensor (TFLM allocates it apart from the planned buffers)
     values: tuple[int, ...] = ()    # data of small int32 constants (SPACE_TO_BATCH_ND block shapes and the like)
 
     @property
@@ -81,6 +93,41 @@ class OperatorInfo:
     options: dict = field(default_factory=dict)   # raw option fields (see _OPTION_FIELDS)
 
 
+@dataclass(frozen=True)
+class SubgraphInfo:
+    """One subgraph of the model: its tensors and operators (indices local to it), inputs and outputs."""
+
+    index: int
+    name: str
+    tensors: tuple[TensorInfo, ...]
+    operators: tuple[OperatorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+    @property
+    def op_set(self) -> list[str]:
+        return sorted({o.op for o in self.operators})
+
+
+@dataclass(frozen=True)
+class SubgraphCall:
+    """An operator that runs another subgraph: ``op`` (IF, WHILE, CALL_ONCE) at ``operator`` of subgraph
+    ``caller`` runs subgraph ``callee`` as its ``role`` (``then``, ``else``, ``cond``, ``body``, ``init``)."""
+
+    caller: int
+    operator: int
+    op: str
+    role: str
+    callee: int
+
+
+# The options fields naming the subgraphs a control-flow operator runs, in the order TFLM's
+# AllocationInfoBuilder::MarkSubgraphLifetimesIfNecessary visits them (first, then second).
+_SUBGRAPH_FIELDS = {"IF": (("ThenSubgraphIndex", "then"), ("ElseSubgraphIndex", "else")),
+                    "WHILE": (("CondSubgraphIndex", "cond"), ("BodySubgraphIndex", "body")),
+                    "CALL_ONCE": (("InitSubgraphIndex", "init"),)}
+
+
 def hwc(shape) -> tuple[int, int, int]:
     """(H, W, C) of a tensor shape: NHWC drops N; lower ranks are padded with leading ones."""
     s = [int(v) for v in shape]
@@ -102,7 +149,10 @@ def work_hwc(shape) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class TfliteModel:
-    """One parsed ``.tflite`` (its first subgraph, the one TFLM runs)."""
+    """One parsed ``.tflite``. ``tensors``, ``operators``, ``inputs`` and ``outputs`` are those of subgraph 0,
+    the one TFLM's ``MicroInterpreter`` invokes; ``subgraphs`` holds every subgraph (0 included),
+    ``signatures`` the SignatureDefs table as (signature key, subgraph index) pairs (empty if the file has
+    none). ``subgraph(k)`` is the same model viewed from subgraph k."""
 
     source: str                     # the file path, or a label for in-memory bytes (used in messages)
     size_bytes: int
@@ -110,14 +160,119 @@ class TfliteModel:
     operators: tuple[OperatorInfo, ...]
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    subgraphs: tuple[SubgraphInfo, ...] = ()
+    signatures: tuple[tuple[str, int], ...] = ()
+    subgraph_index: int = 0         # which subgraph the top-level fields show (0 unless from ``subgraph(k)``)
 
     @property
     def op_types(self) -> list[str]:
+        """The operators of the subgraph shown (subgraph 0: the one TFLM runs), in execution order."""
         return [o.op for o in self.operators]
 
     @property
     def op_set(self) -> list[str]:
-        return sorted(set(self.op_types))
+        """The distinct operators of *all* subgraphs, sorted: what an op resolver must register, since TFLM
+        looks up a kernel for every operator of every subgraph when it allocates the model."""
+        if not self.subgraphs:
+            return sorted(set(self.op_types))
+        return sorted({o.op for g in self.subgraphs for o in g.operators})
+
+    def subgraph(self, k: int) -> TfliteModel:
+        """The model with subgraph ``k``'s tensors, operators, inputs and outputs as its top-level fields (so
+        ``graph()`` and ``op_spec()`` work on that subgraph). Raises ``IndexError`` for a missing subgraph."""
+        g = self.subgraphs[k]
+        return replace(self, tensors=g.tensors, operators=g.operators, inputs=g.inputs, outputs=g.outputs,
+                       subgraph_index=k)
+
+    def signature_of(self, k: int) -> str | None:
+        """The signature key whose SignatureDef points at subgraph ``k`` (None if none does)."""
+        return next((key for key, idx in self.signatures if idx == k), None)
+
+    def calls(self) -> list[SubgraphCall]:
+        """Every control-flow operator (IF, WHILE, CALL_ONCE) of every subgraph and the subgraphs it runs."""
+        out = []
+        for g in self.subgraphs:
+            for o in g.operators:
+                for fld, role in _SUBGRAPH_FIELDS.get(o.op, ()):
+                    if fld in o.options:
+                        out.append(SubgraphCall(g.index, o.index, o.op, role, int(o.options[fld])))
+        return out
+
+    @property
+    def resource_variables(self) -> int:
+        """Distinct resource variables (VAR_HANDLE shared names over all subgraphs): the ``num_variables`` of
+        the ``MicroResourceVariables`` TFLM needs for the model (counted as the TFLM Python runtime does)."""
+        return len({o.options.get("SharedName") for g in self.subgraphs for o in g.operators
+                    if o.op == "VAR_HANDLE"})
+
+    def reachable_subgraphs(self, start: int = 0) -> list[int]:
+        """Subgraph ``start`` and every subgraph its control-flow operators run, directly or not (sorted)."""
+        calls = self.calls()
+        seen, todo = {start}, [start]
+        while todo:
+            s = todo.pop()
+            for c in calls:
+                if c.caller == s and c.callee not in seen:
+                    seen.add(c.callee)
+                    todo.append(c.callee)
+        return sorted(seen)
+
+    def allocation_lifetimes(self) -> tuple[dict[tuple[int, int], tuple[int, int]],
+                                            dict[tuple[int, int], tuple[int, int]]]:
+        """Lifetimes TFLM gives tensors and operator scratch buffers when it plans the arena.
+
+        A port of ``AllocationInfoBuilder::MarkAllocationLifetimes`` (tflite-micro
+        ``micro_allocation_info.cc``), started, as ``MicroAllocator`` does, from subgraph 0 only: each operator
+        opens an allocation scope; a control-flow operator's subgraphs are marked inside it (their scopes
+        nest within the operator's), so its inputs live until its subgraphs are done. Returns two dicts keyed
+        by (subgraph, tensor index) and (subgraph, operator index), each (first scope, last scope);
+        (-1, -1) for the tensors and operators of subgraphs subgraph 0 never runs (another signature's): TFLM
+        still allocates those tensors, all alive at once at scope -1, apart from subgraph 0's.
+        """
+        tensors = {(g.index, t.index): [-1, -1] for g in self.subgraphs for t in g.tensors}
+        ops = {(g.index, o.index): (-1, -1) for g in self.subgraphs for o in g.operators}
+        callees: dict[tuple[int, int], list[int]] = {}
+        for c in self.calls():
+            callees.setdefault((c.caller, c.operator), []).append(c.callee)
+        scope = 0
+        stack: list[int] = []
+
+        def touch(s: int, t: int, first: bool, last: bool) -> None:
+            life = tensors[(s, t)]
+            if first and life[0] == -1:
+                life[0] = scope
+            if last:
+                life[1] = scope
+
+        def mark(s: int) -> None:
+            nonlocal scope
+            if s in stack:   # a subgraph running itself: TFLM would recurse forever; parse() refuses it
+                return
+            stack.append(s)
+            g = self.subgraphs[s]
+            for t in g.inputs:
+                touch(s, t, True, True)
+            for o in g.operators:
+                scope += 1
+                for t in o.outputs:
+                    touch(s, t, True, False)
+                start = scope
+                for callee in callees.get((s, o.index), ()):
+                    scope += 1
+                    mark(callee)
+                for t in o.inputs:
+                    if t >= 0:
+                        touch(s, t, False, True)
+                for t in o.outputs:
+                    touch(s, t, False, True)
+                ops[(s, o.index)] = (start, scope)
+            for t in g.outputs:
+                touch(s, t, True, True)
+            stack.pop()
+
+        if self.subgraphs:
+            mark(0)
+        return {k: (v[0], v[1]) for k, v in tensors.items()}, ops
 
     @property
     def constant_bytes(self) -> int:
@@ -130,8 +285,9 @@ class TfliteModel:
         return [self.tensors[i].details() for i in self.outputs]
 
     def int8_problems(self) -> list[str]:
-        """Why this is not a full-int8 model (empty if it is): int8 inputs, outputs and weights, and no
-        float activations."""
+        """Why this is not a full-int8 model (empty if it is): int8 inputs and outputs (of subgraph 0, what
+        the application feeds and reads), and int8 weights and no float activations in every subgraph
+        (TFLM prepares them all)."""
         problems = []
         for kind, idx in (("input", self.inputs), ("output", self.outputs)):
             for i in idx:
@@ -140,12 +296,16 @@ class TfliteModel:
                     problems.append(f"{kind} tensor {t.name!r} is {t.dtype}, not int8")
                 elif not t.scale:
                     problems.append(f"{kind} tensor {t.name!r} has no quantisation parameters")
-        for o in self.operators:
-            if o.op in WEIGHTED_OPS and len(o.inputs) > 1 and o.inputs[1] >= 0:
-                w = self.tensors[o.inputs[1]]
-                if w.dtype != "int8":
-                    problems.append(f"operator {o.index} ({o.op}) has {w.dtype} weights, not int8")
-        floats = [t.name for t in self.tensors if not t.is_constant and t.dtype in ("float32", "float16")]
+        graphs = self.subgraphs or (SubgraphInfo(0, "", self.tensors, self.operators, self.inputs, self.outputs),)
+        for g in graphs:
+            where = f" of subgraph {g.index}" if g.index else ""
+            for o in g.operators:
+                if o.op in WEIGHTED_OPS and len(o.inputs) > 1 and o.inputs[1] >= 0:
+                    w = g.tensors[o.inputs[1]]
+                    if w.dtype != "int8":
+                        problems.append(f"operator {o.index}{where} ({o.op}) has {w.dtype} weights, not int8")
+        floats = [t.name + (f" (subgraph {g.index})" if g.index else "") for g in graphs for t in g.tensors
+                  if not t.is_constant and t.dtype in ("float32", "float16")]
         if floats:
             problems.append(f"{len(floats)} float activation tensor(s), e.g. {floats[0]!r}")
         return problems
@@ -247,7 +407,9 @@ class TfliteModel:
         """The operators in execution order over the activation tensors (sizes in bytes).
 
         An operator with several outputs is recorded with its first; the others become tensors with no
-        producer (a cost model then keeps them alive from the start: conservative).
+        producer (a cost model then keeps them alive from the start: conservative). An operator with no
+        output (CALL_ONCE, ASSIGN_VARIABLE) gets a 0-byte placeholder output. Only the subgraph shown
+        (subgraph 0 unless from ``subgraph(k)``) is in the graph: ``cost.tflite_sram_bytes`` plans them all.
         """
         g = OpGraph()
         ids: dict[int, int] = {}
@@ -266,6 +428,9 @@ class TfliteModel:
             spec = self.op_spec(o)
             # OpGraph.add sizes its output from the spec's (H, W, C); record the real byte size instead.
             out = g.add(spec, ins)
+            if not o.outputs:
+                g.tensor_bytes[out] = 0
+                continue
             g.tensor_bytes[out] = self.tensors[o.outputs[0]].nbytes
             ids[o.outputs[0]] = out
             for extra in o.outputs[1:]:
@@ -284,7 +449,8 @@ def _options(op) -> dict:
         return {}
     obj = cls()
     obj.Init(table.Bytes, table.Pos)
-    return {f: getattr(obj, f)() for f in _OPTION_FIELDS if hasattr(obj, f)}
+    fields = _OPTION_FIELDS + tuple(f for pairs in _SUBGRAPH_FIELDS.values() for f, _ in pairs) + ("SharedName",)
+    return {f: getattr(obj, f)() for f in fields if hasattr(obj, f)}
 
 
 def _tensor(model, graph, i: int) -> TensorInfo:
@@ -297,9 +463,8 @@ def _tensor(model, graph, i: int) -> TensorInfo:
         qdim = q.QuantizedDimension()
     size = 0
     if t.Buffer() > 0:
-        buf = model.Buffers(t.Buffer())
-        # Models over 2 GB keep buffers outside the flatbuffer (offset and size instead of data).
-        size = buf.DataLength() or (buf.Size() if buf.Offset() > 1 else 0)
+        # (buffers kept outside the flatbuffer, with offset and size, are refused before this is read)
+        size = model.Buffers(t.Buffer()).DataLength()
     shape = tuple(int(v) for v in t.ShapeAsNumpy()) if t.ShapeLength() else ()
     dtype = DTYPE_NAMES.get(t.Type(), str(t.Type()))
     values: tuple[int, ...] = ()
@@ -307,7 +472,45 @@ def _tensor(model, graph, i: int) -> TensorInfo:
         # shape operands (block shapes, paddings), read by op_spec
         values = tuple(int(v) for v in model.Buffers(t.Buffer()).DataAsNumpy().view("<i4"))
     return TensorInfo(i, t.Name().decode("utf-8", "replace"), shape, dtype,
-                      scale, zp, qdim, int(size), values=values)
+                      scale, zp, qdim, int(size), bool(t.IsVariable()), values)
+
+
+def _subgraph(model, k: int, codes: list[str]) -> SubgraphInfo:
+    g = model.Subgraphs(k)
+    tensors = tuple(_tensor(model, g, i) for i in range(g.TensorsLength()))
+    operators = []
+    for j in range(g.OperatorsLength()):
+        op = g.Operators(j)
+        ins = tuple(int(v) for v in op.InputsAsNumpy()) if op.InputsLength() else ()
+        outs = tuple(int(v) for v in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+        # An operator may have no output (CALL_ONCE, ASSIGN_VARIABLE): the converter writes them for variables.
+        if any(i >= len(tensors) or i < -1 for i in ins) or any(not 0 <= i < len(tensors) for i in outs):
+            raise ValueError(f"operator {j} of subgraph {k} refers to a missing tensor")
+        operators.append(OperatorInfo(j, codes[op.OpcodeIndex()], ins, outs, _options(op)))
+    inputs = tuple(int(v) for v in g.InputsAsNumpy()) if g.InputsLength() else ()
+    outputs = tuple(int(v) for v in g.OutputsAsNumpy()) if g.OutputsLength() else ()
+    if any(not 0 <= i < len(tensors) for i in inputs + outputs):
+        raise ValueError(f"an input or output of subgraph {k} refers to a missing tensor")
+    name = g.Name().decode("utf-8", "replace") if g.Name() else ""
+    return SubgraphInfo(k, name, tensors, tuple(operators), inputs, outputs)
+
+
+def _refuse_external_buffers(model, source: str) -> None:
+    """Refuse a model whose buffers keep their data outside the flatbuffer (``offset`` > 1, ``size``).
+
+    The converter writes that layout for models over 2 GB (or when ``_experimental_use_buffer_offset`` is
+    set): the data follows the flatbuffer in the file. TFLM's allocator reads constant data only from
+    ``Buffer.data``; for such a buffer it sees no data, plans the weight as an arena tensor and runs the model
+    with whatever the arena holds.
+    """
+    outside = [i for i in range(model.BuffersLength()) if model.Buffers(i).Offset() > 1]
+    if outside:
+        total = sum(model.Buffers(i).Size() for i in outside)
+        raise UserError(f"{source} stores {len(outside)} buffer(s) ({total:,} bytes of weights) outside the "
+                        "flatbuffer (buffer offset/size, the converter's layout for models over 2 GB or with "
+                        "_experimental_use_buffer_offset), which TFLM does not read: it would run with garbage "
+                        "weights; re-export it with tf.lite.TFLiteConverter without "
+                        "_experimental_use_buffer_offset so the weights are inside the flatbuffer")
 
 
 def parse(data: bytes, source: str = "<bytes>") -> TfliteModel:
@@ -318,32 +521,36 @@ def parse(data: bytes, source: str = "<bytes>") -> TfliteModel:
         model = schema.Model.GetRootAsModel(data, 0)
         if model.SubgraphsLength() < 1:
             raise ValueError("no subgraph")
-        g = model.Subgraphs(0)
-        tensors = tuple(_tensor(model, g, i) for i in range(g.TensorsLength()))
+        _refuse_external_buffers(model, source)
         codes = []
         for i in range(model.OperatorCodesLength()):
             oc = model.OperatorCodes(i)
             code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
             name = BUILTIN_NAMES[code]
             codes.append(f"CUSTOM:{oc.CustomCode().decode()}" if name == "CUSTOM" and oc.CustomCode() else name)
-        operators = []
-        for j in range(g.OperatorsLength()):
-            op = g.Operators(j)
-            ins = tuple(int(v) for v in op.InputsAsNumpy()) if op.InputsLength() else ()
-            outs = tuple(int(v) for v in op.OutputsAsNumpy()) if op.OutputsLength() else ()
-            if any(i >= len(tensors) for i in ins + outs) or not outs:
-                raise ValueError(f"operator {j} refers to a missing tensor")
-            operators.append(OperatorInfo(j, codes[op.OpcodeIndex()], ins, outs, _options(op)))
-        inputs = tuple(int(v) for v in g.InputsAsNumpy()) if g.InputsLength() else ()
-        outputs = tuple(int(v) for v in g.OutputsAsNumpy()) if g.OutputsLength() else ()
-        if any(i >= len(tensors) for i in inputs + outputs):
-            raise ValueError("a model input or output refers to a missing tensor")
+        subgraphs = tuple(_subgraph(model, k, codes) for k in range(model.SubgraphsLength()))
+        signatures = []
+        for i in range(model.SignatureDefsLength()):
+            sd = model.SignatureDefs(i)
+            key = sd.SignatureKey().decode("utf-8", "replace") if sd.SignatureKey() else ""
+            signatures.append((key, int(sd.SubgraphIndex())))
+        result = TfliteModel(source, len(data), subgraphs[0].tensors, subgraphs[0].operators,
+                             subgraphs[0].inputs, subgraphs[0].outputs, subgraphs, tuple(signatures))
+        calls = result.calls()
+        for c in calls:
+            if not 0 <= c.callee < len(subgraphs):
+                raise ValueError(f"operator {c.operator} ({c.op}) of subgraph {c.caller} runs subgraph "
+                                 f"{c.callee}, which does not exist")
+        for k in {c.callee for c in calls}:
+            reach = set(result.reachable_subgraphs(k))
+            if any(c.callee == k and c.caller in reach for c in calls):
+                raise ValueError(f"subgraph {k} runs itself (TFLM would recurse without end)")
     except UserError:
         raise
     except Exception as exc:  # a damaged flatbuffer fails anywhere inside the generated accessors
         raise UserError(f"{source} is a damaged TFLite flatbuffer ({type(exc).__name__}: {exc}); "
                         "re-export the model") from exc
-    return TfliteModel(source, len(data), tensors, tuple(operators), inputs, outputs)
+    return result
 
 
 def read_model(path: str | Path) -> TfliteModel:

@@ -4,13 +4,14 @@ A model is *blessed* only if every check passes; the document lists each check w
 and its verdict, and ``reasons`` names every failing one. Checks:
 
 - ``latency``: the sum of the device LUT's entries over the model's operators (the model is parsed from the
-  flatbuffer with ``tflite_model``, so any int8 model can be priced, not only ours). For ``host-tflm`` also
-  ``latency_measured``: the median ``invoke()`` in the TFLM runtime on this machine, minus the interpreter's
-  per-call overhead (``tflm.time_invoke``).
-- ``sram``: the larger of the predicted on-target arena (``cost.sram_bytes`` with the device's kernel scratch
-  and persistent terms) and the arena TFLM needs on this host (``tflm.min_arena_bytes``, by bisection). The
-  host is 64-bit, so its figure over-states a 32-bit MCU's persistent structs; the prediction includes
-  CMSIS-NN scratch buffers the host's reference kernels do not ask for. Neither alone is an upper bound,
+  flatbuffer with ``tflite_model``, so any int8 model can be priced, not only ours): those of subgraph 0, the
+  one TFLM runs. For ``host-tflm`` also ``latency_measured``: the median ``invoke()`` in the TFLM runtime on
+  this machine, minus the interpreter's per-call overhead (``tflm.time_invoke``).
+- ``sram``: the larger of the predicted on-target arena (``cost.tflite_sram_bytes`` with the device's kernel
+  scratch and persistent terms, over every subgraph: TFLM allocates them all) and the arena TFLM needs on
+  this host (``tflm.min_arena_bytes``, by bisection, which allocates every subgraph too). The host is
+  64-bit, so its figure over-states a 32-bit MCU's persistent structs; the prediction includes CMSIS-NN
+  scratch buffers the host's reference kernels do not ask for. Neither alone is an upper bound,
   the maximum is the conservative figure.
 - ``flash``: the model's bytes plus the TFLM runtime's own code and constant data for the device
   (``RUNTIME_FLASH``, with sources; override with ``runtime_flash_bytes`` when a link map gives the real one).
@@ -157,7 +158,7 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                source="TFLM runtime on this host (reference kernels)")
 
     scratch, persistent = cost.device_memory_terms(lut)
-    predicted = cost.sram_bytes(graph, scratch, persistent)
+    predicted = cost.tflite_sram_bytes(model, scratch, persistent)   # every subgraph TFLM allocates
     host_arena = tflm.min_arena_bytes(data, str(model_path))
     sram = max(predicted, host_arena)
     _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,

@@ -63,11 +63,13 @@ def cmd_analyze(args) -> int:
     data = path.read_bytes()
     obj = {"model": str(path), "device": table.device, "lut_sha256": table.sha256, "clock_mhz": table.clock_mhz,
            "unit": table.unit, "latency_ms": sum(o["latency_us"] for o in ops) / 1000.0,
-           "sram_bytes": cost.sram_bytes(graph, scratch, persistent),
+           "sram_bytes": cost.tflite_sram_bytes(model, scratch, persistent),
            "host_arena_bytes": None if args.no_arena else tflm.min_arena_bytes(data, str(path)),
            "flash_bytes": len(data), "macs": graph.macs, "estimated_ops": len([o for o in ops if o["estimated"]]),
-           "ops": ops}
-    lines = [f"{'#':>3} {'op':<18} {'in':<12} {'out':<12} {'MACs':>9} {'us':>10}"]
+           "ops": ops, **_subgraphs(model)}
+    run = obj["subgraph"]
+    lines = [f"subgraph {run['index']}{_label(run)} runs (TFLM invokes subgraph 0); its operators are priced:"]
+    lines.append(f"{'#':>3} {'op':<18} {'in':<12} {'out':<12} {'MACs':>9} {'us':>10}")
     for o in ops:
         lines.append(f"{o['index']:>3} {o['op']:<18} {'x'.join(map(str, o['in_shape'])):<12} "
                      f"{'x'.join(map(str, o['out_shape'])):<12} {o['macs']:>9} {o['latency_us']:>10.1f}"
@@ -76,5 +78,32 @@ def cmd_analyze(args) -> int:
                  f"SRAM {obj['sram_bytes']} B (target); host arena "
                  f"{obj['host_arena_bytes'] if obj['host_arena_bytes'] is not None else 'skipped'} B; "
                  f"flash {obj['flash_bytes']} B")
+    for g in obj["other_subgraphs"]:
+        how = ("run by " + ", ".join(f"{c['op']} ({c['role']}) at operator {c['operator']} of subgraph "
+                                     f"{c['subgraph']}" for c in g["called_by"]) + " (its time is not in the latency)"
+               if g["called_by"] else "not run by subgraph 0")
+        lines.append(f"other subgraph {g['index']}{_label(g)}: {', '.join(g['op_set']) or 'no operators'}; {how}; "
+                     "its tensors count in SRAM and the arena")
     emit(args, obj, "\n".join(lines))
     return 0
+
+def _label(g: dict) -> str:
+    parts = [f"'{g['name']}'"] if g["name"] else []
+    if g["signature"] is not None:
+        parts.append(f"signature '{g['signature']}'")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _subgraphs(model) -> dict:
+    """The subgraph TFLM runs (0) and the others: index, name, signature key, operator set, and which
+    control-flow operators run them (none for another signature's subgraph)."""
+    calls = model.calls()
+
+    def describe(g) -> dict:
+        return {"index": g.index, "name": g.name, "signature": model.signature_of(g.index),
+                "operators": len(g.operators), "op_set": g.op_set,
+                "called_by": [{"subgraph": c.caller, "operator": c.operator, "op": c.op, "role": c.role}
+                              for c in calls if c.callee == g.index]}
+
+    first, *rest = model.subgraphs
+    return {"subgraph": describe(first), "other_subgraphs": [describe(g) for g in rest]}

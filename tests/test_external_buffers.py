@@ -1,0 +1,144 @@
+"""Weights stored outside the flatbuffer (issue 11, item 3): buffers with ``offset``/``size`` and the data
+after the flatbuffer, the converter's layout for models over 2 GB. TFLM reads constants only from inside
+the flatbuffer, so ``bundle``, ``analyze`` and ``validate`` refuse such a file with one line saying why and
+how to re-export.
+
+The file is made here: a small model converted to full int8, then rewritten with the tflite-micro schema
+objects so that every constant buffer lives after the flatbuffer (16-byte aligned). TensorFlow Lite reads it
+and answers exactly as from the original, so it is a faithful file of that layout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgenas_keras import tflm
+from edgenas_keras.errors import UserError
+from edgenas_keras.tflite_model import parse
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _int8_model() -> bytes:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class Net(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.k = tf.constant(rng.normal(size=(3, 3, 3, 8)).astype("float32"))
+            self.w = tf.constant(rng.normal(size=(8, 2)).astype("float32"))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="image")])
+        def classify(self, image):
+            x = tf.nn.relu6(tf.nn.conv2d(image, self.k, 2, "SAME"))
+            return {"logits": tf.matmul(tf.reduce_mean(x, [1, 2]), self.w)}
+
+    m = Net()
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([m.classify.get_concrete_function()], m)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 16, 16, 3)).astype("float32")]
+                                           for _ in range(8))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def _externalise(data: bytes) -> bytes:
+    """Move every non-empty buffer's data after the flatbuffer; ``offset`` counts from the file's start."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
+
+    m = s.ModelT.InitFromPackedBuf(data, 0)
+    moved = [(b, bytes(bytearray(b.data))) for b in m.buffers if b.data is not None and len(b.data)]
+
+    def pack() -> bytes:
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+    for b, raw in moved:   # non-zero placeholders first, so the packed size does not change with the values
+        b.data, b.offset, b.size = None, 1 << 40, len(raw)
+    n = len(pack())
+    start = -(-n // 16) * 16
+    tail = bytearray()
+    for b, raw in moved:
+        b.offset = start + len(tail)
+        tail += raw + bytes(-len(raw) % 16)
+    head = pack()
+    assert len(head) == n
+    return head + bytes(start - n) + bytes(tail)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("external")
+    inline = _int8_model()
+    (d / "inline.tflite").write_bytes(inline)
+    (d / "external.tflite").write_bytes(_externalise(inline))
+    return d / "inline.tflite", d / "external.tflite"
+
+
+def _tflite_output(data: bytes, x: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_content=data)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def test_the_file_is_a_faithful_external_buffer_model(files):
+    from tensorflow.lite.python import schema_py_generated as tfs
+
+    inline, external = (p.read_bytes() for p in files)
+    m = tfs.ModelT.InitFromPackedBuf(external, 0)
+    outside = [b for b in m.buffers if b.offset > 1]
+    assert len(outside) >= 4 and all(b.data is None and b.size > 0 for b in outside)
+    x = np.random.default_rng(1).integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)
+    np.testing.assert_array_equal(_tflite_output(external, x), _tflite_output(inline, x))
+
+
+def test_why_it_is_refused_tflm_runs_it_wrong(files):
+    """The reason for the refusal, kept honest: the TFLM runtime here, given the file directly, answers
+    differently from TensorFlow Lite on the same input (it reads the weights as empty arena tensors)."""
+    from tflite_micro import runtime
+
+    _, external = files
+    data = external.read_bytes()
+    x = np.random.default_rng(2).integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)
+    with tflm.quiet_c_stderr():
+        it = runtime.Interpreter.from_bytes(data, arena_size=64 * 1024)
+        it.set_input(x, 0)
+        it.invoke()
+    assert not np.array_equal(it.get_output(0), _tflite_output(data, x))
+
+
+def test_library_refuses_before_running(files):
+    inline, external = files
+    assert parse(inline.read_bytes()).op_set == ["CONV_2D", "FULLY_CONNECTED", "MEAN"]
+    with pytest.raises(UserError, match="outside the flatbuffer"):
+        parse(external.read_bytes(), str(external))
+    with pytest.raises(UserError, match="re-export"):
+        tflm.run(external.read_bytes(), np.zeros((1, 16, 16, 3), np.int8))
+
+
+@pytest.mark.parametrize("command", ["bundle", "analyze", "validate"])
+def test_cli_refuses_with_one_line_and_writes_nothing(files, command, tmp_path, capsys):
+    _, external = files
+    out = tmp_path / "out"
+    argv = {"bundle": ["bundle", str(external), "--out", str(out)],
+            "analyze": ["analyze", str(external), "--device", "cortex-m7"],
+            "validate": ["validate", str(external), "--device", "cortex-m7", "--latency-ms", "10", "--sram-kb",
+                         "256", "--flash-kb", "1024", "--min-accuracy", "0", "--out", str(out)]}[command]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(external) in err[0], err
+    assert "outside the flatbuffer" in err[0] and "TFLM" in err[0]
+    assert "re-export it with tf.lite.TFLiteConverter without _experimental_use_buffer_offset" in err[0]
+    assert "Traceback" not in captured.err and not out.exists()
