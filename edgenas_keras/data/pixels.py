@@ -108,7 +108,7 @@ def decode_pixels(
     except Image.DecompressionBombError as exc:
         return Converted(reason=f"image too large ({exc})")
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        return Converted(reason=f"truncated or corrupt image ({exc})")
+        return Converted(reason=f"truncated, corrupt or unsupported image ({exc})")
     return convert_image(img, grayscale, exif_transpose, rawmode)
 
 

@@ -235,12 +235,17 @@ CONVERTED = {
         64,
         255,
     ),
+    "L with a grey key (PNG tRNS): black is transparent": (
+        lambda: saved(Image.fromarray(halves(0, 100)), "PNG", transparency=0),
+        255,
+        100,
+    ),
 }
 
 # The mode Pillow opens each of those files in (what the conversion has to deal with).
 OPENED_AS = [
     "1", "L", "P", "P", "P", "LA", "RGBA", "RGB", "CMYK", "CMYK", "YCbCr", "LAB", "I;16", "I;16", "I;16B",
-    "I;16L", "I;16", "I;16", "I;16", "RGB", "RGBA", "RGBA", "RGB", "I", "I", "I", "F",
+    "I;16L", "I;16", "I;16", "I;16", "RGB", "RGBA", "RGBA", "RGB", "I", "I", "I", "F", "L",
 ]  # fmt: skip
 assert len(OPENED_AS) == len(CONVERTED)
 
