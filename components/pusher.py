@@ -3,12 +3,12 @@
 Only a blessed model is bundled and pushed: without the blessing the component still completes (the run
 is not an error, the model simply did not meet its budgets) and records ``pushed = 0``. The bundle is
 ``edgenas_keras.bundle.make_bundle`` with the pipeline's provenance in its manifest (architecture, LUT
-sha256, budgets, data fingerprint, validation figures); publishing is ``deploy.push.push_bundle``
+sha256, budgets, data fingerprint, validation figures) and the input preprocessing the trainer recorded in
+``metrics.json`` beside the model (``bundle.recorded_preprocessing``: the reader's rule, never restated here);
+publishing is ``deploy.push.push_bundle``
 (versioned, complete or absent, ``LATEST`` written last). ``PushedModel`` carries TFX's standard custom
 properties ``pushed``, ``pushed_destination`` and ``pushed_version``.
 """
-
-import json
 
 from tfx import v1 as tfx
 
@@ -31,11 +31,17 @@ def TfliteMicroPusher(
     dest: tfx.dsl.components.Parameter[str],
     model_name: tfx.dsl.components.Parameter[str],
     device: tfx.dsl.components.Parameter[str],
-    budgets: tfx.dsl.components.Parameter[str],
+    latency_ms: tfx.dsl.components.Parameter[float],
+    sram_bytes: tfx.dsl.components.Parameter[int],
+    flash_bytes: tfx.dsl.components.Parameter[int],
+    min_accuracy: tfx.dsl.components.Parameter[float] = 0.0,
 ) -> None:
-    """Bundle and push the int8 model if (and only if) it is blessed."""
+    """Bundle and push the int8 model if (and only if) it is blessed (``dest`` and the budgets are the
+    run-time parameters ``push_dest`` and ``budgets_*`` of a compiled spec)."""
+    from components import params
     from deploy.push import push_bundle
-    from edgenas_keras.bundle import make_bundle
+    from edgenas_keras.bundle import make_bundle, recorded_preprocessing
+    from edgenas_keras.data.preprocessing import LABELS
 
     blessed = blessing.get_int_custom_property("blessed") == 1
     with output_dir(pushed_model.uri) as out:
@@ -48,18 +54,25 @@ def TfliteMicroPusher(
         provenance = {
             "architecture": architecture.get_string_custom_property("arch"),
             "lut_sha256": lut.get_string_custom_property("sha256"),
-            "budgets": json.loads(budgets),
+            "budgets": params.budgets(latency_ms, sram_bytes, flash_bytes, min_accuracy),
             "dataset_fingerprint": examples.get_string_custom_property("fingerprint"),
             "validation": validation,
         }
+        model_file = input_dir(model.uri) / "model_int8.tflite"
+        preprocessing = recorded_preprocessing(model_file)
+        if preprocessing is None:
+            log("TfliteMicroPusher", "warning: the model has no recorded preprocessing (trained by an older "
+                "EdgeNAS); the bundle states it as unknown")
         bundle = make_bundle(
-            input_dir(model.uri) / "model_int8.tflite",
+            model_file,
             out / BUNDLE_DIR,
             name=model_name.replace("-", "_").replace(".", "_").lower(),
             device=device,
-            extra_manifest={"labels": ["no_person", "person"], **provenance},
+            extra_manifest={"labels": list(preprocessing.labels if preprocessing and preprocessing.labels
+                                           else LABELS), **provenance},
+            preprocessing=preprocessing,
         )
-        result = push_bundle(bundle.out_dir, dest, model_name, device)
+        result = push_bundle(bundle.out_dir, params.push_dest(dest), model_name, device)
         write_json(out / PUSH_FILE, {"pushed": True, **result.to_dict()})
     pushed_model.set_int_custom_property("pushed", 1)
     pushed_model.set_string_custom_property("pushed_destination", result.uri)

@@ -11,6 +11,8 @@ The library never imports tfx, kfp or apache_beam (DESIGN.md section 3; enforced
 import os as _os
 
 _os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log (3: none; import-time "Unable to register cuDNN factory" lines are errors of level 2)
+# is not for EdgeNAS users; `edgenas --debug` turns it back on (pipeline/cli.py).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"

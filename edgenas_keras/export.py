@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from edgenas_keras.tflm import quiet_native_output
+
 
 def random_representative(shape: tuple[int, ...], n: int = 8, seed: int = 0, low: float = -1.0,
                           high: float = 1.0) -> Callable[[], Iterable[list[np.ndarray]]]:
@@ -50,4 +52,5 @@ def to_int8_tflite(model, representative: Callable[[], Iterable[list[np.ndarray]
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
-    return conv.convert()
+    with quiet_native_output():   # the converter's C++ logging is not for users (kept under --debug)
+        return conv.convert()

@@ -4,7 +4,9 @@ Why these exist:
 - TFLM has no "how much arena do you need" API; its constructor fails when the arena is too small. The
   minimal arena is found by bisection on ``arena_size``, and each failed attempt prints to stderr from C,
   below Python's ``sys.stderr``: ``quiet_c_stderr`` silences file descriptor 2 (keeping what was printed, so a
-  real failure can still be reported).
+  real failure can still be reported). When TFLM cannot prepare a model at all (an operator this build has no
+  kernel for, an operator whose Prepare refuses its tensors), what it printed is the reason users see
+  (``tflm_reason``), not a guess.
 - The LUT builder times single-operator models; the Python -> C call of ``invoke`` costs microseconds that a
   microcontroller does not pay, so ``time_invoke`` also reports that per-invoke overhead, measured on a model
   with one operator on a one-element tensor, for the caller to subtract.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import statistics
 import subprocess
@@ -49,6 +52,7 @@ def quiet_c_stderr(captured: list[str] | None = None):
         try:
             yield
         finally:
+            sys.stderr.flush()   # Python's own writes in the block belong to the sink too
             os.dup2(saved, 2)
             os.close(saved)
             if captured is not None:
@@ -56,35 +60,107 @@ def quiet_c_stderr(captured: list[str] | None = None):
                 captured.append(sink.read().decode("utf-8", "replace"))
 
 
+_REASON_CHARS = 400           # an error line quotes at most this much of TFLM's output
+
+
+def tflm_reason(printed: str, fallback: str = "") -> str:
+    """TFLM's own account of a failure, from what it printed on stderr: its distinct non-empty lines in order,
+    joined with ``; `` (at most ``_REASON_CHARS`` characters), or ``fallback`` when it printed nothing.
+
+    E.g. ``Didn't find op for builtin opcode 'GELU'; Failed to get registration from op code GELU``.
+    """
+    seen: list[str] = []
+    for line in printed.replace("\r", "\n").splitlines():
+        line = line.strip()
+        if line and line not in seen:
+            seen.append(line)
+    text = "; ".join(seen) or fallback
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."
+
+
+DEBUG_ENV = "EDGENAS_DEBUG"   # set by `edgenas --debug`: native libraries' own logging stays visible
+
+
+def debug_enabled() -> bool:
+    """True when ``EDGENAS_DEBUG`` is set to anything but ``""`` or ``"0"`` (``edgenas --debug`` sets it)."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+@contextlib.contextmanager
+def quiet_native_output():
+    """Silence what native code prints on file descriptors 1 and 2 during the block (TensorFlow's converter:
+    ``WARNING: All log messages before absl::InitializeLog()...``, ``fully_quantize: 0, ...``, ``Ignored
+    output_format``), unless ``debug_enabled()``. Python output in the block is silenced with it.
+
+    It redirects the process's descriptors, so nothing else may be printing meanwhile: TFX's LocalDagRunner
+    runs one component at a time in this process, and the block wraps only the conversion call. If the
+    block raises anything but a ``UserError``, what was printed is written back to stderr before the
+    traceback, so a crash keeps its native log.
+    """
+    if debug_enabled():
+        yield
+        return
+    sys.stdout.flush()
+    saved_out = os.dup(1)
+    captured: list[str] = []
+    failed = False
+    try:
+        with tempfile.TemporaryFile(mode="w+b") as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                with quiet_c_stderr(captured):
+                    try:
+                        yield
+                    finally:
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+            except BaseException as exc:
+                failed = not isinstance(exc, UserError)
+                raise
+            finally:
+                os.dup2(saved_out, 1)
+                if failed:
+                    sink.seek(0)
+                    captured.insert(0, sink.read().decode("utf-8", "replace"))
+    finally:
+        os.close(saved_out)
+        if failed and "".join(captured).strip():
+            sys.stderr.write("".join(captured))
+            sys.stderr.flush()
+
+
 def interpreter(model_bytes: bytes, arena_size: int) -> runtime.Interpreter:
-    """A TFLM interpreter with ``arena_size`` bytes of arena. Raises ``RuntimeError`` (with TFLM's own last
-    message) when the model cannot be allocated in it."""
+    """A TFLM interpreter with ``arena_size`` bytes of arena. Raises ``RuntimeError`` (with TFLM's own
+    messages, ``tflm_reason``) when the model cannot be allocated in it."""
     log: list[str] = []
     try:
         with quiet_c_stderr(log):
             return runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=int(arena_size))
     except Exception as exc:  # TFLM raises RuntimeError; a damaged file fails earlier in Python
-        lines = [ln for ln in "".join(log).splitlines() if ln.strip()]
-        raise RuntimeError(lines[-1] if lines else str(exc)) from exc
+        raise RuntimeError(tflm_reason("".join(log), str(exc))) from exc
 
 
-# The probe process: reads the model once, then answers one arena size per line with 1 (allocates) or 0.
+# The probe process: reads the model once, then answers one arena size per line with 1 (allocates) or with
+# 0 and, as a JSON string, what TFLM printed on stderr while failing.
 _PROBE_SRC = r"""
-import os, sys
+import json, os, sys, tempfile
 from tflite_micro import runtime
 answers = os.fdopen(os.dup(1), "w")
 quiet = os.open(os.devnull, os.O_WRONLY)
 os.dup2(quiet, 1)
-os.dup2(quiet, 2)
 inp = sys.stdin.buffer
 data = inp.read(int(inp.readline()))
 for line in inp:
-    try:
-        runtime.Interpreter.from_bytes(data, arena_size=int(line))
-        ok = 1
-    except Exception:
-        ok = 0
-    answers.write(f"{ok}\n")
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            runtime.Interpreter.from_bytes(data, arena_size=int(line))
+            answer = "1"
+        except Exception as exc:
+            log.seek(0)
+            answer = "0 " + json.dumps(log.read().decode("utf-8", "replace") or str(exc))
+        os.dup2(quiet, 2)
+    answers.write(answer + "\n")
     answers.flush()
 """
 
@@ -102,6 +178,7 @@ class _ArenaProbe:
     def __init__(self, model_bytes: bytes):
         self.data = bytes(model_bytes)
         self.proc: subprocess.Popen | None = None
+        self.last_failure = ""   # what TFLM printed on the last failed allocation (or how the probe died)
 
     def _start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", _PROBE_SRC], stdin=subprocess.PIPE,
@@ -119,10 +196,18 @@ class _ArenaProbe:
         except (BrokenPipeError, OSError):
             answer = b""
         if not answer:  # the probe process died on this size
-            self.proc.wait()
+            status = self.proc.wait()
             self.proc = None
+            self.last_failure = (f"the TFLM runtime crashed while allocating (exit status {status}) instead of "
+                                 "reporting an error")
             return False
-        return answer.strip() == b"1"
+        if answer.strip() == b"1":
+            return True
+        try:
+            self.last_failure = json.loads(answer[1:].decode())
+        except ValueError:
+            self.last_failure = ""
+        return False
 
     def close(self) -> None:
         if self.proc is not None:
@@ -135,7 +220,8 @@ class _ArenaProbe:
 def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
     """The smallest ``arena_size`` with which TFLM allocates the model on this host (exact, by bisection).
 
-    A model TFLM cannot allocate at all (an unsupported operator, a damaged file) is a ``UserError``.
+    A model TFLM cannot allocate at all (an operator it has no kernel for, an operator whose Prepare refuses
+    its tensors, a damaged file) is a ``UserError`` quoting TFLM's own messages (``tflm_reason``).
     """
     model_bytes = bytes(model_bytes)
     parse(model_bytes, source)
@@ -144,8 +230,8 @@ def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
         hi = max(64 * 1024, 4 * len(model_bytes))
         while not probe.allocates(hi):
             if hi >= _MAX_ARENA:
-                raise UserError(f"TFLM cannot allocate {source} even with a 1 GiB arena (an unsupported "
-                                "operator, or a damaged model)")
+                reason = tflm_reason(probe.last_failure, "it printed no reason")
+                raise UserError(f"TFLM cannot prepare {source}: {reason}")
             hi *= 4
         lo = 0   # invariant: lo fails (or is 0), hi allocates
         while hi - lo > 1:

@@ -25,8 +25,10 @@ Why the steps are what they are:
 
 Outputs (``out_dir``): ``float_model.keras``, ``qat_model.h5`` (HDF5: tf_keras' ``.keras`` format does not
 restore tfmot's quantize layers; load it with ``qat.load_qat_model``),
-``model_int8.tflite`` (QAT), ``model_ptq_int8.tflite`` (PTQ baseline), ``history.json``, ``metrics.json``,
-``config.json`` (the resolved configuration, architecture and data fingerprint). Everything is written to a
+``model_int8.tflite`` (QAT), ``model_ptq_int8.tflite`` (PTQ baseline), ``history.json``, ``metrics.json``
+(figures, both models' sha256 and the input ``preprocessing`` they were trained and evaluated with, which
+``edgenas bundle`` states to the firmware), ``config.json`` (the resolved configuration, architecture and
+data fingerprint). Everything is written to a
 staging folder and moved into place at the end, ``metrics.json`` last, so a crashed run leaves nothing that
 looks finished.
 """
@@ -348,6 +350,9 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
             "model_bytes": len(int8),
             "int8_sha256": hashlib.sha256(int8).hexdigest(),   # lets `edgenas validate` trust these figures
             "ptq_model_bytes": len(ptq),
+            "ptq_int8_sha256": hashlib.sha256(ptq).hexdigest(),
+            # what the reader fed both models: `edgenas bundle` states it to the firmware (matched by sha256)
+            "preprocessing": reader.preprocessing(ch).to_dict(),
             "params": int(model.count_params()),
             "seconds": {k: round(v, 1) for k, v in timings.items()},
         }

@@ -127,11 +127,18 @@ def recorded_accuracy(model_path: Path, sha256: str) -> tuple[float, str] | None
 
 def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, data_dir: str | Path | None = None,
                    eval_limit: int | None = None, runtime_flash_bytes: int | None = None,
-                   measure_host_latency: bool | None = None) -> dict:
+                   measure_host_latency: bool | None = None, target_footprint: dict | None = None) -> dict:
     """Check an int8 model against ``budgets`` on ``lut``'s device; return the blessing document.
 
     ``budgets`` is a ``Budgets`` or a dict for ``Budgets.from_dict``. ``measure_host_latency`` defaults to
-    "the device is host-tflm"."""
+    "the device is host-tflm". A model the TFLM runtime cannot prepare is a ``UserError`` quoting TFLM's own
+    messages (``tflm.min_arena_bytes``).
+
+    ``target_footprint``: the model measured on the device's core in emulation
+    (``deploy.emulate.measured_footprint``: ``arena_used_bytes``, ``flash_bytes`` of the linked image,
+    ``runtime_flash_bytes``, ``target``, ``qemu_machine``). When given, ``sram`` is that 32-bit arena and
+    ``flash`` the linked image (runtime + model) instead of the prediction/host maximum and ``RUNTIME_FLASH``
+    (an explicit ``runtime_flash_bytes`` still wins for flash)."""
     from edgenas_keras import tflm  # noqa: PLC0415  (loads the TFLM runtime)
 
     if isinstance(budgets, dict):
@@ -143,6 +150,8 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
     footprint = runtime_footprint(lut.device, runtime_flash_bytes)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UserError(f"data folder {data_dir} does not exist or is not a directory")
+    # TFLM first: a model it cannot prepare is a UserError quoting TFLM's own reason, before any pricing
+    host_arena = tflm.min_arena_bytes(data, str(model_path))
     graph = model.graph()
     checks: dict[str, dict] = {}
 
@@ -159,15 +168,29 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
 
     scratch, persistent = cost.device_memory_terms(lut)
     predicted = cost.tflite_sram_bytes(model, scratch, persistent)   # every subgraph TFLM allocates
-    host_arena = tflm.min_arena_bytes(data, str(model_path))
-    sram = max(predicted, host_arena)
-    _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,
-           predicted_on_target_bytes=predicted, host_arena_bytes=host_arena,
-           rule="the larger of the on-target prediction and the host arena (bisection)")
+    if target_footprint is not None:
+        sram = int(target_footprint["arena_used_bytes"])
+        _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,
+               predicted_on_target_bytes=predicted, host_arena_bytes=host_arena, emulated_arena_bytes=sram,
+               rule=f"arena_used_bytes() on the emulated core ({target_footprint.get('target')}, QEMU "
+               f"{target_footprint.get('qemu_machine')}, TFLM built for it)")
+    else:
+        sram = max(predicted, host_arena)
+        _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,
+               predicted_on_target_bytes=predicted, host_arena_bytes=host_arena,
+               rule="the larger of the on-target prediction and the host arena (bisection)")
 
-    flash = len(data) + footprint.bytes
-    _check(checks, "flash", flash, budgets.flash_bytes, "bytes", flash <= budgets.flash_bytes,
-           model_bytes=len(data), runtime_bytes=footprint.bytes, runtime_source=footprint.source)
+    if target_footprint is not None and runtime_flash_bytes is None:
+        flash = int(target_footprint["flash_bytes"])
+        runtime = int(target_footprint["runtime_flash_bytes"])
+        _check(checks, "flash", flash, budgets.flash_bytes, "bytes", flash <= budgets.flash_bytes,
+               model_bytes=len(data), runtime_bytes=runtime,
+               runtime_source=f"linked image for {target_footprint.get('target')} (text + data of the ELF "
+               "`edgenas emulate` builds, without its test input): TFLM, the kernels, start-up code and libc")
+    else:
+        flash = len(data) + footprint.bytes
+        _check(checks, "flash", flash, budgets.flash_bytes, "bytes", flash <= budgets.flash_bytes,
+               model_bytes=len(data), runtime_bytes=footprint.bytes, runtime_source=footprint.source)
 
     if data_dir is not None:
         from edgenas_keras.train import tflm_accuracy  # noqa: PLC0415  (TensorFlow only for this check)

@@ -7,6 +7,7 @@ with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="EdgeNAS: latency- and memory-constrained architecture search for microcontrollers, "
         "from VWW data to a TFLite Micro bundle.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for errors, and the native libraries' own log lines (TensorFlow, "
+                        "its converter) that EdgeNAS otherwise silences")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in COMMAND_MODULES:
@@ -35,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        # native libraries' own logging (TensorFlow's C++ log, the converter's) becomes visible again
+        os.environ["EDGENAS_DEBUG"] = "1"
+        if "tensorflow" not in sys.modules:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         rc = args.func(args)
         return int(rc or 0)

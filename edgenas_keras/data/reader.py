@@ -3,7 +3,10 @@
 Model input range: **[-1, 1]** (``pixel / 127.5 - 1``), the MobileNet convention. It is symmetric around
 zero, which suits int8 quantisation of the input (zero point near 0), and it is what every model built by
 this project expects; the int8 converter's representative data must come from this reader for the same
-reason. ``INPUT_RANGE`` states it for code that needs the figures.
+reason. ``PREPROCESSING`` (``edgenas_keras.data.preprocessing``, free of TensorFlow) is that rule as data
+(pixel divisor and offset, channel order, resize rule, labels): this reader computes with it, training records it beside the model (``metrics.json``) and the firmware
+bundle states it from there (``edgenas_keras.bundle``), so the figures a firmware engineer reads are the ones
+the model was trained and evaluated with. ``INPUT_RANGE`` is its float range.
 
 Augmentation (training only) is light, as for the MLPerf Tiny reference: random horizontal flip and a shift
 of up to 1/12 of the side (reflect-padded crop). Its randomness is stateless, seeded from ``shuffle_seed``
@@ -17,10 +20,18 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from edgenas_keras.data.preprocessing import (  # noqa: F401  (re-exported: the reader's rule)
+    INPUT_RANGE,
+    LABELS,
+    PREPROCESSING,
+    RESIZE_METHOD,
+    Preprocessing,
+    preprocessing,
+)
 from edgenas_keras.data.records import hash_split
 from edgenas_keras.errors import UserError
 
-INPUT_RANGE = (-1.0, 1.0)
+
 
 FEATURE_SPEC = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -50,8 +61,8 @@ def split_files(examples_dir: str | Path, split: str) -> list[str]:
 
 
 def normalize(image_uint8: tf.Tensor) -> tf.Tensor:
-    """uint8 pixels -> the model's input range [-1, 1]."""
-    return tf.cast(image_uint8, tf.float32) / 127.5 - 1.0
+    """uint8 pixels -> the model's input range [-1, 1] (``PREPROCESSING``)."""
+    return tf.cast(image_uint8, tf.float32) / PREPROCESSING.pixel_divisor + PREPROCESSING.pixel_offset
 
 
 def _in_subset(subset: Subset):
@@ -101,7 +112,7 @@ def make_dataset(
 
     def decode(i, ex):
         image = tf.io.decode_jpeg(ex["image/encoded"], channels=channels)
-        image = tf.image.resize(image, [resolution, resolution], antialias=True)
+        image = tf.image.resize(image, [resolution, resolution], method=RESIZE_METHOD, antialias=True)
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         if augment:
             image = _augment(image, base_seed + tf.stack([tf.constant(0, tf.int64), i]), resolution)

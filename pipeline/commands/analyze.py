@@ -4,7 +4,8 @@ Works on models nobody on this team trained: the file is parsed to an ``OpGraph`
 (``edgenas_keras.tflite_model``), each operator priced from the device's LUT (an analytical table prices any
 shape; a measured table lacking a key is an error unless ``--allow-estimate``), peak SRAM from the
 foundation's planner with the device's kernel-library scratch, the arena measured on this host by
-bisection (``tflm.min_arena_bytes``), and flash as the flatbuffer's size.
+bisection (``tflm.min_arena_bytes``, done first: a model TFLM cannot prepare is refused with TFLM's own
+reason), and flash as the flatbuffer's size.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def cmd_analyze(args) -> int:
 
     path = existing_file(args.model, "model file")
     model = read_int8_model(path)
+    data = path.read_bytes()
+    # TFLM first: a model it cannot prepare is refused with TFLM's own reason, before any pricing
+    host_arena = None if args.no_arena else tflm.min_arena_bytes(data, str(path))
     graph = model.graph()
     table = lutmod.resolve(args.device, args.lut, args.clock_mhz)
     missing = set(table.missing(graph.keys))
@@ -60,11 +64,10 @@ def cmd_analyze(args) -> int:
                     "out_shape": list(s.out_shape), "macs": s.macs, "params": s.params,
                     "latency_us": round(us, 3), "estimated": est})
     scratch, persistent = cost.device_memory_terms(table)
-    data = path.read_bytes()
     obj = {"model": str(path), "device": table.device, "lut_sha256": table.sha256, "clock_mhz": table.clock_mhz,
            "unit": table.unit, "latency_ms": sum(o["latency_us"] for o in ops) / 1000.0,
            "sram_bytes": cost.tflite_sram_bytes(model, scratch, persistent),
-           "host_arena_bytes": None if args.no_arena else tflm.min_arena_bytes(data, str(path)),
+           "host_arena_bytes": host_arena,
            "flash_bytes": len(data), "macs": graph.macs, "estimated_ops": len([o for o in ops if o["estimated"]]),
            "ops": ops, **_subgraphs(model)}
     run = obj["subgraph"]
@@ -86,6 +89,7 @@ def cmd_analyze(args) -> int:
                      "its tensors count in SRAM and the arena")
     emit(args, obj, "\n".join(lines))
     return 0
+
 
 def _label(g: dict) -> str:
     parts = [f"'{g['name']}'"] if g["name"] else []
