@@ -75,10 +75,19 @@ def make_examples(out_dir: str, data: dict, beam_args: list[str]) -> dict:
 def VwwExampleGen(
     examples: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
     data_config: tfx.dsl.components.Parameter[str],
+    images: tfx.dsl.components.Parameter[str] = "[]",
+    annotations: tfx.dsl.components.Parameter[str] = "[]",
+    minival_ids: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Ingest VWW images or draw the synthetic set; ``data_config`` is the config's ``data`` section (JSON)."""
-    data = json.loads(data_config)
+    """Ingest VWW images or draw the synthetic set.
+
+    ``data_config`` is the config's ``data`` section (JSON) without its paths; ``images`` and ``annotations``
+    (JSON lists, or one path) and ``minival_ids`` are separate parameters, the run-time parameters
+    ``data_images``, ``data_annotations`` and ``data_minival_ids`` of a compiled spec."""
+    from components import params
+
+    data = params.data_section(json.loads(data_config), images, annotations, minival_ids)
     log("VwwExampleGen", f"{data['source']} data -> {examples.uri}")
     with output_dir(examples.uri) as out:
         stats = make_examples(str(out), data, beam_flags(beam_pipeline))

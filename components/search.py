@@ -78,18 +78,26 @@ def SupernetSearch(
     architecture: tfx.dsl.components.OutputArtifact[Architecture],
     space_config: tfx.dsl.components.Parameter[str],
     search_config: tfx.dsl.components.Parameter[str],
-    budgets: tfx.dsl.components.Parameter[str],
+    latency_ms: tfx.dsl.components.Parameter[float],
+    sram_bytes: tfx.dsl.components.Parameter[int],
+    flash_bytes: tfx.dsl.components.Parameter[int],
     seed: tfx.dsl.components.Parameter[int] = 0,
 ) -> None:
-    """Search the space for the most accurate architecture within the budgets on the LUT's device."""
+    """Search the space for the most accurate architecture within the budgets on the LUT's device.
+
+    ``latency_ms``, ``sram_bytes``, ``flash_bytes`` (device budgets: flash counts model + TFLM runtime) and
+    ``seed`` are the run-time parameters ``budgets_*`` and ``seed`` of a compiled spec."""
+    from components import params
     from edgenas_keras import lut as lut_lib
     from edgenas_keras.search import run_search, search_config_from, space_with_blocks
     from edgenas_keras.space import SearchSpace
 
+    budgets = params.budgets(latency_ms, sram_bytes, flash_bytes)
+    seed = params.seed(seed)
     check_anomalies(anomalies)
     space = SearchSpace.from_dict(json.loads(space_config), source="pipeline config")
     table = lut_lib.load(input_dir(lut.uri) / "lut.json")
-    config = search_config_from(json.loads(search_config), model_budgets(json.loads(budgets), table.device), seed)
+    config = search_config_from(json.loads(search_config), model_budgets(budgets, table.device), seed)
     key = {
         "examples": examples.get_string_custom_property("fingerprint") or examples.uri,
         "lut": table.sha256,

@@ -23,9 +23,14 @@ def QatTrainer(
     train_config: tfx.dsl.components.Parameter[str],
     seed: tfx.dsl.components.Parameter[int] = 0,
 ) -> None:
-    """Train the architecture, fine-tune it with QAT and export the int8 model."""
+    """Train the architecture, fine-tune it with QAT and export the int8 model.
+
+    ``seed`` is the run-time parameter ``seed`` of a compiled spec (``train.seed`` in the config wins)."""
+    from components import params
     from edgenas_keras.space import SearchSpace, decode
     from edgenas_keras.train import TrainConfig, train_and_export
+
+    seed = params.seed(seed)
 
     arch_dir = input_dir(architecture.uri)
     space = SearchSpace.from_dict(json.loads((arch_dir / SPACE_FILE).read_text()), source=str(arch_dir))

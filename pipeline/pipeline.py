@@ -12,6 +12,13 @@ holds no Resolver nodes (they do not run on Kubeflow) and no FileBasedExampleGen
 either). Everything a component needs travels as a parameter (JSON strings for the config sections), so a
 compiled spec is self-contained. The schema is inferred from the train split only, so ExampleValidator
 checks eval against what training saw; SupernetSearch refuses anomalous examples.
+
+The knobs a scheduled run changes (``config.RUNTIME_PARAMETERS``: the four budgets, the seed, the data
+paths, the push destination) are wired as TFX ``RuntimeParameter``s, one per knob, into separate component
+parameters (not inside the JSON sections), so KubeflowV2DagRunner compiles them to root input parameters
+of the spec and each component reads the value the run was submitted with. Their defaults are the
+configuration's values; the local runners bind them to those values explicitly (pipeline/runners.py),
+because TFX drops a falsy RuntimeParameter default (0, 0.0, "") when it compiles the pipeline.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from components.pusher import TfliteMicroPusher
 from components.search import SupernetSearch
 from components.trainer import QatTrainer
 from components.validator import BudgetValidator
-from pipeline.config import PipelineConfig, to_json
+from pipeline.config import RUNTIME_PARAMETERS, PipelineConfig, runtime_values, to_json
 
 
 def space_dict(config: PipelineConfig) -> dict:
@@ -41,6 +48,15 @@ def space_dict(config: PipelineConfig) -> dict:
     return space.to_dict()
 
 
+def runtime_parameters(config: PipelineConfig) -> dict:
+    """``{name: tfx RuntimeParameter}`` for ``config.RUNTIME_PARAMETERS``, defaulting to ``config``'s values."""
+    values = runtime_values(config)
+    return {
+        name: tfx.dsl.experimental.RuntimeParameter(name=name, ptype=ptype, default=values[name])
+        for name, (_dotted, ptype) in RUNTIME_PARAMETERS.items()
+    }
+
+
 def create_pipeline(
     config: PipelineConfig,
     pipeline_root: str,
@@ -49,9 +65,18 @@ def create_pipeline(
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """The pipeline for ``config``; ``metadata_path`` is the MLMD SQLite file (None on Kubeflow)."""
-    budgets = to_json(config.budgets_dict())
+    rp = runtime_parameters(config)
+    search_budgets = {"latency_ms": rp["budgets_latency_ms"], "sram_bytes": rp["budgets_sram_bytes"],
+                      "flash_bytes": rp["budgets_flash_bytes"]}
+    budgets = {**search_budgets, "min_accuracy": rp["budgets_min_accuracy"]}
+    data = {k: v for k, v in config.to_dict()["data"].items() if k not in ("images", "annotations", "minival_ids")}
 
-    example_gen = VwwExampleGen(data_config=to_json(config.to_dict()["data"]))
+    example_gen = VwwExampleGen(
+        data_config=to_json(data),
+        images=rp["data_images"],
+        annotations=rp["data_annotations"],
+        minival_ids=rp["data_minival_ids"],
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs["statistics"], infer_feature_shape=False, exclude_splits=["eval"]
@@ -68,20 +93,20 @@ def create_pipeline(
         lut=lut_importer.outputs["lut"],
         space_config=to_json(space_dict(config)),
         search_config=to_json(config.search),
-        budgets=to_json(config.search_budgets()),
-        seed=config.seed,
+        seed=rp["seed"],
+        **search_budgets,
     )
     trainer = QatTrainer(
         examples=example_gen.outputs["examples"],
         architecture=search.outputs["architecture"],
         train_config=to_json(config.train),
-        seed=config.seed,
+        seed=rp["seed"],
     )
     validator = BudgetValidator(
         model=trainer.outputs["model"],
         lut=lut_importer.outputs["lut"],
         examples=example_gen.outputs["examples"],
-        budgets=budgets,
+        **budgets,
     )
     pusher = TfliteMicroPusher(
         model=trainer.outputs["model"],
@@ -89,10 +114,10 @@ def create_pipeline(
         lut=lut_importer.outputs["lut"],
         architecture=search.outputs["architecture"],
         examples=example_gen.outputs["examples"],
-        dest=config.push.dest,
+        dest=rp["push_dest"],
         model_name=config.push.model_name,
         device=config.lut.device,
-        budgets=budgets,
+        **budgets,
     )
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,

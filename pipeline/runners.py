@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
-from pipeline.config import PipelineConfig, write_resolved
+from pipeline.config import PipelineConfig, runtime_values, write_resolved
 
 # gRPC (loaded by TFX) logs an INFO line for every fork (TFLM arena probes fork); it reads this at start-up.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -140,7 +140,7 @@ def run(config: PipelineConfig, output: str | os.PathLike, runner: str = "local"
     else:
         raise UserError(f"runner {runner!r} is not one of local, beam")
     try:
-        orchestrator.run(p)
+        orchestrator.run_with_ir(bind_runtime_parameters(p, runtime_values(config)))
     except Exception as exc:  # noqa: BLE001  (Beam wraps executor errors; surface a user's error as such)
         user = _find_user_error(exc)
         if user is not None:
@@ -151,6 +151,25 @@ def run(config: PipelineConfig, output: str | os.PathLike, runner: str = "local"
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, summary_path)
     return summary
+
+
+def bind_runtime_parameters(pipeline, values: dict):
+    """The pipeline compiled to TFX IR with its RuntimeParameters set to ``values`` (the configuration's).
+
+    LocalDagRunner and BeamDagRunner bind only the run id; any other RuntimeParameter falls back to its
+    default, and TFX's compiler drops falsy defaults (a seed of 0, an empty path), which would leave those
+    parameters unresolved. Binding every one explicitly makes a local run read exactly the configuration.
+    Raises RuntimeError naming a parameter the pipeline declares that ``values`` lacks."""
+    from tfx.dsl.compiler import compiler, constants
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    ir = compiler.Compiler().compile(pipeline)
+    resolved = runtime_parameter_utils.substitute_runtime_parameter(ir, values)
+    resolved.pop(constants.PIPELINE_RUN_ID_PARAMETER_NAME, None)  # the runner binds it
+    missing = sorted(name for name, value in resolved.items() if value is None)
+    if missing:
+        raise RuntimeError(f"runtime parameter(s) without a value for a local run: {', '.join(missing)}")
+    return ir
 
 
 def _find_user_error(exc: BaseException) -> UserError | None:

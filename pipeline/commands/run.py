@@ -6,7 +6,11 @@ configuration and ``summary.json`` under ``--output``. A rerun of the same confi
 folder reuses every finished component from the cache.
 
 ``compile``: KubeflowV2DagRunner to one YAML document with ``schemaVersion: 2.1.0`` (the only schema open
-source Kubeflow Pipelines 2.x accepts; a ``.json`` output would be a Vertex PipelineJob instead).
+source Kubeflow Pipelines 2.x accepts; a ``.json`` output would be a Vertex PipelineJob instead). The
+spec's root parameters are the pipeline's run-time parameters (``pipeline.config.RUNTIME_PARAMETERS``);
+TFX declares only their types, so their defaults, the configuration's values, are added here
+(``defaultValue`` and ``isOptional``, as the kfp compiler writes them): a run submitted without
+``--param`` runs the configuration as compiled.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from edgenas_keras.errors import UserError
 from pipeline.commands._util import emit
+from pipeline.config import runtime_values
 
 DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
 
@@ -85,17 +90,35 @@ def compile_pipeline(config, out: str | Path, image: str, pipeline_root: str = D
     out.parent.mkdir(parents=True, exist_ok=True)
     config = config.with_output(pipeline_root.rstrip("/"))
     pipeline = create_pipeline(config, pipeline_root, beam_args=list(config.beam_args))
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image, use_pipeline_spec_2_1=True),
+    )
+    job = runner.run(pipeline, write_out=False)
+    declare_defaults(job["pipelineSpec"], runtime_values(config))
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-            config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-                default_image=image, use_pipeline_spec_2_1=True
-            ),
-            output_dir=tmp,
-            output_filename=out.name,
+        # TFX's own YAML writer (header comments listing the inputs, one document, sorted keys); it is
+        # what runner.run(write_out=True) calls, after the defaults are in.
+        from tfx import version
+        from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+
+        kubeflow_v2_dag_runner._write_pipeline_spec_to_file(
+            job, f"This is converted from TFX pipeline from tfx-{version.__version__}.", str(Path(tmp, out.name))
         )
-        runner.run(pipeline, write_out=True)
         Path(tmp, out.name).replace(out)
     return out
+
+
+def declare_defaults(spec: dict, values: dict) -> dict:
+    """Give each root input parameter of ``spec`` (a pipeline spec dict) its default from ``values``.
+
+    Raises RuntimeError if the spec and ``values`` do not declare the same parameters (a wiring mistake)."""
+    declared = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    if set(declared) != set(values):
+        raise RuntimeError(f"compiled root parameters {sorted(declared)} != run-time parameters {sorted(values)}")
+    for name, definition in declared.items():
+        definition["defaultValue"] = values[name]
+        definition["isOptional"] = True
+    return spec
 
 
 def cmd_compile(args) -> int:
@@ -107,7 +130,9 @@ def cmd_compile(args) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     config = _load(args.config)
     path = compile_pipeline(config, args.out, args.image, args.pipeline_root)
+    params = runtime_values(config.with_output(args.pipeline_root.rstrip("/")))
     emit(args, {"pipeline_spec": str(path), "pipeline_name": config.name, "image": args.image,
-                "pipeline_root": args.pipeline_root},
-         f"wrote {path} (pipeline {config.name}, schema 2.1.0, image {args.image})")
+                "pipeline_root": args.pipeline_root, "parameters": params},
+         f"wrote {path} (pipeline {config.name}, schema 2.1.0, image {args.image})\n"
+         f"run-time parameters (edgenas submit --param NAME=VALUE): {', '.join(params)}")
     return 0

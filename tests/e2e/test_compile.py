@@ -9,6 +9,7 @@ version. Everything else (DAG, parameters, executor class paths, artifact schema
 """
 
 import importlib
+import json
 import os
 import re
 from pathlib import Path
@@ -59,7 +60,9 @@ def test_schema_name_image_and_root(compiled):
     assert spec["schemaVersion"] == "2.1.0"
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]{0,127}", spec["pipelineInfo"]["name"])
     pusher = spec["root"]["dag"]["tasks"]["TfliteMicroPusher"]["inputs"]["parameters"]
-    assert pusher["dest"]["runtimeValue"]["constant"] == f"{ROOT}/pushed"  # "{output}" -> the pipeline root
+    assert pusher["dest"]["componentInputParameter"] == "push_dest"
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert root["push_dest"]["defaultValue"] == f"{ROOT}/pushed"  # "{output}" -> the pipeline root
     images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
     assert images == {IMAGE}
     tasks = set(spec["root"]["dag"]["tasks"])
@@ -84,3 +87,43 @@ def test_every_executor_and_artifact_type_imports(compiled):
         assert TITLE_RE.match(title), title
         cls = getattr(importlib.import_module("components"), title.split(".")[1])
         assert cls.TYPE_NAME == title
+
+
+def test_run_time_parameters_are_root_inputs_with_the_config_defaults(compiled):
+    """The knobs a scheduled run changes are root parameters, typed, defaulting to the configuration, and
+    every component that uses one reads it from the root (not a constant baked in at compile time)."""
+    from pipeline.config import RUNTIME_PARAMETERS, load
+
+    _, spec = compiled
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    kinds = {float: "NUMBER_DOUBLE", int: "NUMBER_INTEGER", str: "STRING"}
+    assert {name: p["parameterType"] for name, p in root.items()} == {
+        name: kinds[ptype] for name, (_field, ptype) in RUNTIME_PARAMETERS.items()
+    }
+    assert all(p["isOptional"] is True for p in root.values())
+    cfg = load()
+    assert root["budgets_latency_ms"]["defaultValue"] == cfg.budgets.latency_ms == 45.0
+    assert root["budgets_sram_bytes"]["defaultValue"] == 196608
+    assert root["budgets_flash_bytes"]["defaultValue"] == 524288
+    assert root["budgets_min_accuracy"]["defaultValue"] == 0.75
+    assert root["seed"]["defaultValue"] == 0
+    assert root["data_images"]["defaultValue"] == "[]" and root["data_minival_ids"]["defaultValue"] == ""
+
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def wired(task):
+        params = tasks[task]["inputs"]["parameters"]
+        return {k: v["componentInputParameter"] for k, v in params.items() if "componentInputParameter" in v}
+
+    budgets = {"latency_ms": "budgets_latency_ms", "sram_bytes": "budgets_sram_bytes",
+               "flash_bytes": "budgets_flash_bytes"}
+    floor = {"min_accuracy": "budgets_min_accuracy"}
+    assert wired("VwwExampleGen") == {"images": "data_images", "annotations": "data_annotations",
+                                      "minival_ids": "data_minival_ids"}
+    assert wired("SupernetSearch") == {**budgets, "seed": "seed"}
+    assert wired("QatTrainer") == {"seed": "seed"}
+    assert wired("BudgetValidator") == {**budgets, **floor}
+    assert wired("TfliteMicroPusher") == {**budgets, **floor, "dest": "push_dest"}
+    # the data section travels without its paths (they are parameters now): one source for each value
+    data = json.loads(tasks["VwwExampleGen"]["inputs"]["parameters"]["data_config"]["runtimeValue"]["constant"])
+    assert not {"images", "annotations", "minival_ids"} & set(data) and data["synth_images"] == 2000
