@@ -324,11 +324,13 @@ class TfliteModel:
 
     @functools.cached_property
     def runtime_batches(self) -> dict[int, int]:
-        """Batch sizes TFLM gives 4-D activation tensors at run time where the file's shape says otherwise.
+        """Batch sizes 4-D activation tensors have at run time where the file's shape says otherwise.
 
         The converter stores batch 1 for every tensor, but SPACE_TO_BATCH_ND (Keras' ``dilation_rate``
         converts to SPACE_TO_BATCH_ND + CONV_2D + BATCH_TO_SPACE_ND) multiplies the batch by its block size
-        and BATCH_TO_SPACE_ND divides it again; operators in between keep it. {tensor index: batch}."""
+        and BATCH_TO_SPACE_ND divides it again; operators in between keep it (the shapes the TFLite
+        interpreter allocates; the TFLM build here keeps the file's shapes and computes wrong outputs for
+        such a model). {tensor index: batch}."""
         batch: dict[int, int] = {}
         keep = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D", "PAD", "PADV2",
                 "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU"}
