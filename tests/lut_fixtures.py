@@ -13,7 +13,7 @@ def fixture_value(key: str) -> float:
     """Cycles for ``key``: proportional to a rough work measure plus a key-dependent jitter."""
     k = parse_key(key)
     h, w, c = k["in_shape"]
-    work = h * w * max(c, k["out_channels"]) * k.get("kernel", 1) ** 2 + 500
+    work = h * w * max(c, k["out_channels"]) * k["kernel_hw"][0] * k["kernel_hw"][1] + 500
     jitter = int(hashlib.sha256(key.encode()).hexdigest()[:4], 16) / 65535.0
     return float(work * (1.0 + 0.2 * jitter))
 
