@@ -304,8 +304,10 @@ def measured_footprint(model_path: str | Path, device: str | None,
     kernels, start-up, libc and the model), ``runtime_flash_bytes`` (the same without the model),
     ``model_bytes``, ``image_text_bytes``, ``instructions`` and ``library_key``. It is ``None`` when the
     device has no emulated core or its toolchain/QEMU is not installed; ``note`` then says why (the caller
-    falls back to the host bisection and records the note). Results are cached per model sha256, target and
-    library key under ``cache_root()/emulate``. Build or emulation failures raise (``UserError``s).
+    falls back to the host bisection and records the note); so it is when the library build or the run fails
+    (a model too large for the emulated machine's 4 MiB of flash, say), with the reason in the note. A
+    model TFLM cannot prepare at all raises TFLM's reason (``UserError``). Results are cached per model
+    sha256, target and library key under ``cache_root()/emulate``.
     """
     import hashlib
 
@@ -317,16 +319,23 @@ def measured_footprint(model_path: str | Path, device: str | None,
         tb.check_tools(t)
     except tb.ToolchainMissing as exc:
         return None, f"no toolchain for {target}: {exc}"
+    from edgenas_keras import tflm
+
     data = Path(model_path).read_bytes()
-    lib = tb.tflm_library(t, progress=progress)
     sha = hashlib.sha256(data).hexdigest()
-    cache = tb.cache_root() / "emulate" / f"{sha[:24]}-{t.name}-{lib.info['key']}-{FOOTPRINT_FORMAT}.json"
+    key, _ = tb._library_key(t, tb.tflm_sources(progress))
+    cache = tb.cache_root() / "emulate" / f"{sha[:24]}-{t.name}-{key}-{FOOTPRINT_FORMAT}.json"
     if cache.is_file():
         return json.loads(cache.read_text()), "cached emulation"
-    r = emulate(model_path, target, progress=progress)
+    tflm.min_arena_bytes(data, str(model_path))   # a model TFLM cannot prepare: its reason, before any build
+    try:
+        lib = tb.tflm_library(t, progress=progress)
+        r = emulate(model_path, target, progress=None)
+    except (tb.BuildError, tb.EmulationError) as exc:
+        return None, f"emulation on {target} failed: {str(exc).splitlines()[0]}"
     if not r.output_matches_host:
-        raise tb.EmulationError(f"{model_path} on {target}: the emulated output differs from the host TFLM "
-                                "runtime's; not using its figures")
+        return None, (f"emulation on {target}: the output differs from the host TFLM runtime's; its figures "
+                      "are not used")
     fp = {"target": r.target, "qemu_machine": r.qemu_machine, "toolchain": r.toolchain,
           "arena_used_bytes": r.arena_used_bytes, "flash_bytes": r.flash_bytes - r.input_bytes,
           "runtime_flash_bytes": r.runtime_flash_bytes, "model_bytes": r.model_bytes,

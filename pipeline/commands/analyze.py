@@ -1,7 +1,8 @@
 """``edgenas analyze MODEL.tflite --device D``: latency, SRAM, host arena and flash of any int8 model.
 
 Works on models nobody on this team trained: the file is parsed to an ``OpGraph``
-(``edgenas_keras.tflite_model``), each operator priced from the device's LUT (an analytical table prices any
+(``edgenas_keras.tflite_model``), each operator of subgraph 0 (the one TFLM runs; the others are listed)
+priced from the device's LUT (an analytical table prices any
 shape; a measured table lacking a key is an error unless ``--allow-estimate``), peak SRAM from the
 foundation's planner with the device's kernel-library scratch, the arena measured on this host by
 bisection (``tflm.min_arena_bytes``, done first: a model TFLM cannot prepare is refused with TFLM's own
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from pipeline.commands._util import emit, existing_file
+from pipeline.commands._util import emit, existing_file, progress_write
 
 
 def register(sub) -> None:
@@ -21,7 +22,10 @@ def register(sub) -> None:
                        description="Analyze a full-int8 .tflite for a device: per-operator and total latency "
                        "from the device's LUT, peak SRAM on the target (TFLM greedy planner + the device's "
                        "kernel scratch + persistent overhead), the TFLM arena measured on this host by "
-                       "bisection, and flash (the model file).")
+                       "bisection, and flash (the model file). TFLM runs subgraph 0: its operators are priced; "
+                       "other subgraphs (further signatures, IF/WHILE/CALL_ONCE bodies) are listed, and their "
+                       "tensors count in SRAM and the arena, since TFLM allocates them all. Weights stored "
+                       "outside the flatbuffer (buffer offset/size) are refused.")
     p.add_argument("model", metavar="MODEL.tflite")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
@@ -29,7 +33,8 @@ def register(sub) -> None:
     p.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
     p.add_argument("--allow-estimate", action="store_true",
                    help="price keys a measured LUT lacks with a scaled analytical estimate (with a warning)")
-    p.add_argument("--no-arena", action="store_true", help="skip the host arena bisection (faster)")
+    p.add_argument("--no-arena", action="store_true", help="skip the host arena bisection and the emulated "
+                   "arena (the model on the device's core in QEMU, where it has one; faster)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_analyze)
 
@@ -70,6 +75,13 @@ def cmd_analyze(args) -> int:
            "host_arena_bytes": host_arena,
            "flash_bytes": len(data), "macs": graph.macs, "estimated_ops": len([o for o in ops if o["estimated"]]),
            "ops": ops, **_subgraphs(model)}
+    if not args.no_arena:
+        # The arena and linked flash on the device's 32-bit core in QEMU, where it has one and the
+        # toolchain is installed (deploy.emulate; cached per model, target and TFLM build).
+        from deploy.emulate import measured_footprint
+
+        fp, note = measured_footprint(path, table.device, progress=progress_write)
+        obj["emulated"] = fp or {"note": note}
     run = obj["subgraph"]
     lines = [f"subgraph {run['index']}{_label(run)} runs (TFLM invokes subgraph 0); its operators are priced:"]
     lines.append(f"{'#':>3} {'op':<18} {'in':<12} {'out':<12} {'MACs':>9} {'us':>10}")
@@ -81,6 +93,12 @@ def cmd_analyze(args) -> int:
                  f"SRAM {obj['sram_bytes']} B (target); host arena "
                  f"{obj['host_arena_bytes'] if obj['host_arena_bytes'] is not None else 'skipped'} B; "
                  f"flash {obj['flash_bytes']} B")
+    if obj.get("emulated", {}).get("arena_used_bytes") is not None:
+        e = obj["emulated"]
+        lines.append(f"emulated on {e['target']} (QEMU {e['qemu_machine']}, TFLM {e['kernels']}): arena "
+                     f"{e['arena_used_bytes']} B (32-bit); linked flash {e['flash_bytes']} B "
+                     f"(runtime {e['runtime_flash_bytes']} + model {e['model_bytes']}); "
+                     f"{e['instructions']:,} instructions per invoke")
     for g in obj["other_subgraphs"]:
         how = ("run by " + ", ".join(f"{c['op']} ({c['role']}) at operator {c['operator']} of subgraph "
                                      f"{c['subgraph']}" for c in g["called_by"]) + " (its time is not in the latency)"

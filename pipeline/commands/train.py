@@ -89,7 +89,12 @@ def cmd_validate(args) -> int:
                                  "min_accuracy": args.min_accuracy})
     runtime = None if args.runtime_flash_kb is None else int(round(args.runtime_flash_kb * 1024))
     lut = lutmod.resolve(args.device, args.lut, args.clock_mhz)
-    doc = validate_model(model, lut, budgets, args.data, args.eval_limit, runtime)
+    from deploy.emulate import measured_footprint
+
+    # SRAM and flash on the device's emulated core (QEMU) where it has one and its toolchain is installed.
+    footprint, note = measured_footprint(model, lut.device, progress=progress_write)
+    doc = validate_model(model, lut, budgets, args.data, args.eval_limit, runtime, target_footprint=footprint)
+    doc["target_footprint"] = footprint or {"note": note}
     if args.out:
         write_blessing(doc, args.out)
     lines = [f"{model}: {'BLESSED' if doc['blessed'] else 'NOT BLESSED'} for {doc['device']}"]
