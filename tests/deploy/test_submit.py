@@ -1,9 +1,10 @@
 """Submission with the real kfp 2.5 client against a stand-in of the KFP v2beta1 REST API on 127.0.0.1.
 
-The pipeline is a small KFP v2 pipeline compiled here with kfp's own compiler (schema 2.1.0), so these
-tests do not depend on the EdgeNAS pipeline's compiler. What a CI user notices: the run or recurring run
-exists on the server with our spec, typed parameters and a six-field cron; re-submitting a schedule does
-not stack schedules; mistakes fail before reaching the cluster, as one line.
+Most tests use a small KFP v2 pipeline compiled here with kfp's own compiler (schema 2.1.0), so they do not
+depend on the EdgeNAS pipeline's compiler; the last ones compile EdgeNAS's own pipeline with
+``edgenas compile`` and submit it with its run-time parameters. What a CI user notices: the run or
+recurring run exists on the server with our spec, typed parameters and a six-field cron; re-submitting a
+schedule does not stack schedules; mistakes fail before reaching the cluster, as one line.
 """
 
 # No `from __future__ import annotations` here: kfp reads the component's annotations as real types.
@@ -216,3 +217,66 @@ def test_cli_submit_json_is_the_only_stdout(package, kfp_api, capsys):
 
     assert main(["submit", str(package), "--host", kfp_api.url, "--schedule", "daily"]) == 2
     assert capsys.readouterr().err.startswith("error: schedule 'daily' has 1 field(s)")
+
+
+# ---- EdgeNAS's own compiled pipeline ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def edgenas_package(tmp_path_factory):
+    """The default configuration compiled by the CLI, as a user does before submitting."""
+    from pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("edgenas") / "pipeline.yaml"
+    rc = main(["compile", "--out", str(out), "--image", "example.org/edgenas:test",
+               "--pipeline-root", "gs://edgenas-root"])
+    assert rc == 0
+    return out
+
+
+def test_edgenas_spec_takes_its_run_time_parameters(edgenas_package, kfp_api, capsys):
+    from pipeline.cli import main
+
+    images = '["/gcs/vww/train2014","/gcs/vww/val2014"]'
+    rc = main(["submit", str(edgenas_package), "--host", kfp_api.url, "--experiment", "nightly", "--json",
+               "--param", "budgets_latency_ms=30", "--param", "budgets_sram_bytes=131072",
+               "--param", "budgets_flash_bytes=393216", "--param", "budgets_min_accuracy=0.8",
+               "--param", "seed=7", "--param", f"data_images={images}",
+               "--param", "data_minival_ids=/gcs/vww/minival_ids.txt",
+               "--param", "push_dest=gs://firmware/releases"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    out = json.loads(captured.out)
+    run = kfp_api.runs[out["id"]]
+    # typed as the spec declares them: what the components receive in the cluster
+    assert run["runtime_config"]["parameters"] == {
+        "budgets_latency_ms": 30.0,
+        "budgets_sram_bytes": 131072,
+        "budgets_flash_bytes": 393216,
+        "budgets_min_accuracy": 0.8,
+        "seed": 7,
+        "data_images": images,
+        "data_minival_ids": "/gcs/vww/minival_ids.txt",
+        "push_dest": "gs://firmware/releases",
+    }
+    assert isinstance(run["runtime_config"]["parameters"]["budgets_sram_bytes"], int)
+    spec = run["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "edgenas-vww"
+    # parameters not given keep the compiled configuration's values as defaults
+    assert spec["root"]["inputDefinitions"]["parameters"]["data_annotations"]["defaultValue"] == "[]"
+    assert spec["root"]["inputDefinitions"]["parameters"]["budgets_latency_ms"]["defaultValue"] == 45.0
+
+
+def test_edgenas_spec_wrong_key_or_value_fails_clearly(edgenas_package, kfp_api, capsys):
+    from pipeline.cli import main
+
+    rc = main(["submit", str(edgenas_package), "--host", kfp_api.url, "--param", "latency_ms=30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith("error: --param latency_ms: the pipeline has no such parameter (it declares: ")
+    assert "budgets_latency_ms" in err[0] and "push_dest" in err[0]
+    rc = main(["submit", str(edgenas_package), "--host", kfp_api.url, "--param", "budgets_sram_bytes=192k"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["error: --param budgets_sram_bytes=192k: not a valid NUMBER_INTEGER "
+                               "(invalid literal for int() with base 10: '192k')"]
+    assert kfp_api.requests == []

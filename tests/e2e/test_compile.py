@@ -127,3 +127,32 @@ def test_run_time_parameters_are_root_inputs_with_the_config_defaults(compiled):
     # the data section travels without its paths (they are parameters now): one source for each value
     data = json.loads(tasks["VwwExampleGen"]["inputs"]["parameters"]["data_config"]["runtimeValue"]["constant"])
     assert not {"images", "annotations", "minival_ids"} & set(data) and data["synth_images"] == 2000
+
+
+def test_local_runners_bind_every_run_time_parameter_to_the_config(tmp_path):
+    """LocalDagRunner/BeamDagRunner get the pipeline IR with each RuntimeParameter replaced by the config's
+    value, falsy ones included (TFX's compiler drops a 0 / "" default, which would leave it unresolved)."""
+    from tiny_pipeline import write_config
+
+    from pipeline.config import load
+    from pipeline.pipeline import create_pipeline
+    from pipeline.runners import bind_runtime_parameters
+
+    cfg = load(write_config(tmp_path, budgets={"min_accuracy": 0.0}, seed=0)).with_output(tmp_path)
+    p = create_pipeline(cfg, str(tmp_path / "root"), str(tmp_path / "m.sqlite"))
+    from pipeline.config import runtime_values
+
+    ir = bind_runtime_parameters(p, runtime_values(cfg))
+    nodes = {n.pipeline_node.node_info.id: n.pipeline_node.parameters.parameters for n in ir.nodes}
+
+    def value(node, key):
+        v = nodes[node][key]
+        assert v.WhichOneof("value") == "field_value", (node, key, v)  # no runtime parameter left
+        f = v.field_value
+        return getattr(f, f.WhichOneof("value"))
+
+    assert value("SupernetSearch", "latency_ms") == 4.0 and value("SupernetSearch", "seed") == 0
+    assert value("BudgetValidator", "min_accuracy") == 0.0 and value("BudgetValidator", "sram_bytes") == 192 * 1024
+    assert value("QatTrainer", "seed") == 0
+    assert value("TfliteMicroPusher", "dest") == f"{tmp_path}/pushed"
+    assert value("VwwExampleGen", "images") == "[]" and value("VwwExampleGen", "minival_ids") == ""
