@@ -36,7 +36,9 @@ def register(sub) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="pipeline parameter, converted to its declared type; repeatable",
+        help="pipeline parameter, converted to its declared type; repeatable. EdgeNAS's own spec declares "
+        "budgets_latency_ms, budgets_sram_bytes, budgets_flash_bytes, budgets_min_accuracy, seed, data_images "
+        "(JSON list or one folder), data_annotations, data_minival_ids, push_dest (defaults: the compiled config)",
     )
     p.add_argument(
         "--schedule",

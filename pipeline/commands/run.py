@@ -32,7 +32,8 @@ def register(subparsers) -> None:
         help="run the whole pipeline on this machine (data -> search -> QAT -> validation -> push)",
         description="Run the EdgeNAS pipeline locally. Without --config, the embedded default "
         "(synthetic data, cortex-m7, about 10 minutes on 2 cores). A rerun into the same --output reuses "
-        "finished components from ML Metadata's cache.",
+        "finished components from ML Metadata's cache. The configuration is checked whole first: a mistake in any "
+        "section is one error line naming the dotted field (exit 2), before anything runs.",
     )
     p.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
     p.add_argument("--output", default="runs/default", metavar="DIR",
@@ -48,7 +49,11 @@ def register(subparsers) -> None:
     c = subparsers.add_parser(
         "compile",
         help="compile the pipeline to a Kubeflow Pipelines spec (YAML, schema 2.1.0)",
-        description="Compile the pipeline with KubeflowV2DagRunner for open-source Kubeflow Pipelines 2.x.",
+        description="Compile the pipeline with KubeflowV2DagRunner for open-source Kubeflow Pipelines 2.x. "
+        "The configuration is checked whole first (a mistake in any section: exit 2, nothing written). The "
+        "budgets, the seed, the data paths and the push destination become run-time parameters of the spec "
+        "(budgets_latency_ms, ..., push_dest; defaults: this configuration's values), set per run with "
+        "`edgenas submit --param NAME=VALUE`.",
     )
     c.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
     c.add_argument("--out", required=True, metavar="FILE.yaml", help="where to write the pipeline spec")
