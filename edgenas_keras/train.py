@@ -175,8 +175,9 @@ def representative_fn(images: np.ndarray):
     return gen
 
 
-def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limit: int | None):
-    ds = reader.make_dataset(data_dir, "eval", batch_size, resolution, channels)
+def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limit: int | None,
+                 normalized: bool = True):
+    ds = reader.make_dataset(data_dir, "eval", batch_size, resolution, channels, normalized=normalized)
     if limit is not None:
         ds = ds.unbatch().take(limit).batch(batch_size)
     return ds
@@ -185,15 +186,18 @@ def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limi
 def tflm_accuracy(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model") -> tuple[float, int]:
     """Top-1 accuracy of a full-int8 model on the eval split, run image by image in the TFLM runtime.
 
-    Images are read at the model's own input resolution and channel count and quantised with its input
-    scale and zero point. Returns (accuracy, number of images)."""
+    Images are read as uint8 pixels at the model's own input resolution and channel count and mapped to int8
+    exactly as the firmware bundle tells firmware to (``Preprocessing.to_int8`` with the model's input scale
+    and zero point: ``q = pixel - 128`` when that offset is exact), so this figure is the one a device
+    following the bundle gets. Returns (accuracy, number of images)."""
     model = parse(bytes(model_bytes), source).require_int8()
     inp = model.input_details()[0]
     _, res, _, ch = inp["shape"]
     runner = tflm.Runner(model_bytes, source=source)
     correct = total = 0
-    for x, y in eval_dataset(data_dir, res, ch, 64, limit):
-        q = tflm.quantize(x.numpy(), inp["scale"][0], inp["zero_point"][0])
+    pre = reader.preprocessing(ch)
+    for x, y in eval_dataset(data_dir, res, ch, 64, limit, normalized=False):
+        q = pre.to_int8(x.numpy(), inp["scale"][0], inp["zero_point"][0])
         for img, label in zip(q, y.numpy()):
             out = runner(img[None])[0]
             correct += int(np.argmax(out.reshape(-1)) == label)

@@ -123,3 +123,66 @@ def test_cli_bundle_json_and_corrupt_model_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "broken.tflite" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def _header_constants(text: str) -> dict:
+    consts = {}
+    for ctype, name, value in re.findall(r"constexpr (bool|int|float) (k\w+) = ([^;]+);", text):
+        consts[name] = ({"true": True, "false": False}[value] if ctype == "bool" else
+                        int(value) if ctype == "int" else float(value.removesuffix("f")))
+    return consts
+
+
+def test_third_party_preprocessing_is_unknown_not_guessed(bundle):
+    """Nobody recorded how the reference models were trained: the bundle says so and gives no pixel formula."""
+    _, b = bundle
+    pre = json.loads((b.out_dir / "manifest.json").read_text())["preprocessing"]
+    assert pre["known"] is False and "--input-range" in pre["how_to_state"]
+    consts = _header_constants((b.out_dir / f"{b.name}_model_settings.h").read_text())
+    assert consts["kPreprocessingKnown"] is False
+    assert not {"kPixelDivisor", "kPixelOffset", "kPixelToInputOffset"} & set(consts)
+    readme = (b.out_dir / "README.md").read_text()
+    assert "Pixel scaling: unknown" in readme and "--input-range LO,HI" in readme
+    assert "pixel / 255" not in readme and "pixel / 127.5" not in readme
+
+
+@pytest.mark.parametrize(("model", "stated", "offset"), [(MLPERF, "0,1", -128), (PERSON, "-1,1", -128),
+                                                          (PERSON, "0,1", None)], ids=["mlperf", "pd", "pd-01"])
+def test_stated_input_range_reaches_header_manifest_and_readme(model, stated, offset, tmp_path, capsys):
+    """``--input-range`` for a third-party model: the header's constants are the manifest's, and the integer
+    offset it states (when it states one) is a nearest int8 value of every pixel under the model's own input
+    quantisation; where none is exact (person_detect's scale 1/127.5 for [0, 1]) it says so."""
+    from pipeline.cli import main
+
+    out = tmp_path / "b"
+    assert main(["bundle", str(model), "--out", str(out), "--name", "m", f"--input-range={stated}"]) == 0
+    capsys.readouterr()
+    lo, hi = (float(v) for v in stated.split(","))
+    pre = json.loads((out / "manifest.json").read_text())["preprocessing"]
+    consts = _header_constants((out / "m_model_settings.h").read_text())
+    assert pre["known"] and consts["kPreprocessingKnown"] is True
+    assert pre["input_range"] == [lo, hi] == [consts["kInputRangeMin"], consts["kInputRangeMax"]]
+    assert consts["kPixelDivisor"] == pre["pixel_divisor"] == pytest.approx(255 / (hi - lo))
+    assert consts["kPixelOffset"] == pre["pixel_offset"] == lo
+    assert pre["pixel_to_int8"]["integer_offset"] == offset and consts["kPixelToInputIsOffset"] is (offset is not None)
+    assert f"--input-range {stated}" in pre["source"]
+    readme = (out / "README.md").read_text()
+    assert f"pixels 0..255 -> [{lo:g}, {hi:g}]" in readme and "stated by the user" in readme
+    [d] = read_model(model).input_details()
+    pixels = np.arange(256)
+    ideal = np.clip((pixels * (hi - lo) / 255 + lo) / d["scale"][0] + d["zero_point"][0], -128, 127)
+    if offset is not None:
+        assert consts["kPixelToInputOffset"] == offset
+        assert np.max(np.abs(np.clip(pixels + offset, -128, 127) - ideal)) <= 0.5 + 1e-3
+    else:
+        assert "kPixelToInputOffset" not in consts and "No single integer offset" in readme
+
+
+def test_bad_input_range_exits_2(tmp_path, capsys):
+    from pipeline.cli import main
+
+    for bad in ("1,0", "0", "a,b", "0,inf"):
+        assert main(["bundle", str(PERSON), "--out", str(tmp_path / "o"), f"--input-range={bad}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "input-range" in err[0].lower().replace(" ", "-"), err
+        assert not (tmp_path / "o").exists()

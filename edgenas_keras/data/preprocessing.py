@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
+_EXACT_TOLERANCE = 1e-3   # in int8 steps: a float32 scale puts an exact half-step tie a few 1e-6 off
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -48,6 +52,37 @@ class Preprocessing:
     def from_input_range(cls, lo: float, hi: float, source: str, **known) -> Preprocessing:
         """The linear map of pixels 0..255 onto [lo, hi] (``lo < hi``, both finite)."""
         return cls(255.0 / (hi - lo), float(lo), source=source, **known)
+
+    def int8_offset(self, scale: float, zero_point: int) -> int | None:
+        """The integer ``k`` for which ``q = clamp(pixel + k, -128, 127)`` is a nearest int8 value of every
+        pixel's input ``x`` under the input quantisation (``scale``, ``zero_point``), or ``None`` if there is
+        none (the map from pixels to int8 steps is not a unit shift).
+
+        Ties count as nearest: ``pixel / 127.5 - 1`` at scale 1/127.5 lands every pixel half-way between
+        two steps, and a float computation breaks each tie by its rounding noise; one offset breaks them all
+        the same way. Among offsets that qualify, the one that clamps fewest pixels wins (``-128`` with zero
+        point -1: 0..255 -> -128..127).
+        """
+        p = np.arange(256, dtype=np.float64)
+        ideal = np.clip((p / self.pixel_divisor + self.pixel_offset) / scale + zero_point, -128.0, 127.0)
+        best = None
+        for k in range(int(np.floor(np.min(ideal - p))) - 1, int(np.ceil(np.max(ideal - p))) + 2):
+            if np.all(np.abs(np.clip(p + k, -128, 127) - ideal) <= 0.5 + _EXACT_TOLERANCE):
+                clamped = int(np.sum((p + k < -128) | (p + k > 127)))
+                if best is None or clamped < best[0]:
+                    best = (clamped, k)
+        return None if best is None else best[1]
+
+    def to_int8(self, pixels, scale: float, zero_point: int) -> np.ndarray:
+        """uint8 pixels (any shape) -> the model's int8 input, as the firmware bundle tells firmware to do it:
+        ``clamp(pixel + int8_offset)`` when that offset exists, else
+        ``clamp(round((pixel / pixel_divisor + pixel_offset) / scale) + zero_point)`` in float64."""
+        pixels = np.asarray(pixels)
+        k = self.int8_offset(scale, zero_point)
+        if k is not None:
+            return np.clip(pixels.astype(np.int32) + k, -128, 127).astype(np.int8)
+        x = pixels.astype(np.float64) / self.pixel_divisor + self.pixel_offset
+        return np.clip(np.round(x / scale) + zero_point, -128, 127).astype(np.int8)
 
     def to_dict(self) -> dict:
         """JSON form (``labels`` as a list); ``from_dict`` reads it back."""

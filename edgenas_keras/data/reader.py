@@ -90,8 +90,12 @@ def make_dataset(
     subset: Subset | None = None,
     repeat: bool = False,
     drop_remainder: bool = False,
+    normalized: bool = True,
 ) -> tf.data.Dataset:
     """Batches of (image float32 [B, R, R, C] in [-1, 1], label int32 [B]) from ``Split-<split>``.
+
+    ``normalized=False`` yields the uint8 pixels instead (before ``normalize``): what a camera gives the
+    firmware, for evaluating an int8 model the way the bundle tells firmware to feed it.
 
     ``shuffle_seed=None`` reads in file order (evaluation); a seed shuffles files and records. Images are
     resized when the data set was written at another resolution, and converted to ``channels`` (1 or 3).
@@ -116,7 +120,7 @@ def make_dataset(
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         if augment:
             image = _augment(image, base_seed + tf.stack([tf.constant(0, tf.int64), i]), resolution)
-        return normalize(image), tf.cast(ex["image/class/label"], tf.int32)
+        return (normalize(image) if normalized else image), tf.cast(ex["image/class/label"], tf.int32)
 
     ds = ds.enumerate().map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
