@@ -118,3 +118,37 @@ def test_valid_files_load_with_their_values(tmp_path):
 
     coco = load(Path(pipeline.__file__).parent / "configs" / "coco_kubeflow.yaml")
     assert coco.data.source == "coco" and len(coco.data.images) == 2
+
+
+def test_run_time_values_and_their_checks_in_the_components():
+    """What a compiled spec's parameters carry for the shipped COCO config, and how a component refuses a
+    value given at submission (it never went through the load-time check)."""
+    from pathlib import Path
+
+    import pipeline
+    from components import params
+    from edgenas_keras.errors import UserError
+    from pipeline.config import runtime_values
+
+    coco = load(Path(pipeline.__file__).parent / "configs" / "coco_kubeflow.yaml")
+    values = runtime_values(coco)
+    assert values["budgets_latency_ms"] == 150.0 and values["budgets_sram_bytes"] == 262144
+    assert values["push_dest"] == "gs://my-bucket/edgenas/models" and values["seed"] == 0
+    data = params.data_section({"source": "coco"}, values["data_images"], values["data_annotations"],
+                               values["data_minival_ids"])
+    assert data["images"] == list(coco.data.images) and data["annotations"] == list(coco.data.annotations)
+    assert data["minival_ids"] == coco.data.minival_ids
+    assert params.paths("/gcs/vww", "data.images") == ["/gcs/vww"]  # one folder needs no JSON
+
+    with pytest.raises(UserError, match=r"^budgets.latency_ms \(run-time parameter budgets_latency_ms\) must be "
+                                        r"a positive number, got -1.0$"):
+        params.budgets(-1.0, 1024, 1024)
+    with pytest.raises(UserError, match=r"budgets.min_accuracy \(run-time parameter budgets_min_accuracy\)"):
+        params.budgets(10.0, 1024, 1024, 80.0)
+    with pytest.raises(UserError, match=r"data.annotations \(run-time parameter data_annotations\) must list one "
+                                        r"instances file per data.images folder \(coco\), got 1 for 2"):
+        params.data_section({"source": "coco"}, values["data_images"], '["/a.json"]', "")
+    with pytest.raises(UserError, match=r"data.images \(run-time parameter data_images\) is not a JSON list"):
+        params.paths('["/a", ', "data.images")
+    with pytest.raises(UserError, match=r"push.dest \(run-time parameter push_dest\) must name a folder"):
+        params.push_dest(" ")
