@@ -460,6 +460,31 @@ def _split_includes(text: str, root: Path) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_build(final: Path) -> Path | None:
+    """The ``gen`` directory of an interrupted build of ``final`` (its process is gone), if any; other stale
+    temporary directories of that key are removed."""
+    found = None
+    for d in sorted(final.parent.glob(final.name + ".tmp-*"), key=lambda p: p.stat().st_mtime, reverse=True):
+        pid = d.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        if found is None and (d / "gen").is_dir():
+            found = d / "gen"
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    return found
+
+
 def tflm_library(target: Target | str, progress: Callable[[str], None] | None = _stderr,
                  jobs: int | None = None, adopt_gen_dir: Path | None = None) -> TflmLibrary:
     """The TFLM ``microlite`` library for ``target``, built with TFLM's own Makefile on first use.
@@ -486,6 +511,11 @@ def tflm_library(target: Target | str, progress: Callable[[str], None] | None = 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         gen = tmp / "gen"
+        stale = _stale_build(final)
+        if adopt_gen_dir is None and stale is not None:
+            adopt_gen_dir = stale   # an interrupted build of the same key: make completes it
+            if progress:
+                progress(f"resuming the interrupted build in {stale.parent}")
         if adopt_gen_dir is not None:
             shutil.move(str(adopt_gen_dir), str(gen))
         args = target.make_args() + [f"BASE_GENDIR={gen}"]
