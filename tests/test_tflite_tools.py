@@ -23,7 +23,7 @@ PROVENANCE_ARENA = {MLPERF: 103_683, PERSON: 85_269}
                  "FULLY_CONNECTED": 1, "SOFTMAX": 1},
      "CONV_2D|in=96x96x3|out=8|k=3|s=2|p=same|act=relu"),
     (PERSON, 1, {"CONV_2D": 14, "DEPTHWISE_CONV_2D": 14, "AVERAGE_POOL_2D": 1, "RESHAPE": 1, "SOFTMAX": 1},
-     "DEPTHWISE_CONV_2D|in=96x96x1|out=8|k=3|s=2|p=same|act=relu6"),
+     "DEPTHWISE_CONV_2D|in=96x96x1|out=8|k=3|s=2|p=same|act=relu6|dm=8"),   # depth multiplier 8
 ])
 def test_reference_models_parse(path, channels, counts, first_key):
     m = read_int8_model(path)
