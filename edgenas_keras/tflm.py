@@ -217,6 +217,31 @@ class _ArenaProbe:
             self.proc = None
 
 
+def _allocating_bound(probe: _ArenaProbe, model_bytes: bytes, source: str) -> int:
+    """An arena size (64 KiB x 4^n) with which TFLM allocates the model; a ``UserError`` with TFLM's reason
+    if even 1 GiB does not do."""
+    hi = max(64 * 1024, 4 * len(model_bytes))
+    while not probe.allocates(hi):
+        if hi >= _MAX_ARENA:
+            reason = tflm_reason(probe.last_failure, "it printed no reason")
+            raise UserError(f"TFLM cannot prepare {source}: {reason}")
+        hi *= 4
+    return hi
+
+
+def require_prepares(model_bytes: bytes, source: str = "model") -> None:
+    """Check that the TFLM runtime can prepare the model (in a separate process, with a large enough arena);
+    otherwise a ``UserError`` quoting TFLM's own messages (``tflm_reason``). For callers that do other costly
+    work with a model (an emulator build) before they measure its arena."""
+    model_bytes = bytes(model_bytes)
+    parse(model_bytes, source)
+    probe = _ArenaProbe(model_bytes)
+    try:
+        _allocating_bound(probe, model_bytes, source)
+    finally:
+        probe.close()
+
+
 def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
     """The smallest ``arena_size`` with which TFLM allocates the model on this host (exact, by bisection).
 
@@ -227,12 +252,7 @@ def min_arena_bytes(model_bytes: bytes, source: str = "model") -> int:
     parse(model_bytes, source)
     probe = _ArenaProbe(model_bytes)
     try:
-        hi = max(64 * 1024, 4 * len(model_bytes))
-        while not probe.allocates(hi):
-            if hi >= _MAX_ARENA:
-                reason = tflm_reason(probe.last_failure, "it printed no reason")
-                raise UserError(f"TFLM cannot prepare {source}: {reason}")
-            hi *= 4
+        hi = _allocating_bound(probe, model_bytes, source)
         lo = 0   # invariant: lo fails (or is 0), hi allocates
         while hi - lo > 1:
             mid = (lo + hi) // 2

@@ -71,23 +71,28 @@ def models(tmp_path_factory):
 def test_tflm_reason_reaches_the_library_caller(models, name):
     from edgenas_keras import tflm
 
-    with pytest.raises(UserError) as info:
-        tflm.min_arena_bytes(models[name].read_bytes(), models[name].name)
-    assert str(info.value).startswith(f"TFLM cannot prepare {name}.tflite: ")
-    for text in CASES[name][1]:
-        assert text in str(info.value)
+    for check in (tflm.min_arena_bytes, tflm.require_prepares):
+        with pytest.raises(UserError) as info:
+            check(models[name].read_bytes(), models[name].name)
+        assert str(info.value).startswith(f"TFLM cannot prepare {name}.tflite: ")
+        for text in CASES[name][1]:
+            assert text in str(info.value)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("command", ["analyze", "bundle", "validate"])
+@pytest.mark.parametrize("command", ["analyze", "bundle", "bundle-m7", "validate", "validate-a53"])
 def test_cli_error_line_quotes_tflm(models, name, command, tmp_path, capsys):
     path = str(models[name])
     out = tmp_path / "out"
     argv = {
         "analyze": ["analyze", path, "--device", "cortex-m7"],
         "bundle": ["bundle", path, "--out", str(out)],
+        # a device whose core can be emulated: TFLM is asked before any emulator build
+        "bundle-m7": ["bundle", path, "--out", str(out), "--device", "cortex-m7"],
         "validate": ["validate", path, "--device", "cortex-m7", "--latency-ms", "100", "--sram-kb", "512",
                      "--flash-kb", "2048", "--min-accuracy", "0", "--out", str(out)],
+        "validate-a53": ["validate", path, "--device", "cortex-a53", "--latency-ms", "100", "--sram-kb", "512",
+                         "--flash-kb", "2048", "--min-accuracy", "0", "--out", str(out)],
     }[command]
     rc = main(argv)
     captured = capsys.readouterr()

@@ -55,6 +55,9 @@ def run(args) -> int:
     target_arena, note = None, None
     if args.device and not args.host_arena:
         from deploy.emulate import measured_footprint
+        from edgenas_keras.tflm import require_prepares
+
+        require_prepares(model.read_bytes(), str(model))   # TFLM's own reason before any emulator build
 
         target_arena, note = measured_footprint(model, args.device, progress=progress_write)
         if target_arena is None:
