@@ -293,7 +293,7 @@ def _preprocessing_h(pre: Preprocessing | None, k: int | None) -> str:
 constexpr bool kPreprocessingKnown = false;
 """
     lo, hi = pre.input_range
-    lines = [f"// Input preprocessing ({pre.source}):",
+    lines = [f"// Input preprocessing, from {pre.source}:",
              f"// {pre.formula}, pixel in [0, 255] -> [{lo:g}, {hi:g}]; channel order "
              f"{pre.channel_order or 'not stated'}; resize: {pre.resize or 'not stated'}.",
              "// Then quantise with kInputScale and kInputZeroPoint (above).",
