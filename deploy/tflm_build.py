@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -440,12 +441,16 @@ def library_dir(target: Target, src: TflmSources | None = None) -> Path:
 
 def _load_library(target: Target, d: Path) -> TflmLibrary:
     info = json.loads((d / "build.json").read_text())
-    return TflmLibrary(target, d / "libtensorflow-microlite.a", d, tuple(info["cxxflags"]),
-                       tuple(info["ccflags"]), tuple(info["include_dirs"]), info)
+    cxx, cc, incs = info["cxxflags"], info["ccflags"], info["include_dirs"]
+    if not info.get("shell_split"):
+        # Written before make's shell quoting was undone (-D"ARMCM4" and the like): undo it once here.
+        cxx, cc = ([t for t in shlex.split(" ".join(f)) if t != "-MD"] for f in (cxx, cc))
+        incs = [shlex.split(p)[0] for p in incs]
+    return TflmLibrary(target, d / "libtensorflow-microlite.a", d, tuple(cxx), tuple(cc), tuple(incs), info)
 
 
-def _split_includes(text: str, root: Path) -> list[str]:
-    toks, out, i = text.split(), [], 0
+def _split_includes(toks: list[str], root: Path) -> list[str]:
+    out, i = [], 0
     while i < len(toks):
         t = toks[i]
         if t in ("-I", "-isystem") and i + 1 < len(toks):
@@ -548,9 +553,11 @@ def tflm_library(target: Target | str, progress: Callable[[str], None] | None = 
         opt = vars_["CORE_OPTIMIZATION_LEVEL"].split()
 
         def flags(text: str) -> list[str]:
-            return [f for f in text.split() if f != "-Werror"] + opt
+            # make hands these to a shell: undo its quoting (-D"ARMCM4" -> -DARMCM4); no -Werror, no -MD for us
+            return [f for f in shlex.split(text) if f not in ("-Werror", "-MD")] + opt
 
-        includes = [p.replace(str(tmp), str(final)) for p in _split_includes(vars_["INCLUDES"], src.root)]
+        includes = [p.replace(str(tmp), str(final))
+                    for p in _split_includes(shlex.split(vars_["INCLUDES"]), src.root)]
         info = {
             "key": key, "key_material": material, "target": target.name, "sources": src.origin,
             "source_root": str(src.root), "commits": src.commits, "compiler": compiler_version(target),
@@ -559,6 +566,7 @@ def tflm_library(target: Target | str, progress: Callable[[str], None] | None = 
             "cxxflags": flags(vars_["CXXFLAGS"].replace(str(tmp), str(final))),
             "ccflags": flags(vars_["CCFLAGS"].replace(str(tmp), str(final))),
             "include_dirs": includes,
+            "shell_split": True,
         }
         (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
         shutil.rmtree(final, ignore_errors=True)
