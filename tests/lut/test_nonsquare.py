@@ -303,3 +303,20 @@ def test_lut_build_adds_a_models_non_square_keys_to_a_measured_table(tmp_path, c
     (kb,) = parse(b.read_bytes()).graph().keys
     assert "k=1x3" in kb and set(t2.entries) == set(before) | {kb}
     assert all(t2.entries[k].value == v for k, v in before.items())       # kept, not measured again
+
+
+@pytest.mark.slow
+def test_profile_set_of_a_models_keys_holds_the_non_square_operators(tmp_path, capsys):
+    a = tmp_path / "a.tflite"
+    a.write_bytes(_convert(_small, (20, 9, 4)))
+    out = tmp_path / "set"
+    assert main(["lut", "profile-set", "--device", "myboard", "--out", str(out), "--model", str(a), "--json"]) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "manifest.json").read_text())
+    keys = [e["key"] for e in manifest["keys"]]
+    assert keys == [k for k in parse(a.read_bytes()).graph().keys if not k.startswith("RESHAPE|")]
+    for e in manifest["keys"]:           # each board model is exactly the keyed operator
+        m = parse((out / e["file"]).read_bytes())
+        assert [m.op_spec(o).key for o in m.operators] == [e["key"]] and e["arena_bytes"] > 0
+    assert any("k=10x4|s=2x1" in k for k in keys) and any("|dm=2" in k for k in keys)
+    assert '"' + keys[0] + '"' in (out / "profile_set.cc").read_text()
