@@ -11,14 +11,16 @@ lists every source and the figure it contributed) and the structure of the kerne
   a dot-product length that is not a multiple of 4 leaves a scalar tail (``misaligned`` factor). A
   convolution over fewer than 4 output pixels cannot reuse weights across pixels and runs at the
   fully-connected rate. ``DEPTHWISE_CONV_2D`` 3x3 with channels a multiple of 4 takes
-  ``arm_depthwise_conv_3x3_s8``; others the generic path. CMSIS-NN has no broadcasting ``MUL``/``ADD``:
+  ``arm_depthwise_conv_3x3_s8``; others the generic path (with a channel multiplier or a dilation, CMSIS-NN's
+  scalar ``arm_depthwise_conv_s8``: the misaligned rate). CMSIS-NN has no broadcasting ``MUL``/``ADD``:
   TFLM falls back to its reference broadcast loop (slow, index arithmetic per element). ``MEAN`` is TFLM's
   reference kernel on every device.
 - TFLM reference kernels (``riscv``): scalar loops with per-tap bounds checks; no SIMD, no fast paths.
 - TFLite runtime on Cortex-A53 (``cortex-a53``): NEON GEMM kernels, a larger per-operator cost.
 
-Shapes come from the LUT key alone (``ops.parse_key``), so a table prices any shape of the common int8 image
-operators, including keys it does not list. Deterministic: same key, same coefficients, same cycles.
+Shapes come from the LUT key alone (``ops.spec_from_key``: kernel and stride height x width, dilation, depth
+multiplier, the output shape), so a table prices any shape of the common int8 image operators, including keys
+it does not list, from their real work (a 10x4 kernel is 40 taps, never 10x10). Deterministic: same key, same coefficients, same cycles.
 """
 
 from __future__ import annotations
