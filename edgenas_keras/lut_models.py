@@ -20,7 +20,8 @@ lists every source and the figure it contributed) and the structure of the kerne
 
 Shapes come from the LUT key alone (``ops.spec_from_key``: kernel and stride height x width, dilation, depth
 multiplier, the output shape), so a table prices any shape of the common int8 image operators, including keys
-it does not list, from their real work (a 10x4 kernel is 40 taps, never 10x10). Deterministic: same key, same coefficients, same cycles.
+it does not list, from their real work (a 10x4 kernel is 40 taps, never 10x10). Deterministic: same key,
+same coefficients, same cycles.
 """
 
 from __future__ import annotations
