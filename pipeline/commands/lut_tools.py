@@ -255,21 +255,23 @@ def cmd_qemu_board(args) -> int:
     import signal
     import time
 
+    from deploy.lut_profiler import read_manifest
     from deploy.lut_profiler_qemu import QemuBoard, build_profiler, describe
     from deploy.tflm_build import EmulationError
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    device = read_manifest(Path(args.profile_set))["device"]
     elf = build_profiler(args.target, Path(args.profile_set), counter=args.counter, progress=log)
     board = QemuBoard(args.target, elf, qmp_path=args.qmp)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # `kill` stops QEMU too
     try:
         board.start()
-        info = describe(board)
+        info = dict(describe(board), device=device)
         emit(args, info, f"{args.target} profiler firmware running in QEMU {info['qemu_machine']}: serial port "
              f"{board.port} (QMP {info['qmp']})\ncollect with: edgenas lut collect --port {board.port} "
-             f"--device <the profile set's device> --profile-set {args.profile_set}\nCtrl-C stops it.")
+             f"--device {device} --profile-set {args.profile_set}\nCtrl-C stops it.")
         sys.stdout.flush()
         while board.alive():
             time.sleep(0.5)
