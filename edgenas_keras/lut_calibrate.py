@@ -96,15 +96,17 @@ def _class_sums_ms(table, keys: list[str]) -> dict[str, float]:
 
 
 def _fit(rows: list[dict[str, float]], targets: list[float], groups: tuple[tuple[str, ...], ...]):
-    """Non-negative least squares on relative residuals; returns (factor per group or None, rank)."""
+    """Non-negative least squares on relative residuals: returns ({group: factor} for the groups some model
+    uses, or None when their columns are not independent; those groups)."""
     import numpy as np  # noqa: PLC0415
     from scipy.optimize import nnls  # noqa: PLC0415
 
     cols = [g for g in groups if any(sum(r[c] for c in g) > 0 for r in rows)]
+    if not cols:
+        return {}, cols
     a = np.array([[sum(r[c] for c in g) / t for g in cols] for r, t in zip(rows, targets)])
     b = np.ones(len(rows))
-    rank = int(np.linalg.matrix_rank(a)) if cols else 0
-    if rank < len(cols):
+    if int(np.linalg.matrix_rank(a)) < len(cols):
         return None, cols
     x, _ = nnls(a, b)
     return dict(zip(cols, (float(v) for v in x))), cols
