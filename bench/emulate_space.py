@@ -1,8 +1,10 @@
 """Reference models and sampled architectures of the search space, run in QEMU on each target.
 
 For each model and target: ``output_matches_host`` (int8 output byte-identical to the host TFLM runtime),
-whether the bundle's ``kTensorArenaSize`` (host bisection + margin) allocates on the core, the emulated
-32-bit arena against the 64-bit host's, instructions per invoke and the linked flash. Architectures are
+whether the bundle's ``kTensorArenaSize`` allocates on the core, both for the bundle ``edgenas bundle
+--device`` writes (emulated 32-bit arena + margin) and for one sized from the 64-bit host bisection + margin
+(what bundles were before), the emulated arena against the host's, instructions per invoke and the linked
+flash. Architectures are
 sampled from the shipped space with a seed, built, given BatchNorm statistics from one random batch
 (``export.calibrate_untrained``) and converted to int8; they are untrained (accuracy is not the point).
 
@@ -25,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import edgenas_keras  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
-from deploy.emulate import emulate  # noqa: E402
+from deploy.emulate import emulate, emulate_bundle  # noqa: E402
+from edgenas_keras.bundle import make_bundle  # noqa: E402
 from edgenas_keras.space import SearchSpace, encode  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "reference_models"
@@ -65,10 +68,17 @@ def main() -> int:
             host = tflm.min_arena_bytes(path.read_bytes())
             for target in args.targets.split(","):
                 t0 = time.time()
-                r = emulate(path, target, progress=None)
-                rows.append({"model": name, "target": target, "output_matches_host": r.output_matches_host,
-                             "settings_arena_allocates": r.settings_arena["allocates"],
-                             "tensor_arena_size": r.settings_arena["tensor_arena_size"],
+                r = emulate(path, target, progress=None)      # bundle sized from the host bisection
+                fp = {"arena_used_bytes": r.arena_used_bytes, "target": r.target, "qemu_machine": r.qemu_machine,
+                      "toolchain": r.toolchain, "kernels": r.library["kernels"]}
+                b = make_bundle(path, Path(tmp) / f"b-{target}", device=target, target_arena=fp)
+                d = emulate_bundle(b.out_dir, target, progress=None)   # the bundle `bundle --device` writes
+                rows.append({"model": name, "target": target,
+                             "output_matches_host": r.output_matches_host and d.output_matches_host,
+                             "settings_arena_allocates": d.settings_arena["allocates"],
+                             "tensor_arena_size": d.settings_arena["tensor_arena_size"],
+                             "host_sized_arena_allocates": r.settings_arena["allocates"],
+                             "host_sized_tensor_arena_size": r.settings_arena["tensor_arena_size"],
                              "arena_used_bytes": r.arena_used_bytes, "host_arena_bytes": host,
                              "instructions": r.instructions, "operators": len(r.per_op),
                              "flash_bytes": r.flash_bytes - r.input_bytes, "model_bytes": r.model_bytes,
