@@ -6,7 +6,9 @@ priced from the device's LUT (an analytical table prices any
 shape; a measured table lacking a key is an error unless ``--allow-estimate``), peak SRAM from the
 foundation's planner with the device's kernel-library scratch, the arena measured on this host by
 bisection (``tflm.min_arena_bytes``, done first: a model TFLM cannot prepare is refused with TFLM's own
-reason), and flash as the flatbuffer's size.
+reason), and flash as the flatbuffer's size. Where the device has an emulated core (cortex-m4, cortex-m7,
+cortex-m33, riscv) and its toolchain is installed, ``emulated`` adds the model's arena on that 32-bit core and
+the linked image's flash, measured in QEMU (``deploy.emulate.measured_footprint``; ``--no-arena`` skips it).
 """
 
 from __future__ import annotations
