@@ -508,7 +508,7 @@ def _refuse_external_buffers(model, source: str) -> None:
     outside = [i for i in range(model.BuffersLength()) if model.Buffers(i).Offset() > 1]
     if outside:
         total = sum(model.Buffers(i).Size() for i in outside)
-        raise UserError(f"{source} stores {len(outside)} buffer(s) ({total:,} bytes of weights) outside the "
+        raise UserError(f"{source} stores {len(outside)} buffer(s) ({total:,} bytes) outside the "
                         "flatbuffer (buffer offset/size, the converter's layout for models over 2 GB or with "
                         "_experimental_use_buffer_offset), which TFLM does not read: it would run with garbage "
                         "weights; re-export it with tf.lite.TFLiteConverter without "

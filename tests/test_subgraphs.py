@@ -254,6 +254,11 @@ def test_bundle_resolver_registers_the_union_and_compiles(models, tflm_tree, tmp
         assert tflm.run(data, x, arena_size=arena)[0].shape == (1, 2)
     variables = (tmp_path / "call_once" / "call_once_op_resolver.h").read_text()
     assert "kCallOnceResourceVariableCount = 1;" in variables and "MicroResourceVariables::Create" in variables
+    assert "MicroResourceVariables::Create(allocator, kCallOnceResourceVariableCount)" in (
+        tmp_path / "call_once" / "README.md").read_text()
+    readme = (tmp_path / "two_signatures" / "README.md").read_text()
+    assert "3 operators in subgraph 0, which TFLM runs, and 2 in 1 other subgraph(s)" in readme
+    assert "(CONV_2D, FULLY_CONNECTED, MEAN, TANH)" in readme
 
 
 def test_control_flow_resolver_header_compiles_with_the_loop_kernels(models, tflm_tree, tmp_path):
@@ -314,3 +319,22 @@ def test_validate_sram_covers_the_second_signature(models):
     assert sram["detail"]["host_arena_bytes"] == measured and sram["figure"] >= measured > FEATURES
     assert sram["detail"]["predicted_on_target_bytes"] > FEATURES
     assert doc["checks"]["latency"]["detail"]["operators"] == 3
+
+
+def test_damaged_subgraph_references_are_clear_errors(models, tmp_path, capsys):
+    """A WHILE whose body is subgraph 0 itself (TFLM would recurse without end) or a missing subgraph: one
+    line naming the file, exit 2."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as s
+
+    for body, reason in ((0, "subgraph 0 runs itself"), (7, "runs subgraph 7, which does not exist")):
+        m = s.ModelT.InitFromPackedBuf(models["while_loop"].read_bytes(), 0)
+        [op] = [o for o in m.subgraphs[0].operators if isinstance(o.builtinOptions, s.WhileOptionsT)]
+        op.builtinOptions.bodySubgraphIndex = body
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+        bad = tmp_path / f"body_{body}.tflite"
+        bad.write_bytes(bytes(builder.Output()))
+        assert main(["analyze", str(bad), "--device", "cortex-m7"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(bad) in err[0] and reason in err[0], err
