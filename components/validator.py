@@ -39,6 +39,10 @@ def BudgetValidator(
     # SRAM and flash from the model on the device's core in QEMU where it can be emulated (deploy.emulate);
     # else the prediction / host bisection and RUNTIME_FLASH (the report's check details say which).
     footprint, note = measured_footprint(model_file, table.device, progress=None)
+    # and its latency on the core: emulated instructions x cycles per instruction (checked beside the LUT's sum)
+    from deploy.lut_emulated import with_cycles_per_instruction
+
+    footprint = with_cycles_per_instruction(footprint, table)
     report = validate_model(model_file, table, budgets, str(input_dir(examples.uri)), target_footprint=footprint)
     report["target_footprint"] = footprint or {"note": note}
     blessed = bool(report["blessed"])

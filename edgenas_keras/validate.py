@@ -6,7 +6,11 @@ and its verdict, and ``reasons`` names every failing one. Checks:
 - ``latency``: the sum of the device LUT's entries over the model's operators (the model is parsed from the
   flatbuffer with ``tflite_model``, so any int8 model can be priced, not only ours): those of subgraph 0, the
   one TFLM runs. For ``host-tflm`` also ``latency_measured``: the median ``invoke()`` in the TFLM runtime on
-  this machine, minus the interpreter's per-call overhead (``tflm.time_invoke``).
+  this machine, minus the interpreter's per-call overhead (``tflm.time_invoke``). For MCU devices whose core
+  is emulated (``target_footprint`` with ``instructions``) also ``latency_emulated``: the int8 model run end
+  to end in QEMU on the core, its instruction count times the cycles per instruction fitted to public board
+  measurements (the table's ``metadata.fit``, else the core's anchor fit) over the table's clock; a model is
+  blessed only when the LUT's sum and this figure both meet the budget.
 - ``sram``: the larger of the predicted on-target arena (``cost.tflite_sram_bytes`` with the device's kernel
   scratch and persistent terms, over every subgraph: TFLM allocates them all) and the arena TFLM needs on
   this host (``tflm.min_arena_bytes``, by bisection, which allocates every subgraph too). The host is
@@ -166,6 +170,12 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                interpreter_overhead_ms=round(timing.overhead_s * 1000, 4),
                source="TFLM runtime on this host (reference kernels)")
 
+    emulated = _emulated_latency(target_footprint, lut)
+    if emulated is not None:
+        ms, detail = emulated
+        _check(checks, "latency_emulated", round(ms, 4), budgets.latency_ms, "ms", ms <= budgets.latency_ms,
+               lut_ms=round(lat, 4), **detail)
+
     scratch, persistent = cost.device_memory_terms(lut)
     predicted = cost.tflite_sram_bytes(model, scratch, persistent)   # every subgraph TFLM allocates
     if target_footprint is not None:
@@ -219,6 +229,30 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                 "clock_mhz": lut.metadata.get("clock_mhz")},
         "budgets": asdict(budgets),
     }
+
+
+def _emulated_latency(footprint: dict | None, lut: Lut) -> tuple[float, dict] | None:
+    """The model's latency on ``lut``'s board from its emulated instruction count (``footprint["instructions"]``,
+    the whole invoke in QEMU): instructions x cycles per instruction / the table's clock, in ms. Cycles per
+    instruction: the table's own fit (``metadata.fit``, emulated tables: ``deploy.lut_emulated``), else the
+    core's anchor fit the caller put in ``footprint["cycles_per_instruction"]``, else 1 for a table in
+    instructions. ``None`` without a footprint or an instruction count or a CPI."""
+    if not footprint or not footprint.get("instructions"):
+        return None
+    fit = lut.metadata.get("fit") or {}
+    if isinstance(fit.get("cycles_per_instruction"), (int, float)):
+        cpi, src = float(fit["cycles_per_instruction"]), f"the table's fit to {fit.get('board', 'its anchors')}"
+    elif isinstance(footprint.get("cycles_per_instruction"), (int, float)):
+        cpi, src = float(footprint["cycles_per_instruction"]), footprint.get("cpi_source", "the core's anchor fit")
+    elif lut.unit == "instructions":
+        cpi, src = 1.0, "one instruction per cycle (a table in instructions)"
+    else:
+        return None
+    instr = int(footprint["instructions"])
+    return instr * cpi / (lut.clock_mhz * 1e3), {
+        "instructions": instr, "cycles_per_instruction": round(cpi, 6), "clock_mhz": lut.clock_mhz,
+        "source": f"the int8 model run end to end on the emulated core ({footprint.get('target')}, QEMU "
+                  f"{footprint.get('qemu_machine')}): instructions x cycles per instruction ({src}) / clock"}
 
 
 def _reason(name: str, c: dict) -> str:

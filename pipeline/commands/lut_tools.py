@@ -23,10 +23,21 @@ def register_lut_subcommands(lsub) -> None:
                         description="Build lut_assets/<device>.json for every LUT key reachable from the search "
                         "space and record it in lut_assets/manifest.json. host-tflm is measured here (single-"
                         "operator int8 models timed in the TFLM runtime; resumable, about 45 min on 2 shared "
-                        "cores); cortex-m4, cortex-m7, riscv and cortex-a53 are analytical cycle models.")
-    b.add_argument("--device", required=True, help="host-tflm | cortex-m4 | cortex-m7 | riscv | cortex-a53")
-    b.add_argument("--method", choices=("measured", "analytical"),
-                   help="default: measured for host-tflm, analytical for the MCU devices")
+                        "cores); cortex-m4, cortex-m7, riscv and cortex-a53 are analytical cycle models. "
+                        "--method emulated (cortex-m4, cortex-m7, cortex-m33, riscv) times the same single-"
+                        "operator models on the emulated core: the LUT profiler firmware with TFLM's kernels "
+                        "for the core in QEMU, many keys per run, instruction counts turned into cycles with "
+                        "the core's cycles per instruction fitted to public board measurements (recorded in "
+                        "metadata.fit; deploy/lut_emulated.py). Measured here: about 1 min per 12 keys plus "
+                        "2 s per key for a model not yet converted (cached in ~/.cache/edgenas/lut_models).")
+    b.add_argument("--device", required=True,
+                   help="host-tflm | cortex-m4 | cortex-m7 | cortex-m33 | riscv | cortex-a53")
+    b.add_argument("--method", choices=("measured", "analytical", "emulated"),
+                   help="default: the existing output table's method, else measured for host-tflm and "
+                   "analytical for the MCU devices")
+    b.add_argument("--keys-from", metavar="LUT.json", help="the keys of this LUT file (e.g. a shipped table) "
+                   "instead of the space's")
+    b.add_argument("--limit", type=int, metavar="N", help="only the first N keys (a quick table; smoke tests)")
     b.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     b.add_argument("--resolution", type=int, action="append",
                    help="input resolution(s) to cover (repeatable; default: the space's)")
@@ -43,9 +54,10 @@ def register_lut_subcommands(lsub) -> None:
     v = lsub.add_parser("validate", help="accuracy of a LUT against end-to-end measurements",
                         description="Sample architectures, price each from the LUT and compare with measured "
                         "end-to-end latency: MAE (ms), MAPE (%%), Spearman rho, and a scatter plot. host-tflm "
-                        "is measured here in the TFLM runtime. Devices without hardware here need --measured "
-                        "FILE (a measured LUT of that device, from `edgenas lut collect`); without it the "
-                        "command exits with status 2.")
+                        "is measured here in the TFLM runtime. MCU devices with an emulated core take "
+                        "--emulated (each architecture run end to end in QEMU: about 30 s each); others need "
+                        "--measured FILE (a measured LUT of that device, from `edgenas lut collect`); without "
+                        "either the command exits with status 2.")
     vg = v.add_mutually_exclusive_group(required=True)
     vg.add_argument("--device", help="a shipped LUT by device name")
     vg.add_argument("--lut", metavar="FILE", help="a LUT file instead (e.g. from `edgenas lut calibrate`)")
@@ -53,6 +65,9 @@ def register_lut_subcommands(lsub) -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     v.add_argument("--measured", metavar="FILE", help="measured LUT of the same device to compare against")
+    v.add_argument("--emulated", action="store_true", help="run each sampled architecture's int8 model end to "
+                   "end on the device's emulated core (QEMU, `edgenas emulate`) and compare its instructions x "
+                   "the table's fitted cycles per instruction with the LUT's sum (emulated tables)")
     v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: runs/<device>-validation.png)")
     v.add_argument("--rows", metavar="FILE", help="per-architecture rows (JSON lines), appended as they are "
                    "measured; a rerun with the same arguments resumes from them")
@@ -140,8 +155,9 @@ def cmd_build(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras import lut_build, lut_models
 
-    method = args.method or ("measured" if args.device == HOST_DEVICE else "analytical")
     out = Path(args.out) if args.out else lutmod.assets_dir() / f"{args.device}.json"
+    method = args.method or (lutmod.load(out).metadata.get("method") if args.model and out.is_file() else None) \
+        or ("measured" if args.device == HOST_DEVICE else "analytical")
     keep: dict = {}
     skipped: dict[str, str] = {}
     if args.model:
@@ -152,9 +168,21 @@ def cmd_build(args) -> int:
                 raise UserError(f"{out} is the {old.metadata.get('method')} table of {old.device}, not the "
                                 f"{method} table of {args.device}: give another --out")
             keep = dict(old.entries)
+    elif args.keys_from:
+        keys = sorted(lutmod.load(args.keys_from).entries)
     else:
         keys = _keys(args.space, args.resolution)
-    if method == "measured":
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {args.limit}")
+        keys = keys[: args.limit]
+    report = None
+    if method == "emulated":
+        from deploy.lut_emulated import build_emulated_lut
+
+        table, report = build_emulated_lut(args.device, keys, out, update_manifest=not args.out, keep=keep,
+                                           progress=None if args.json else lambda s: print(s, file=sys.stderr))
+    elif method == "measured":
         if args.device != HOST_DEVICE:
             raise UserError(f"--method measured builds {HOST_DEVICE} on this host; for a board use "
                             "`edgenas lut profile-set` and `edgenas lut collect`")
@@ -167,10 +195,20 @@ def cmd_build(args) -> int:
         if not args.out:
             lutmod.update_manifest(args.device, out, sha)
         table = lutmod.load(out)
-    emit(args, {"device": args.device, "method": method, "file": str(out), "entries": len(table.entries),
-                "sha256": table.sha256, "skipped": skipped},
-         f"wrote {out}: {len(table.entries)} entries ({method}), sha256 {table.sha256[:12]}..."
-         + (f"; {len(skipped)} key(s) skipped (no single-operator generator)" if skipped else ""))
+    obj = {"device": args.device, "method": method, "file": str(out), "entries": len(table.entries),
+           "sha256": table.sha256, "skipped": skipped}
+    human = (f"wrote {out}: {len(table.entries)} entries ({method}), sha256 {table.sha256[:12]}..."
+             + (f"; {len(skipped)} key(s) skipped (no single-operator generator)" if skipped else ""))
+    if report is not None:
+        fit = report["fit"]
+        obj.update(unit=table.unit, clock_mhz=table.clock_mhz, fit=fit, chunks=report["chunks"],
+                   keys_measured=report["keys_measured"], seconds=report["seconds"],
+                   keys_per_minute=report["keys_per_minute"])
+        human += (f"\ncycles per instruction {fit['cycles_per_instruction']:.4f} fitted to {fit['board']} at "
+                  f"{fit['clock_mhz']:g} MHz: " + ", ".join(f"{a['model']} {a['latency_ms']:g} ms (residual "
+                                                             f"{a['residual_pct']:+.1f}%)" for a in fit["anchors"])
+                  + f"\n{report['keys_measured']} key(s) timed in {report['chunks']} QEMU run(s)")
+    emit(args, obj, human)
     return 0
 
 
@@ -183,7 +221,17 @@ def cmd_validate(args) -> int:
     space = load_space(args.space)
     table = lutmod.resolve(args.device, args.lut)   # warns when a host table was measured on another machine
     args.device = table.device
-    if args.measured:
+    if args.emulated and args.measured:
+        raise UserError("give --emulated or --measured FILE, not both")
+    if args.emulated:
+        from deploy.lut_emulated import validate_emulated
+
+        stats, rows = validate_emulated(space, table, args.samples, args.seed,
+                                        rows_path=Path(args.rows) if args.rows else None,
+                                        progress=None if args.json else lambda s: print(s, file=sys.stderr))
+        against = (f"end-to-end runs on the emulated core (QEMU), instructions x {stats['cycles_per_instruction']:.4f} "
+                   "cycles per instruction")
+    elif args.measured:
         other = lutmod.load(args.measured)
         stats, rows = lut_build.validate_against_table(space, table, other, args.samples, args.seed)
         against = f"measured LUT {args.measured}"

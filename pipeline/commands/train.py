@@ -95,6 +95,10 @@ def cmd_validate(args) -> int:
     require_prepares(model.read_bytes(), str(model))   # TFLM's own reason before any emulator build
     # SRAM and flash on the device's emulated core (QEMU) where it has one and its toolchain is installed.
     footprint, note = measured_footprint(model, lut.device, progress=progress_write)
+    # ... and its latency there: instructions x the table's (else the core's anchor) cycles per instruction
+    from deploy.lut_emulated import with_cycles_per_instruction
+
+    footprint = with_cycles_per_instruction(footprint, lut, progress=progress_write)
     doc = validate_model(model, lut, budgets, args.data, args.eval_limit, runtime, target_footprint=footprint)
     doc["target_footprint"] = footprint or {"note": note}
     if args.out:

@@ -1,0 +1,440 @@
+"""Latency tables from the real kernels on emulated cores (``edgenas lut build --method emulated``), their
+cycles-per-instruction fit to public board measurements, and the end-to-end check of such a table
+(``edgenas lut validate --emulated``).
+
+What is timed: the same single-operator int8 models the host table is built from (``lut_build.single_op_model``,
+cached per key under ``cache_root()/lut_models``), written as profile sets (``deploy.lut_profiler``) and run by
+the LUT profiler firmware (``deploy/firmware/lut_profiler``) linked with the target's TFLM library (CMSIS-NN on
+Cortex-M, reference kernels on RV32) in QEMU, its UART on a pseudo-terminal, collected through protocol v1
+(``deploy.lut_profiler_qemu``, ``deploy.lut_profiler.collect``): many keys per QEMU run. The keys are split into
+chunks that fit the machine (``chunk_keys``: the models' bytes in 4 MiB of code memory beside the ~0.5 MiB
+firmware, the largest arena in 4 MiB of RAM). Each chunk also times the cheapest model TFLM can invoke (one
+RESHAPE of one element, ``OVERHEAD_KEY``): the per-invoke overhead of the interpreter, which a model pays once
+and not once per operator, is subtracted from every key.
+
+From instructions to cycles (``anchor_fit``): QEMU counts instructions (``-icount shift=0``, SysTick at 40 or
+50 instructions per tick on Cortex-M, ``minstret`` on RV32), not cycles. The public measurements in
+``ANCHORS`` (board, clock, latency of a public int8 model; the same rows as ``../shared/board_anchors.json``)
+give cycles = latency x clock; the same model run end to end on the emulated core (``deploy.emulate``,
+cached) gives instructions. One constant cycles-per-instruction (CPI) per target is fitted to its anchors by
+least squares on the relative error: ``cpi = sum(r) / sum(r^2)`` with ``r = instructions / cycles``. Two
+anchors per board cannot also determine per-operator-class factors with a check left over, so none are
+fitted; the per-anchor CPIs and residuals are recorded, and ``edgenas lut calibrate`` fits classes from the
+user's own measurements. The table's entries are ``(instructions - overhead) x cpi`` in ``cycles`` at the
+anchor board's clock; ``metadata.fit`` says what was fitted to what and ``metadata.emulation`` how the
+instructions were counted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from deploy import tflm_build as tb
+from edgenas_keras import lut as lutmod
+from edgenas_keras.errors import UserError
+
+FIT_FORMAT = 1
+OVERHEAD_KEY = "edgenas:invoke-overhead"
+# Per chunk (one firmware image, one QEMU run): model bytes in code memory, the profiler's arena in RAM.
+CHUNK_MODEL_BYTES = 2_600_000
+CHUNK_ARENA_BYTES = 3_400_000
+CHUNK_MAX_KEYS = 160
+
+# Public measurements of public int8 models on boards (../shared/board_anchors.json, with its sources).
+ANCHORS: list[dict] = [
+    {"target": "cortex-m33", "board": "EK-RA6M4 (Cortex-M33)", "clock_mhz": 200, "latency_ms": 246.1841,
+     "model": "mlperf_tiny_ic_resnet8_int8.tflite",
+     "sha256": "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
+     "source": "MLPerf Tiny v0.7 closed, renesas EK-RA6M4 ic results.txt (4.062 inf/s), TFLM + CMSIS-NN"},
+    {"target": "cortex-m33", "board": "EK-RA6M4 (Cortex-M33)", "clock_mhz": 200, "latency_ms": 162.364,
+     "model": "mlperf_tiny_vww_96_int8.tflite",
+     "sha256": "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
+     "source": "MLPerf Tiny v0.7 closed, renesas EK-RA6M4 vww results.txt (6.159 inf/s), TFLM + CMSIS-NN"},
+    {"target": "cortex-m4", "board": "Nucleo-L4R5ZI (Cortex-M4F)", "clock_mhz": 120, "latency_ms": 704.2254,
+     "model": "mlperf_tiny_ic_resnet8_int8.tflite",
+     "sha256": "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
+     "source": "MLPerf Tiny v0.5 closed, reference Nucleo-L4R5ZI ic results.txt (1.420 inf/s), TFLM + CMSIS-NN"},
+    {"target": "cortex-m4", "board": "Nucleo-L4R5ZI (Cortex-M4F)", "clock_mhz": 120, "latency_ms": 600.6006,
+     "model": "mlperf_tiny_vww_96_int8.tflite",
+     "sha256": "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
+     "source": "MLPerf Tiny v0.5 closed, reference Nucleo-L4R5ZI vww results.txt (1.665 inf/s), TFLM + CMSIS-NN"},
+    {"target": "cortex-m7", "board": "STM32F746 (Cortex-M7)", "clock_mhz": 216, "latency_ms": 108.0,
+     "model": "tflm_person_detect.tflite",
+     "sha256": "808cfdfc0cf3a6fa6f6fa26bfa379ea97c16d5db7334637766e39c3408502e9d",
+     "source": "MicroNets (Banbury et al., MLSys 2021) Table 4: TFLM person detection, TFLM + CMSIS-NN"},
+    {"target": "riscv32", "board": "PCL Scepu02 (RV32IMAC)", "clock_mhz": 336, "latency_ms": 1239.5849,
+     "model": "mlperf_tiny_ic_resnet8_int8.tflite",
+     "sha256": "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
+     "source": "MLPerf Tiny v0.5 closed, PengChengLaboratory pcl-scepu02 ic performance_log.txt (0.807 inf/s), "
+               "TFLM 2.3.1 reference kernels"},
+    {"target": "riscv32", "board": "PCL Scepu02 (RV32IMAC)", "clock_mhz": 336, "latency_ms": 846.6507,
+     "model": "mlperf_tiny_vww_96_int8.tflite",
+     "sha256": "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
+     "source": "MLPerf Tiny v0.5 closed, PengChengLaboratory pcl-scepu02 vww performance_log.txt (1.181 inf/s), "
+               "TFLM 2.3.1 reference kernels"},
+]
+CORES = {"cortex-m4": "Cortex-M4F", "cortex-m7": "Cortex-M7", "cortex-m33": "Cortex-M33",
+         "riscv32": "RISC-V RV32IMC"}
+
+
+def target_of(device: str) -> tb.Target:
+    """The emulated core of a LUT device name (``riscv`` -> ``riscv32``); ``UserError`` for other devices."""
+    name = tb.DEVICE_TARGETS.get(device)
+    if name is None:
+        raise UserError(f"device {device!r} has no emulated core: emulated tables are built for "
+                        f"{', '.join(sorted(tb.DEVICE_TARGETS))}")
+    return tb.get_target(name)
+
+
+def reference_model_dirs() -> list[Path]:
+    """Where anchor models are looked for: ``$EDGENAS_REFERENCE_MODELS``, ``tests/data/reference_models`` of
+    the checkout, ``../shared/reference_models`` beside it."""
+    root = Path(__file__).resolve().parent.parent
+    dirs = [Path(p) for p in os.environ.get("EDGENAS_REFERENCE_MODELS", "").split(os.pathsep) if p]
+    return [*dirs, root / "tests" / "data" / "reference_models", root.parent / "shared" / "reference_models"]
+
+
+def _anchor_model(a: dict) -> Path | None:
+    for d in reference_model_dirs():
+        p = d / a["model"]
+        if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == a["sha256"]:
+            return p
+    return None
+
+
+def anchor_fit(device: str, progress: Callable[[str], None] | None = tb._stderr) -> dict:
+    """The cycles-per-instruction fit of ``device``'s emulated core to its public anchors (module docstring).
+
+    Returns ``{"cycles_per_instruction", "clock_mhz", "board", "anchors": [{model, latency_ms, clock_mhz,
+    cycles, instructions, cpi, fitted_ms, residual_pct, source}], "skipped", "method", "per_class"}``. Each
+    anchor model runs once in QEMU (``deploy.emulate.measured_footprint``, cached per model and library).
+    Raises ``UserError`` when no anchor of the core can be emulated here (model file or toolchain missing)."""
+    from deploy.emulate import measured_footprint
+
+    t = target_of(device)
+    rows, skipped = [], []
+    for a in ANCHORS:
+        if a["target"] != t.name:
+            continue
+        path = _anchor_model(a)
+        if path is None:
+            skipped.append(f"{a['model']}: not found in {', '.join(map(str, reference_model_dirs()))}")
+            continue
+        fp, note = measured_footprint(path, t.name, progress=progress)
+        if fp is None:
+            skipped.append(f"{a['model']}: {note}")
+            continue
+        cycles = a["latency_ms"] * 1e3 * a["clock_mhz"]
+        rows.append({"board": a["board"], "model": a["model"], "model_sha256": a["sha256"],
+                     "latency_ms": a["latency_ms"], "clock_mhz": a["clock_mhz"], "cycles": round(cycles),
+                     "instructions": int(fp["instructions"]), "cpi": cycles / fp["instructions"],
+                     "source": a["source"]})
+    if not rows:
+        raise UserError(f"no public anchor of {t.name} could be run here to fit cycles per instruction: "
+                        + "; ".join(skipped or ["no anchors"]))
+    ratios = [r["instructions"] / r["cycles"] for r in rows]
+    cpi = sum(ratios) / sum(x * x for x in ratios)
+    for r in rows:
+        r["fitted_ms"] = r["instructions"] * cpi / (r["clock_mhz"] * 1e3)
+        r["residual_pct"] = 100 * (r["fitted_ms"] / r["latency_ms"] - 1)
+    loo = None
+    if len(rows) == 2:   # calibrated on one anchor, the other predicted: the fit's own leave-one-out
+        loo = [100 * (rows[1 - i]["instructions"] * rows[i]["cpi"] / rows[1 - i]["cycles"] - 1) for i in (0, 1)]
+    return {"format": FIT_FORMAT, "cycles_per_instruction": cpi, "clock_mhz": rows[0]["clock_mhz"],
+            "board": rows[0]["board"], "target": t.name, "qemu_machine": t.machine, "anchors": rows,
+            "leave_one_out_pct": loo, "skipped": skipped,
+            "method": "one constant cycles per instruction for the core: least squares on the relative error "
+                      "of the anchors' measured cycles (latency x clock) against their end-to-end emulated "
+                      "instruction counts (edgenas emulate)",
+            "per_class": "not fitted: the public anchors give two models per board, too few to fit operator "
+                         "classes and check them; edgenas lut calibrate fits classes to your own measurements"}
+
+
+def cycles_per_instruction(table: lutmod.Lut) -> float | None:
+    """A table's fitted cycles per instruction (``metadata.fit``), 1.0 for a table in ``instructions``, else
+    ``None`` (an analytical or measured table carries no fit)."""
+    fit = table.metadata.get("fit") or {}
+    if isinstance(fit.get("cycles_per_instruction"), (int, float)):
+        return float(fit["cycles_per_instruction"])
+    return 1.0 if table.unit == "instructions" else None
+
+
+# -- the single-operator models, cached -------------------------------------------------------------------
+
+def model_cache_dir() -> Path:
+    return tb.cache_root() / "lut_models"
+
+
+def cached_model(key: str) -> bytes:
+    """The single-operator model of ``key`` (``lut_build.single_op_model``), converted once and cached (the
+    conversion takes seconds; the same model is timed on every target). ``OVERHEAD_KEY`` gives the one-RESHAPE
+    model (``tflm.trivial_model_bytes``)."""
+    from edgenas_keras import lut_build, tflm
+
+    if key == OVERHEAD_KEY:
+        return tflm.trivial_model_bytes()
+    p = model_cache_dir() / (hashlib.sha256(f"{lut_build.TOOL_VERSION}\n{key}".encode()).hexdigest()[:32]
+                             + ".tflite")
+    if p.is_file():
+        return p.read_bytes()
+    data = lut_build.single_op_model(key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+    return data
+
+
+def _arena(key: str, data: bytes) -> int:
+    from edgenas_keras import tflm
+
+    p = model_cache_dir() / "arena.jsonl"
+    sha = hashlib.sha256(data).hexdigest()
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("sha256") == sha:
+                return int(rec["arena_bytes"])
+    n = tflm.min_arena_bytes(data, key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "a") as f:
+        f.write(json.dumps({"sha256": sha, "arena_bytes": n}) + "\n")
+    return n
+
+
+def chunk_keys(sizes: dict[str, tuple[int, int]], max_bytes: int = CHUNK_MODEL_BYTES,
+               max_arena: int = CHUNK_ARENA_BYTES, max_keys: int = CHUNK_MAX_KEYS) -> tuple[list[list[str]], dict]:
+    """Split keys (``{key: (model_bytes, host_arena_bytes)}``, in order) into profile sets that fit one
+    emulated machine: model bytes at most ``max_bytes``, the profiler's arena (``lut_profiler_qemu.arena_bytes``
+    of the largest) at most ``max_arena``, at most ``max_keys``. Returns the chunks and the keys that fit no
+    chunk alone, with the reason."""
+    chunks: list[list[str]] = []
+    too_big: dict[str, str] = {}
+    cur: list[str] = []
+    cur_bytes = cur_arena = 0
+    for key, (nbytes, arena) in sizes.items():
+        need = arena + arena // 2 + 16384
+        if nbytes > max_bytes or need > max_arena:
+            too_big[key] = (f"its model ({nbytes} bytes, arena {need} bytes with the profiler's margin) does not "
+                            "fit the emulated machine's memory")
+            continue
+        if cur and (cur_bytes + nbytes > max_bytes or max(cur_arena, need) > max_arena or len(cur) >= max_keys):
+            chunks.append(cur)
+            cur, cur_bytes, cur_arena = [], 0, 0
+        cur.append(key)
+        cur_bytes += nbytes
+        cur_arena = max(cur_arena, need)
+    if cur:
+        chunks.append(cur)
+    return chunks, too_big
+
+
+# -- the build ----------------------------------------------------------------------------------------------
+
+def _collect_chunk(t: tb.Target, device: str, keys: list[str], work: Path, timeout_s: float,
+                   progress: Callable[[str], None] | None) -> dict[str, dict]:
+    """Write the profile set of ``keys`` (plus ``OVERHEAD_KEY`` first), build the profiler for ``t``, run it in
+    QEMU on a pty and collect it through protocol v1; ``{key: {instructions, dispersion, samples}}``."""
+    import serial
+
+    from deploy import lut_profiler_qemu as lpq
+    from deploy.lut_profiler import collect, write_profile_set
+
+    manifest = write_profile_set([OVERHEAD_KEY, *keys], work, device, model_fn=cached_model, progress=False)
+    elf = lpq.build_profiler(t.name, work, progress=progress)
+    out = work / "collected.json"
+    with lpq.QemuBoard(t.name, elf) as board:
+        port = serial.serial_for_url(board.port, baudrate=115200, timeout=1.0)
+        try:
+            table = collect(port, manifest, device, out, timeout_s=timeout_s, idle_s=max(60.0, timeout_s / 10),
+                            log=progress or (lambda s: None))
+        finally:
+            port.close()
+    return {k: {"instructions": e.value, "dispersion": e.dispersion, "samples": e.samples}
+            for k, e in table.entries.items()}
+
+
+def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, update_manifest: bool = True,
+                       keep: dict[str, lutmod.LutEntry] | None = None, timeout_s: float = 3600.0,
+                       progress: Callable[[str], None] | None = tb._stderr) -> tuple[lutmod.Lut, dict]:
+    """Time every key on ``device``'s emulated core and write the LUT in cycles (module docstring).
+
+    Resumable: each chunk's instruction counts are appended to ``<out>.progress.jsonl`` (per target and TFLM
+    library) as it finishes. ``keep``: entries of an existing emulated table of the device carried over
+    unmeasured. Returns the loaded table and a report (``chunks``, ``keys_measured``, ``skipped``, ``fit``,
+    ``seconds``, ``keys_per_minute``). Raises ``UserError`` (a device without an emulated core, a key the
+    generator cannot build, toolchain missing, no anchor to fit), ``BuildError``/``EmulationError``."""
+    import time
+
+    from edgenas_keras.lut_build import TOOL_VERSION, unbuildable_reason
+
+    t = target_of(device)
+    tb.check_tools(t)
+    out_path = Path(out_path)
+    bad = {k: why for k in keys if (why := unbuildable_reason(k))}
+    if bad:
+        raise UserError(f"{len(bad)} key(s) have no single-operator model, e.g. {next(iter(bad))}: "
+                        f"{next(iter(bad.values()))}")
+    lib = tb.tflm_library(t, progress=progress)
+    fit = anchor_fit(device, progress=progress)
+    cpi = fit["cycles_per_instruction"]
+    side = out_path.with_name(out_path.name + ".progress.jsonl")
+    stamp = {"target": t.name, "library": lib.info.get("key")}
+    done: dict[str, dict] = {}
+    if side.is_file():
+        for line in side.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("target") == t.name and rec.get("library") == stamp["library"]:
+                done[rec["key"]] = rec
+    todo = [k for k in dict.fromkeys(keys) if k not in done and k not in (keep or {})]
+    t0 = time.time()
+    sizes = {}
+    for i, k in enumerate(todo):
+        data = cached_model(k)
+        sizes[k] = (len(data), _arena(k, data))
+        if progress and (i + 1) % 25 == 0:
+            progress(f"single-operator models: {i + 1}/{len(todo)}")
+    t_models = time.time() - t0
+    chunks, too_big = chunk_keys(sizes)
+    t1 = time.time()
+    for n, chunk in enumerate(chunks):
+        if progress:
+            progress(f"chunk {n + 1}/{len(chunks)}: {len(chunk)} keys on QEMU {t.machine}")
+        with tempfile.TemporaryDirectory(prefix=f"edgenas-lut-{t.name}-") as tmp:
+            got = _collect_chunk(t, device, chunk, Path(tmp), timeout_s, progress)
+        overhead = got.pop(OVERHEAD_KEY)["instructions"]
+        with open(side, "a") as f:
+            for k, rec in got.items():
+                done[k] = {"key": k, **rec, "overhead": overhead, **stamp}
+                f.write(json.dumps(done[k]) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    t_run = time.time() - t1
+    entries = dict(keep or {})
+    overheads = sorted({r["overhead"] for r in done.values()})
+    for k in keys:
+        if k in done:
+            r = done[k]
+            entries[k] = lutmod.LutEntry(max(r["instructions"] - r["overhead"], 1.0) * cpi, r["dispersion"] * cpi,
+                                         int(r["samples"]))
+    missing = [k for k in keys if k not in entries]
+    if missing:
+        raise UserError(f"{len(missing)} key(s) could not be timed on {t.machine}, e.g. {missing[0]}: "
+                        f"{too_big.get(missing[0], 'no result')}")
+    kernels = "cmsis-nn" if t.kernels == "cmsis_nn" else "tflm-reference"
+    meta = {"device": device, "core": f"{CORES[t.name]} (timed on QEMU {t.machine}; cycles fitted to {fit['board']})",
+            "clock_mhz": fit["clock_mhz"], "runtime": "tflm", "kernels": kernels, "method": "emulated",
+            "unit": "cycles", "tool_version": TOOL_VERSION, "date": datetime.date.today().isoformat(),
+            "sources": [
+                f"instructions: single-operator int8 models (edgenas_keras.lut_build.single_op_model) run by "
+                f"deploy/firmware/lut_profiler linked with TFLM ({kernels}, library {lib.info.get('key')}) in QEMU "
+                f"{t.machine} with -icount shift=0, median of 5 invokes after 3 warm-ups, minus the per-invoke "
+                f"overhead (one-RESHAPE model); `edgenas lut build --device {device} --method emulated`",
+                "cycles = instructions x the core's fitted cycles per instruction (metadata.fit): "
+                + "; ".join(f"{a['model']} {a['latency_ms']} ms at {a['clock_mhz']} MHz on {a['board']} "
+                            f"({a['source']})" for a in fit["anchors"]),
+                "QEMU is not cycle-accurate: the entries' shape is the kernels' instruction counts; the scale is the "
+                "anchors' (edgenas lut calibrate rescales to your board)"],
+            "fit": fit,
+            "emulation": {"target": t.name, "qemu_machine": t.machine, "toolchain": lib.info.get("compiler", ""),
+                          "library_key": lib.info.get("key"), "counter_resolution_instructions":
+                          t.instructions_per_tick, "overhead_instructions": overheads}}
+    table = lutmod.Lut(meta, {k: entries[k] for k in sorted(entries)})
+    sha = table.save(out_path)
+    if update_manifest:
+        lutmod.update_manifest(device, out_path, sha)
+    side.unlink(missing_ok=True)
+    minutes = (time.time() - t0) / 60
+    report = {"chunks": len(chunks), "keys_measured": len(todo), "skipped": too_big, "fit": fit,
+              "seconds": {"models": round(t_models, 1), "emulation": round(t_run, 1)},
+              "keys_per_minute": round(len(todo) / minutes, 2) if todo and minutes > 0 else None}
+    return lutmod.load(out_path), report
+
+
+# -- end-to-end check ------------------------------------------------------------------------------------------
+
+def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Path | None = None,
+                      progress: Callable[[str], None] | None = tb._stderr) -> tuple[dict, list[dict]]:
+    """Sample ``n`` architectures of ``space``, price each from ``table`` and run its int8 model end to end on
+    the table's emulated core (``deploy.emulate``); measured ms = emulated instructions x the table's cycles per
+    instruction / clock. Returns ``lut_build.accuracy`` figures (plus ``cycles_per_instruction``) and the rows
+    (``arch``, ``predicted_ms``, ``measured_ms``, ``instructions``). Resumable through ``rows_path`` like
+    ``validate_host``. ``UserError`` when the table carries no fit (only emulated tables do)."""
+    from deploy.emulate import emulate
+    from edgenas_keras.lut_build import accuracy, arch_int8_model
+    from edgenas_keras.ops import arch_graph
+    from edgenas_keras.space import encode
+
+    t = target_of(table.device)
+    tb.check_tools(t)
+    cpi = cycles_per_instruction(table)
+    if cpi is None:
+        raise UserError(f"LUT {table.source} ({table.metadata.get('method')}) has no fitted cycles per instruction: "
+                        f"--emulated validates emulated tables (edgenas lut build --device {table.device} "
+                        "--method emulated)")
+    archs = space.sample(n, seed=seed)
+    table.require(k for a in archs for k in arch_graph(space, a).keys)
+    done: dict[str, dict] = {}
+    if rows_path is not None and Path(rows_path).is_file():
+        for line in Path(rows_path).read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["arch"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgenas-lut-validate-") as tmp:
+        for i, arch in enumerate(archs):
+            name = encode(arch)
+            if name not in done:
+                path = Path(tmp) / f"arch{i}.tflite"
+                path.write_bytes(arch_int8_model(space, arch, seed=seed + i))
+                r = emulate(path, t.name, progress=None)
+                done[name] = {"arch": name, "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
+                              "measured_ms": r.instructions * cpi / (table.clock_mhz * 1e3),
+                              "instructions": r.instructions, "output_matches_host": r.output_matches_host}
+                if rows_path is not None:
+                    with open(rows_path, "a") as f:
+                        f.write(json.dumps(done[name]) + "\n")
+                if progress:
+                    progress(f"{i + 1}/{n}: {name}: LUT {done[name]['predicted_ms']:.2f} ms, emulated "
+                             f"{done[name]['measured_ms']:.2f} ms")
+            rows.append(done[name])
+    stats = accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
+    return {**stats, "cycles_per_instruction": cpi}, rows
+
+
+def emulated_latency_ms(instructions: int, table: lutmod.Lut) -> float | None:
+    """A model's latency on ``table``'s board from its emulated instruction count: instructions x the table's
+    cycles per instruction / its clock (ms); ``None`` when the table has no fit."""
+    cpi = cycles_per_instruction(table)
+    return None if cpi is None else instructions * cpi / (table.clock_mhz * 1e3)
+
+
+def with_cycles_per_instruction(footprint: dict | None, table: lutmod.Lut,
+                                progress: Callable[[str], None] | None = None) -> dict | None:
+    """``footprint`` (``deploy.emulate.measured_footprint``) with the core's cycles per instruction for
+    ``validate_model``'s ``latency_emulated`` check when ``table`` carries no fit of its own (analytical
+    tables): ``cycles_per_instruction`` and ``cpi_source`` from ``anchor_fit`` (the anchors run once in QEMU,
+    cached). Unchanged when the table has a fit, there is no footprint, or no anchor of the core runs here."""
+    if not footprint or cycles_per_instruction(table) is not None:
+        return footprint
+    try:
+        fit = anchor_fit(table.device, progress=progress)
+    except UserError:
+        return footprint
+    return {**footprint, "cycles_per_instruction": fit["cycles_per_instruction"],
+            "cpi_source": f"the core's anchor fit to {fit['board']} ("
+                          + ", ".join(f"{a['model']} {a['latency_ms']} ms" for a in fit["anchors"]) + ")"}
