@@ -338,3 +338,28 @@ def test_damaged_subgraph_references_are_clear_errors(models, tmp_path, capsys):
         assert main(["analyze", str(bad), "--device", "cortex-m7"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(bad) in err[0] and reason in err[0], err
+
+
+def test_bundle_runs_on_an_emulated_cortex_m7_and_needs_the_union(models, tmp_path):
+    """The firmware, not only the Python runtime (which registers every kernel): the two-signature bundle,
+    linked with TFLM + CMSIS-NN and run in QEMU, allocates and answers byte for byte like the host; the same
+    bundle with a resolver of subgraph 0's operators only (the old behaviour) fails in AllocateTensors."""
+    from deploy import tflm_build as tb
+    from deploy.emulate import emulate_bundle
+
+    try:
+        tb.check_tools(tb.get_target("cortex-m7"))
+    except tb.ToolchainMissing as exc:
+        pytest.skip(f"toolchain for cortex-m7 absent: {exc}")
+    b = make_bundle(models["two_signatures"], tmp_path / "two", "two")
+    x = np.random.default_rng(4).integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)
+    r = emulate_bundle(b.out_dir, "cortex-m7", x, progress=None)
+    assert r.output_matches_host and r.settings_arena["allocates"]
+
+    old = tmp_path / "subgraph0_only"
+    shutil.copytree(b.out_dir, old)
+    header = old / "two_op_resolver.h"
+    text = header.read_text().replace("  TF_LITE_ENSURE_STATUS(resolver.AddTanh());  // TANH\n", "")
+    header.write_text(text.replace("kTwoOpCount = 4;", "kTwoOpCount = 3;"))
+    with pytest.raises(tb.EmulationError, match="AllocateTensors failed"):
+        emulate_bundle(old, "cortex-m7", x, progress=None)
