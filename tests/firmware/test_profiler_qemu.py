@@ -11,6 +11,7 @@ device) stays with the simulated board in tests/lut/test_collect.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -94,7 +95,9 @@ def test_qemu_board_collect_with_a_reset_then_again(profile_set, tmp_path, capsy
         watcher.join()
         assert rc == 0, err
         assert resets == ["reset"]
-        assert "board reset (#1) during RUN 1" in err     # the key in flight was asked for again
+        # the key in flight (RUN 1, or RUN 2 if this machine was too busy to reset within RUN 1's 0.2 s) was
+        # asked for again
+        assert re.search(r"board reset \(#1\) during RUN [12]; asking again", err), err
 
         out2 = tmp_path / "m7-again.json"                  # the board keeps listening after BYE
         rc, err = _collect(info["port"], profile_set, out2, capsys)
@@ -150,8 +153,8 @@ def test_every_target_runs_the_profiler_on_a_pty(name, machine, clock_mhz, resol
     for e in table.entries.values():
         assert e.value > 0 and e.value % resolution == 0 and e.dispersion <= resolution
     per_mac = table.entries[keys[1]].value / _macs(keys[1])
-    if name == "riscv32":      # TFLM's reference kernels in plain C
-        assert 3.0 < per_mac < 40.0
+    if name == "riscv32":      # TFLM's reference kernels in plain C (4-D index arithmetic per MAC): tens
+        assert 10.0 < per_mac < 200.0
     else:                      # CMSIS-NN (a 1x1 convolution of 16 input channels: requantisation weighs)
         assert 1.0 < per_mac < 10.0
 
