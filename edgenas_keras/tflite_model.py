@@ -61,6 +61,7 @@ class TensorInfo:
     constant_bytes: int = 0         # size of the tensor's data in the file (0: an activation tensor)
     is_variable: bool = False       # a variable tensor (TFLM allocates it apart from the planned buffers)
     values: tuple[int, ...] = ()    # data of small int32 constants (SPACE_TO_BATCH_ND block shapes and the like)
+    shape_signature: tuple[int, ...] = ()   # the file's shape_signature (-1: unknown until run time), () if none
 
     @property
     def is_constant(self) -> bool:
@@ -315,12 +316,78 @@ class TfliteModel:
         return not self.int8_problems()
 
     def require_int8(self) -> TfliteModel:
+        """This model, if it is full-int8 (``int8_problems``) and TFLM computes it with the shapes the file
+        stores (``require_tflm_shapes``); otherwise a ``UserError`` saying why and how to re-export. Every
+        command that runs, prices or bundles a model for TFLM (``analyze``, ``bundle``, ``validate``, ``lut``
+        calibration and builds) reads it through here."""
         problems = self.int8_problems()
         if problems:
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UserError(f"{self.source} is not a full-int8 model: {problems[0]}{more}; convert it with "
                             "full-integer quantisation (TFLITE_BUILTINS_INT8, int8 input and output)")
-        return self
+        return self.require_tflm_shapes()
+
+    def shape_problems(self) -> list[str]:
+        """Where the file's stored tensor shapes disagree with what the operators compute (empty if nowhere).
+
+        TFLM sizes every tensor from the shape stored in the file and never resizes; TensorFlow Lite resizes
+        at run time. Several TFLM kernels take the stored output shape on trust (their Prepare checks only
+        ranks and types: tflite-micro ``space_to_batch_nd.cc``, ``batch_to_space_nd.cc``; ``reshape_common.cc``
+        checks only the element count), so where the file is wrong TFLM silently computes wrong results or
+        writes past a buffer sized for the stored shape. Checked in every subgraph (TFLM prepares them all):
+
+        - SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND: output computed from the stored input, the block shape and
+          the paddings/crops. The converter's form of a Keras ``dilation_rate`` convolution with an unknown
+          batch stores batch 1 where the operator makes ``prod(block)`` tiles.
+        - RESHAPE with a constant shape: the shape (its -1 resolved from the input) against the stored output,
+          when both hold the same number of elements (a different count TFLM refuses itself, in its words).
+        - A subgraph input or an operator output (not RESHAPE's, which TFLM checks) whose ``shape_signature``
+          has an unknown (-1) dimension after the first: the stored size is the converter's placeholder.
+        An unknown first dimension is the batch, which is 1 when the model is fed one input at a time.
+        Each problem is a sentence naming the operator index, the operator, stored and computed shapes.
+        """
+        problems = []
+        graphs = self.subgraphs or (SubgraphInfo(0, "", self.tensors, self.operators, self.inputs, self.outputs),)
+        for g in graphs:
+            where = f" of subgraph {g.index}" if g.index else ""
+            for o in g.operators:
+                computed = _computed_shape(g.tensors, o)
+                stored = g.tensors[o.outputs[0]].shape if o.outputs else None
+                if computed is not None and computed != stored:
+                    x = list(g.tensors[o.inputs[0]].shape)
+                    what = (f"computes {list(computed)} from its input {x}" if computed[0] else
+                            f"cannot split its stored input {x}'s batch into {int(np.prod(g.tensors[o.inputs[1]].values))} tiles")
+                    problems.append(f"operator {o.index}{where} ({o.op}) stores output shape {list(stored)} but {what}")
+            producer = {t: o for o in g.operators for t in o.outputs}
+            for t in g.tensors:
+                if t.is_constant or not any(d < 0 for d in t.shape_signature[1:]):
+                    continue
+                o = producer.get(t.index)
+                if o is not None and o.op == "RESHAPE":
+                    continue
+                if o is None and t.index not in g.inputs:
+                    continue
+                by = f"operator {o.index}{where} ({o.op}) output" if o else f"input{where}"
+                problems.append(f"{by} {t.name!r} has unknown dimensions {list(t.shape_signature)} (stored as "
+                                f"{list(t.shape)}, a placeholder)")
+        return problems
+
+    def require_tflm_shapes(self) -> TfliteModel:
+        """This model, if ``shape_problems`` finds nothing; otherwise a ``UserError`` (one line: the first
+        problem, how many more, why TFLM cannot run it and how to re-export it)."""
+        problems = self.shape_problems()
+        if not problems:
+            return self
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        if any("SPACE_TO_BATCH_ND" in p or "BATCH_TO_SPACE_ND" in p for p in problems):
+            how = ("the converter's form of a dilated convolution (Keras dilation_rate) with an unknown batch; "
+                   "re-export with a fixed batch of 1 (keras.Input(shape, batch_size=1), or from_concrete_functions "
+                   "with tf.TensorSpec([1, H, W, C])) so the converter writes a native dilated CONV_2D")
+        else:
+            how = ("re-export with every input size fixed and a batch of 1 (keras.Input(shape, batch_size=1), or "
+                   "from_concrete_functions with tf.TensorSpec([1, H, W, C])) so every stored shape is the real one")
+        raise UserError(f"{self.source}: {problems[0]}{more}; TFLM uses the stored shapes without resizing, so it "
+                        f"would compute wrong results or overrun its buffers; {how}")
 
     @functools.cached_property
     def runtime_batches(self) -> dict[int, int]:
@@ -443,6 +510,41 @@ class TfliteModel:
         return g
 
 
+def _computed_shape(tensors, o: OperatorInfo) -> tuple[int, ...] | None:
+    """The output shape operator ``o`` computes from its stored input shape and constant operands, for the
+    operators whose TFLM kernels trust the stored output (see ``TfliteModel.shape_problems``); None where it
+    is not checked (another operator, operands known only at run time, a RESHAPE whose element count differs,
+    which TFLM's Prepare refuses itself)."""
+    if not o.outputs or not o.inputs or o.inputs[0] < 0:
+        return None
+    x = tensors[o.inputs[0]].shape
+    if o.op in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND") and len(o.inputs) == 3 and min(o.inputs) >= 0:
+        block, pads = tensors[o.inputs[1]].values, tensors[o.inputs[2]].values
+        m = len(block)
+        if not m or len(pads) != 2 * m or len(x) < m + 1 or min(block) < 1:
+            return None
+        n = int(np.prod(block))
+        if o.op == "SPACE_TO_BATCH_ND":
+            space = [(x[1 + i] + pads[2 * i] + pads[2 * i + 1]) // block[i] for i in range(m)]
+            return (x[0] * n, *space, *x[1 + m:])
+        space = [x[1 + i] * block[i] - pads[2 * i] - pads[2 * i + 1] for i in range(m)]
+        return (x[0] // n if x[0] % n == 0 else 0, *space, *x[1 + m:])   # 0: the batch does not split
+    if o.op == "RESHAPE" and len(o.inputs) > 1 and o.inputs[1] >= 0:
+        st = tensors[o.inputs[1]]
+        new = list(st.values)
+        if not st.is_constant or not new or len(new) != st.elements or 0 in new or new.count(-1) > 1:
+            return None
+        known = int(np.prod([v for v in new if v != -1]))
+        elements = int(np.prod(x)) if x else 1
+        if -1 in new:
+            if known <= 0 or elements % known:
+                return None
+            new[new.index(-1)] = elements // known
+        out = tensors[o.outputs[0]]
+        return tuple(new) if int(np.prod(new)) == out.elements == elements else None
+    return None
+
+
 def _options(op) -> dict:
     kind = op.BuiltinOptionsType()
     cls = getattr(schema, OPTIONS_CLASSES.get(kind, ""), None) if kind else None
@@ -473,8 +575,9 @@ def _tensor(model, graph, i: int) -> TensorInfo:
     if dtype == "int32" and t.Buffer() > 0 and 0 < model.Buffers(t.Buffer()).DataLength() <= 64:
         # shape operands (block shapes, paddings), read by op_spec
         values = tuple(int(v) for v in model.Buffers(t.Buffer()).DataAsNumpy().view("<i4"))
+    signature = tuple(int(v) for v in t.ShapeSignatureAsNumpy()) if t.ShapeSignatureLength() else ()
     return TensorInfo(i, t.Name().decode("utf-8", "replace"), shape, dtype,
-                      scale, zp, qdim, int(size), bool(t.IsVariable()), values)
+                      scale, zp, qdim, int(size), bool(t.IsVariable()), values, signature)
 
 
 def _subgraph(model, k: int, codes: list[str]) -> SubgraphInfo:
