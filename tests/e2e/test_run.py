@@ -1,6 +1,9 @@
 """The whole pipeline on a tiny configuration (tests/e2e/conftest.py), through the ``edgenas run`` CLI.
 
-- LocalDagRunner: ends with a blessed model pushed (a complete version and LATEST under push.dest);
+- LocalDagRunner: ends with a blessed model pushed (a complete version and LATEST under push.dest), whose
+  bundle states the training reader's preprocessing (``x = pixel / 127.5 - 1``); the whole output of the
+  first run, captured at the file descriptors, holds only EdgeNAS's own lines (no TensorFlow or converter
+  C++ log);
   a rerun into the same folder reuses every component from the MLMD cache (states read back from MLMD);
   raising the accuracy floor re-runs only validation and push, the model is not blessed, the summary names
   the failed budget and nothing new is pushed.
@@ -8,6 +11,7 @@
 """
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -21,12 +25,25 @@ COMPONENTS = {"VwwExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator",
               "SupernetSearch", "QatTrainer", "BudgetValidator", "TfliteMicroPusher"}
 
 
-def run_cli(capsys, config: str, out: Path, *extra: str) -> dict:
+# The forms of EdgeNAS's own progress lines on stderr: the run header, a component starting or done, a
+# component's log (components/_io.log), and the library's progress (ingest, search epochs, the result).
+_NAMES = "|".join(sorted(COMPONENTS))
+EDGENAS_LINE = re.compile(rf"^(edgenas run: |\[\d\d:\d\d:\d\d\] ({_NAMES})\b|  ({_NAMES}): |ingest: |epoch \d+/\d+: |found "
+                          r"|warning: )")
+
+
+def run_cli(capsys, config: str, out: Path, *extra: str, only_edgenas_lines: bool = False) -> dict:
+    """``edgenas run --json``; with ``only_edgenas_lines`` (give pytest's ``capfd``, which captures the file
+    descriptors C++ writes to) every stderr line must be one of EdgeNAS's and stdout the summary alone."""
     rc = main(["run", "--config", config, "--output", str(out), "--json", *extra])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-2000:]
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
+    if only_edgenas_lines:
+        assert captured.out.strip().splitlines() == [json.dumps(summary, sort_keys=True, default=str)]
+        foreign = [line for line in captured.err.splitlines() if line.strip() and not EDGENAS_LINE.match(line)]
+        assert not foreign, "\n".join(foreign[:20])
     return summary
 
 
@@ -48,13 +65,19 @@ def assert_pushed(summary: dict, out: Path, model_name: str = "vww-tiny") -> Pat
     return bundle
 
 
-def test_local_run_pushes_then_caches_then_refuses(tmp_path, capsys):
+def test_local_run_pushes_then_caches_then_refuses(tmp_path, capfd):
+    capsys = capfd   # file-descriptor capture: the converter's C++ log would be seen
     out = tmp_path / "run"
     config = write_config(tmp_path)
-    first = run_cli(capsys, config, out)
+    first = run_cli(capsys, config, out, only_edgenas_lines=True)
     assert set(states(first)) == COMPONENTS and set(states(first).values()) == {"complete"}
     bundle = assert_pushed(first, out)
     assert (out / "config.resolved.yaml").is_file()
+    pre = json.loads((bundle / "manifest.json").read_text())["preprocessing"]
+    assert pre["known"] and pre["formula"] == "x = pixel / 127.5 - 1" and pre["labels"] == ["no_person", "person"]
+    assert "`x = pixel / 127.5 - 1`" in (bundle / "README.md").read_text()
+    settings = next(bundle.glob("*_model_settings.h")).read_text()
+    assert "kPixelDivisor = 127.5f;" in settings and "kPixelOffset = -1.0f;" in settings
 
     again = run_cli(capsys, config, out)
     assert states(again) == {c: "cached" for c in COMPONENTS}
