@@ -20,6 +20,11 @@ The top-level ``tensors``/``operators``/``inputs``/``outputs`` are subgraph 0's,
 Weights stored outside the flatbuffer (buffers with ``offset``/``size``, the converter's layout for models over
 2 GB) are refused with a ``UserError``: TFLM reads constant data only from inside the flatbuffer, and runs such
 a file with arena garbage for weights.
+
+Stored shapes that disagree with what the operators compute (a Keras ``dilation_rate`` convolution converted
+with an unknown batch: SPACE_TO_BATCH_ND stores batch 1 for its ``prod(block)`` tiles) parse, so pricing
+can count the real work (``runtime_batches``), but ``require_int8``, which every command that bundles,
+analyzes or validates a model calls, refuses them (``shape_problems``): TFLM trusts stored shapes.
 """
 
 from __future__ import annotations
