@@ -2,8 +2,10 @@
 
 The LUT is parsed and checked by the library loader (shipped tables also against the checksum manifest),
 then copied byte for byte into the artifact as ``lut.json``; with a clock override the re-clocked table is
-written instead. The artifact's ``sha256`` is that of ``lut.json``, so every later step (search, validation,
-the bundle manifest) can say exactly which table priced the model.
+written instead, and a host-measured table timed on another machine is re-based to this one
+(``host_rebase``: its ``metadata.rebase`` factors travel with it). The artifact's ``sha256`` is that of
+``lut.json``, so every later step (search, validation, the bundle manifest) can say exactly which table
+priced the model.
 """
 
 import shutil
@@ -28,10 +30,13 @@ def LutImporter(
     from edgenas_keras import machine
 
     table = lut_lib.load(lut_file) if lut_file else lut_lib.load_device(device)
-    machine.check_lut(table)   # one stderr line when a host-measured table was timed on another machine
+    if machine.is_host_measured(table):   # timed on another machine: re-based here (one stderr line)
+        from edgenas_keras import host_rebase
+
+        table = host_rebase.for_this_machine(table)
     with output_dir(lut.uri) as out:
-        if clock_mhz:
-            sha256 = table.with_clock(clock_mhz).save(out / LUT_FILE)
+        if clock_mhz or table.metadata.get("rebase"):   # the re-based table carries its factors
+            sha256 = table.with_clock(clock_mhz or None).save(out / LUT_FILE)
         else:
             shutil.copyfile(table.source, out / LUT_FILE)
             sha256 = table.sha256

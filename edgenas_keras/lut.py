@@ -104,7 +104,8 @@ class Lut:
 
     def raw(self, key: str) -> float:
         """The table's value for ``key`` (cycles or us), from the entries or the analytical estimator, times
-        the board calibration's factor when the table is calibrated (``lut_calibrate``: the one place)."""
+        the board calibration's factor when the table is calibrated (``lut_calibrate``) and the re-basing
+        factor when a host table was re-based to this machine (``host_rebase``): the one place for both."""
         e = self.entries.get(key)
         if e is not None:
             value = e.value
@@ -112,6 +113,9 @@ class Lut:
             value = self.estimator(key)
         else:
             raise MissingLutKeysError(self.source, [key], self.build_hint)
+        reb = self.metadata.get("rebase")   # a host table re-based to this machine (host_rebase)
+        if reb:
+            value *= _host_rebase().factor(reb, key)
         cal = self.metadata.get("calibration")
         return value * _lut_calibrate().factor(cal, key) if cal else value
 
@@ -146,6 +150,12 @@ def _lut_calibrate():
     from edgenas_keras import lut_calibrate  # noqa: PLC0415  (only calibrated tables need it and its imports)
 
     return lut_calibrate
+
+
+def _host_rebase():
+    from edgenas_keras import host_rebase  # noqa: PLC0415  (only host tables priced on another machine)
+
+    return host_rebase
 
 
 def _positive(v) -> bool:
@@ -195,6 +205,8 @@ def parse(doc, source: str, sha256: str = "") -> Lut:
         entries[key] = LutEntry(float(e["value"]), float(disp), n)
     if meta.get("calibration") is not None:
         _lut_calibrate().check(meta["calibration"], source)
+    if meta.get("rebase") is not None:
+        _host_rebase().check(meta["rebase"], source)
     lut = Lut(meta, entries, sha256, source)
     model = meta.get("model")
     if model:
@@ -242,15 +254,19 @@ def load_device(device: str, clock_mhz: float | None = None) -> Lut:
     return lut.with_clock(clock_mhz)
 
 
-def resolve(device: str | None = None, lut_file: str | None = None, clock_mhz: float | None = None) -> Lut:
-    """The CLI's ``--device NAME | --lut FILE`` choice; warns on stderr when a host-measured table was timed on
-    another machine (``machine.check_lut``)."""
+def resolve(device: str | None = None, lut_file: str | None = None, clock_mhz: float | None = None,
+            rebase: bool | None = None) -> Lut:
+    """The CLI's ``--device NAME | --lut FILE`` choice, ready to price on this machine: a host-measured table
+    timed on another machine is re-based here (``host_rebase.for_this_machine``: a probe of its keys measured
+    here, cached per table and machine; one warning line on stderr). ``rebase=False`` (or
+    ``EDGENAS_HOST_REBASE=0``) prices it as measured, with ``machine.check_lut``'s warning."""
     from edgenas_keras import machine  # noqa: PLC0415
 
     if bool(device) == bool(lut_file):
         raise UserError("give exactly one of --device NAME or --lut FILE")
     lut = load(lut_file) if lut_file else load_device(device)
-    machine.check_lut(lut)
+    if machine.is_host_measured(lut):
+        lut = _host_rebase().for_this_machine(lut, rebase)
     return lut.with_clock(clock_mhz)
 
 

@@ -124,32 +124,58 @@ def is_host_measured(lut) -> bool:
     return lut.metadata.get("method") == "measured" and lut.unit == "us"
 
 
-def check_lut(lut, here: dict | None = None, stream=None) -> str | None:
-    """Warn (one line on stderr, once per table and process) when ``lut`` was measured on a host that is not
-    this one, or on an unknown one. Returns the warning, or None when the table is not host-measured or the
-    machines match."""
+def fingerprint(ident: dict) -> str:
+    """A short hash (16 hex digits) of ``ident``'s ``IDENTITY_FIELDS``: equal for machines that time alike."""
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    doc = json.dumps({f: ident.get(f) for f in IDENTITY_FIELDS}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def mismatch(lut, here: dict | None = None) -> str | None:
+    """The start of the warning for a host-measured ``lut`` timed on another or an unknown machine
+    (``warning: LUT D was measured on ..., this machine is ...: family, model differ``), or None when the
+    table is not host-measured, was measured here, or was already re-based to this machine
+    (``metadata.rebase.machine``, ``host_rebase``)."""
     if not is_host_measured(lut):
         return None
     here = here if here is not None else identity()
+    if (lut.metadata.get("rebase") or {}).get("machine") == fingerprint(here):
+        return None
     recorded = lut.metadata.get("host")
     diff = differences(recorded, here)
     if not diff:
         return None
-    name = lut.device
     if diff == ["unknown"]:
         rec = (f"an unknown machine (its metadata records only {recorded.get('cpu') or recorded.get('model_name')!r})"
                if recorded else "an unknown machine")
         why = "its timings may not hold here"
     else:
         rec = describe(recorded)
-        why = f"{', '.join(diff)} differ; its timings may not hold here"
-    msg = (f"warning: LUT {name} was measured on {rec}, this machine is {describe(here)}: {why} "
-           f"(rebuild it here: edgenas lut build --device {name})")
-    if (lut.sha256 or name) not in _warned:
-        _warned.add(lut.sha256 or name)
+        why = f"{', '.join(diff)} differ"
+    return f"warning: LUT {lut.device} was measured on {rec}, this machine is {describe(here)}: {why}"
+
+
+def warn_once(lut, msg: str, stream=None) -> None:
+    """Print ``msg`` on stderr unless a warning about this table was printed already in this process."""
+    if (lut.sha256 or lut.device) not in _warned:
+        _warned.add(lut.sha256 or lut.device)
         print(msg, file=stream or sys.stderr, flush=True)
+
+
+def check_lut(lut, here: dict | None = None, stream=None) -> str | None:
+    """Warn (one line on stderr, once per table and process) when ``lut`` was measured on a host that is not
+    this one, or on an unknown one, and is priced as measured (``host_rebase`` re-bases instead, with its own
+    line). Returns the warning, or None when the table is not host-measured or the machines match."""
+    head = mismatch(lut, here)
+    if head is None:
+        return None
+    more = "; its timings may not hold here" if head.endswith("differ") else ""
+    msg = f"{head}{more} (rebuild it here: edgenas lut build --device {lut.device})"
+    warn_once(lut, msg, stream)
     return msg
 
 
-__all__ = ["IDENTITY_FIELDS", "check_lut", "describe", "differences", "identity", "is_host_measured",
-           "runtime_version"]
+__all__ = ["IDENTITY_FIELDS", "check_lut", "describe", "differences", "fingerprint", "identity", "is_host_measured",
+           "mismatch", "runtime_version", "warn_once"]

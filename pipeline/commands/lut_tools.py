@@ -71,6 +71,9 @@ def register_lut_subcommands(lsub) -> None:
     v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: runs/<device>-validation.png)")
     v.add_argument("--rows", metavar="FILE", help="per-architecture rows (JSON lines), appended as they are "
                    "measured; a rerun with the same arguments resumes from them")
+    v.add_argument("--no-rebase", action="store_true", help="price a host table measured on another machine as "
+                   "measured (by default it is re-based to this machine from a probe of its keys timed here, "
+                   "cached per table and machine in ~/.cache/edgenas/host-rebase; same as EDGENAS_HOST_REBASE=0)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
 
@@ -162,6 +165,9 @@ def cmd_build(args) -> int:
     skipped: dict[str, str] = {}
     if args.model:
         keys, skipped = _model_keys(args.model)
+        if method == "emulated":   # RESHAPE: entered at one counter tick (deploy/lut_emulated.py)
+            keys += [k for k in skipped if k.startswith("RESHAPE|")]
+            skipped = {k: why for k, why in skipped.items() if not k.startswith("RESHAPE|")}
         if out.is_file():   # add to the existing table: its entries are kept, not measured again
             old = lutmod.load(out)
             if old.device != args.device or old.metadata.get("method") != method:
@@ -219,7 +225,8 @@ def cmd_validate(args) -> int:
     if args.samples < 2:
         raise UserError("--samples must be at least 2 (Spearman needs two points)")
     space = load_space(args.space)
-    table = lutmod.resolve(args.device, args.lut)   # warns when a host table was measured on another machine
+    # a host table measured on another machine is re-based here (or, with --no-rebase, only warned about)
+    table = lutmod.resolve(args.device, args.lut, rebase=False if args.no_rebase else None)
     args.device = table.device
     if args.emulated and args.measured:
         raise UserError("give --emulated or --measured FILE, not both")
