@@ -52,6 +52,16 @@ def kws(tmp_path_factory):
     return path, parse(data), _runtime_shapes(data)
 
 
+@pytest.fixture(scope="module")
+def kws_fixed(tmp_path_factory):
+    """The same layers exported with a fixed batch of 1: a native dilated CONV_2D, which analyze accepts (it
+    refuses the space-to-batch form TFLM runs wrong, tests/test_shape_consistency.py)."""
+    data = _convert(_kws_like, (50, 7, 1), batch=1)
+    path = tmp_path_factory.mktemp("nonsquare_fixed") / "kws_fixed.tflite"
+    path.write_bytes(data)
+    return path, parse(data), _runtime_shapes(data)
+
+
 def _runtime_shapes(data: bytes) -> dict[int, tuple[int, ...]]:
     """Every tensor's shape as the TFLite runtime allocates it (the file stores batch 1 even where
     SPACE_TO_BATCH_ND makes it 4 at run time)."""
@@ -203,14 +213,11 @@ def test_analytical_tables_price_non_square_ops_from_their_work(kws, device):
 # -- edgenas analyze and the measured host table -----------------------------------------------------------
 
 @pytest.mark.slow
-def test_analyze_reports_the_true_macs_of_a_10x4_convolution(kws, tmp_path, capsys):
-    # analyze refuses the space-to-batch form TFLM runs wrong (tests/test_shape_consistency.py); the same
-    # layers exported with a fixed batch of 1 have a native dilated CONV_2D, which it prices.
+def test_analyze_reports_the_true_macs_of_a_10x4_convolution(kws, kws_fixed, capsys):
+    # analyze refuses the space-to-batch form TFLM runs wrong and prices the fixed-batch export.
     assert main(["analyze", str(kws[0]), "--device", "cortex-m7", "--no-arena"]) == 2
     assert "SPACE_TO_BATCH_ND" in capsys.readouterr().err
-    data = _convert(_kws_like, (50, 7, 1), batch=1)
-    path, m, shapes = tmp_path / "kws_fixed.tflite", parse(data), _runtime_shapes(data)
-    path.write_bytes(data)
+    path, m, shapes = kws_fixed
     assert "SPACE_TO_BATCH_ND" not in m.op_types
     assert main(["analyze", str(path), "--device", "cortex-m7", "--no-arena", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -226,8 +233,8 @@ def test_analyze_reports_the_true_macs_of_a_10x4_convolution(kws, tmp_path, caps
 
 @pytest.mark.slow
 @pytest.mark.skipif("host-tflm" not in lutmod.shipped_devices(), reason="host table not built")
-def test_measured_host_table_lacking_a_non_square_key_names_it_and_the_build_command(kws, capsys):
-    path, m, _ = kws
+def test_measured_host_table_lacking_a_non_square_key_names_it_and_the_build_command(kws_fixed, capsys):
+    path, m, _ = kws_fixed
     table = lutmod.load_device("host-tflm")
     k104 = _key_with(m.graph().keys, "k=10x4")
     with pytest.raises(MissingLutKeysError) as e:
