@@ -249,7 +249,8 @@ def _collect_chunk(t: tb.Target, device: str, keys: list[str], work: Path, timeo
     from deploy import lut_profiler_qemu as lpq
     from deploy.lut_profiler import collect, write_profile_set
 
-    manifest = write_profile_set([OVERHEAD_KEY, *keys], work, device, model_fn=cached_model, progress=False)
+    manifest = write_profile_set([OVERHEAD_KEY, *keys], work, device, model_fn=cached_model, progress=False,
+                                 arena_fn=_arena)
     elf = lpq.build_profiler(t.name, work, progress=progress)
     out = work / "collected.json"
     with lpq.QemuBoard(t.name, elf) as board:
@@ -280,6 +281,10 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
     t = target_of(device)
     tb.check_tools(t)
     out_path = Path(out_path)
+    # RESHAPE has no single-operator generator; in TFLM it shares its input's buffer or copies a few hundred
+    # bytes, below the counter's resolution next to the per-invoke overhead: entered at one counter tick.
+    reshapes = [k for k in keys if k.startswith("RESHAPE|")]
+    keys = [k for k in keys if not k.startswith("RESHAPE|")]
     bad = {k: why for k in keys if (why := unbuildable_reason(k))}
     if bad:
         raise UserError(f"{len(bad)} key(s) have no single-operator model, e.g. {next(iter(bad))}: "
@@ -329,6 +334,8 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
             r = done[k]
             entries[k] = lutmod.LutEntry(max(r["instructions"] - r["overhead"], 1.0) * cpi, r["dispersion"] * cpi,
                                          int(r["samples"]))
+    for k in reshapes:
+        entries[k] = lutmod.LutEntry(t.instructions_per_tick * cpi, 0.0, 1)
     missing = [k for k in keys if k not in entries]
     if missing:
         raise UserError(f"{len(missing)} key(s) could not be timed on {t.machine}, e.g. {missing[0]}: "
@@ -346,7 +353,9 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
                 + "; ".join(f"{a['model']} {a['latency_ms']} ms at {a['clock_mhz']} MHz on {a['board']} "
                             f"({a['source']})" for a in fit["anchors"]),
                 "QEMU is not cycle-accurate: the entries' shape is the kernels' instruction counts; the scale is the "
-                "anchors' (edgenas lut calibrate rescales to your board)"],
+                "anchors' (edgenas lut calibrate rescales to your board)",
+                "RESHAPE keys (no single-operator generator; TFLM's RESHAPE shares or copies a small buffer) are "
+                f"entered at one counter tick ({t.instructions_per_tick} instructions) x the fitted CPI"],
             "fit": fit,
             "emulation": {"target": t.name, "qemu_machine": t.machine, "toolchain": lib.info.get("compiler", ""),
                           "library_key": lib.info.get("key"), "counter_resolution_instructions":
@@ -400,7 +409,7 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
             name = encode(arch)
             if name not in done:
                 path = Path(tmp) / f"arch{i}.tflite"
-                path.write_bytes(arch_int8_model(space, arch, seed=seed + i))
+                path.write_bytes(_arch_model(space, arch, seed + i, arch_int8_model))
                 r = emulate(path, t.name, progress=None)
                 done[name] = {"arch": name, "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
                               "measured_ms": r.instructions * cpi / (table.clock_mhz * 1e3),
@@ -416,11 +425,22 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
     return {**stats, "cycles_per_instruction": cpi}, rows
 
 
-def emulated_latency_ms(instructions: int, table: lutmod.Lut) -> float | None:
-    """A model's latency on ``table``'s board from its emulated instruction count: instructions x the table's
-    cycles per instruction / its clock (ms); ``None`` when the table has no fit."""
-    cpi = cycles_per_instruction(table)
-    return None if cpi is None else instructions * cpi / (table.clock_mhz * 1e3)
+def _arch_model(space, arch, seed: int, build: Callable) -> bytes:
+    """``lut_build.arch_int8_model(space, arch, seed)``, cached under ``cache_root()/lut_models/archs`` by the
+    space, the architecture and the seed (the same models are run on every target)."""
+    from edgenas_keras.lut_build import TOOL_VERSION
+    from edgenas_keras.space import encode
+
+    ident = json.dumps([TOOL_VERSION, repr(space), encode(arch), seed])
+    p = model_cache_dir() / "archs" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".tflite")
+    if p.is_file():
+        return p.read_bytes()
+    data = build(space, arch, seed=seed)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(p)
+    return data
 
 
 def with_cycles_per_instruction(footprint: dict | None, table: lutmod.Lut,

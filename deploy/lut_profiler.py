@@ -66,8 +66,12 @@ def set_id(entries: list[dict]) -> str:
 
 
 def write_profile_set(keys: list[str], out_dir: Path, device: str,
-                      model_fn: Callable[[str], bytes] | None = None, progress: bool = True) -> dict:
-    """Write ``NNNN.tflite`` per key, ``manifest.json`` and ``profile_set.cc`` (the models as C arrays)."""
+                      model_fn: Callable[[str], bytes] | None = None, progress: bool = True,
+                      arena_fn: Callable[[str, bytes], int] | None = None) -> dict:
+    """Write ``NNNN.tflite`` per key, ``manifest.json`` and ``profile_set.cc`` (the models as C arrays).
+
+    ``arena_fn(key, model_bytes)``: the model's host arena in bytes (default ``tflm.min_arena_bytes``, a
+    bisection; ``deploy.lut_emulated`` passes its cached figures)."""
     from tqdm import tqdm  # noqa: PLC0415
 
     from edgenas_keras import lut_build, tflm  # noqa: PLC0415
@@ -83,7 +87,8 @@ def write_profile_set(keys: list[str], out_dir: Path, device: str,
         tmp.write_bytes(data)
         tmp.replace(out_dir / name)
         entries.append({"index": i, "key": key, "file": name, "sha256": hashlib.sha256(data).hexdigest(),
-                        "bytes": len(data), "arena_bytes": tflm.min_arena_bytes(data, name)})
+                        "bytes": len(data), "arena_bytes": (arena_fn(key, data) if arena_fn
+                                                            else tflm.min_arena_bytes(data, name))})
     manifest = {"format": "edgenas-profile-set", "protocol": PROTOCOL_VERSION, "device": device,
                 "set": set_id(entries), "keys": entries}
     _write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")

@@ -36,7 +36,7 @@ def register_lut_subcommands(lsub) -> None:
                    help="default: the existing output table's method, else measured for host-tflm and "
                    "analytical for the MCU devices")
     b.add_argument("--keys-from", metavar="LUT.json", help="the keys of this LUT file (e.g. a shipped table) "
-                   "instead of the space's")
+                   "instead of the space's (with --model: and the models' keys)")
     b.add_argument("--limit", type=int, metavar="N", help="only the first N keys (a quick table; smoke tests)")
     b.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     b.add_argument("--resolution", type=int, action="append",
@@ -168,6 +168,8 @@ def cmd_build(args) -> int:
         if method == "emulated":   # RESHAPE: entered at one counter tick (deploy/lut_emulated.py)
             keys += [k for k in skipped if k.startswith("RESHAPE|")]
             skipped = {k: why for k, why in skipped.items() if not k.startswith("RESHAPE|")}
+        if args.keys_from:   # both: the table's keys and the models'
+            keys = list(dict.fromkeys([*sorted(lutmod.load(args.keys_from).entries), *keys]))
         if out.is_file():   # add to the existing table: its entries are kept, not measured again
             old = lutmod.load(out)
             if old.device != args.device or old.metadata.get("method") != method:
