@@ -45,6 +45,10 @@ OVERHEAD_KEY = "edgenas:invoke-overhead"
 CHUNK_MODEL_BYTES = 2_600_000
 CHUNK_ARENA_BYTES = 3_400_000
 CHUNK_MAX_KEYS = 160
+# Under QEMU an invoke's instruction count is deterministic (the counts of repeated invokes are equal to the
+# counter's resolution; the m4/m7 builds of 2026-11-30 with 3 warm-ups and 5 samples have a MAD of 0 on every
+# key): one warm-up and one timed invoke per key (a board's default: 3 warm-ups, 5 to 31 samples).
+PROFILER_DEFINES = ("PROFILER_WARMUP=1", "PROFILER_MIN_SAMPLES=1", "PROFILER_MAX_SAMPLES=1")
 
 # Public measurements of public int8 models on boards (../shared/board_anchors.json, with its sources).
 ANCHORS: list[dict] = [
@@ -251,7 +255,7 @@ def _collect_chunk(t: tb.Target, device: str, keys: list[str], work: Path, timeo
 
     manifest = write_profile_set([OVERHEAD_KEY, *keys], work, device, model_fn=cached_model, progress=False,
                                  arena_fn=_arena)
-    elf = lpq.build_profiler(t.name, work, progress=progress)
+    elf = lpq.build_profiler(t.name, work, progress=progress, extra_defines=PROFILER_DEFINES)
     out = work / "collected.json"
     with lpq.QemuBoard(t.name, elf) as board:
         port = serial.serial_for_url(board.port, baudrate=115200, timeout=1.0)
@@ -347,7 +351,7 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
             "sources": [
                 f"instructions: single-operator int8 models (edgenas_keras.lut_build.single_op_model) run by "
                 f"deploy/firmware/lut_profiler linked with TFLM ({kernels}, library {lib.info.get('key')}) in QEMU "
-                f"{t.machine} with -icount shift=0, median of 5 invokes after 3 warm-ups, minus the per-invoke "
+                f"{t.machine} with -icount shift=0, one invoke after one warm-up, minus the per-invoke "
                 f"overhead (one-RESHAPE model); `edgenas lut build --device {device} --method emulated`",
                 "cycles = instructions x the core's fitted cycles per instruction (metadata.fit): "
                 + "; ".join(f"{a['model']} {a['latency_ms']} ms at {a['clock_mhz']} MHz on {a['board']} "

@@ -57,7 +57,8 @@ def arena_bytes(manifest: dict) -> int:
 
 
 def build_profiler(target: str, set_dir: Path | str, out_elf: Path | str | None = None,
-                   counter: str = "instructions", progress: Callable[[str], None] | None = None) -> Path:
+                   counter: str = "instructions", progress: Callable[[str], None] | None = None,
+                   extra_defines: tuple[str, ...] = ()) -> Path:
     """Compile ``deploy/firmware/lut_profiler`` with ``set_dir/profile_set.cc`` for ``target`` and link it
     against the target's cached TFLM library (built on first use, about 8 minutes); returns the ELF.
 
@@ -82,6 +83,7 @@ def build_profiler(target: str, set_dir: Path | str, out_elf: Path | str | None 
                f"EDGENAS_INSTRUCTIONS_PER_TICK={tgt.instructions_per_tick}", *board_defines]
     if counter == "dwt":
         defines.append("PROFILER_COUNTER_DWT")
+    defines += list(extra_defines)   # e.g. PROFILER_WARMUP=1, PROFILER_MIN_SAMPLES=1 (deploy.lut_emulated)
     out = Path(out_elf) if out_elf else set_dir / f"lut_profiler-{target}.elf"
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

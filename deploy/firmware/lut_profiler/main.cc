@@ -30,7 +30,10 @@ namespace {
 #ifndef PROFILER_BUDGET
 #define PROFILER_BUDGET 200000000u
 #endif
-constexpr int kWarmup = 3;
+#ifndef PROFILER_WARMUP
+#define PROFILER_WARMUP 3
+#endif
+constexpr int kWarmup = PROFILER_WARMUP;  // an emulator's counts are deterministic: edgenas lut build uses 1
 constexpr int kMaxSamples = PROFILER_MAX_SAMPLES;
 constexpr int kMinSamples = PROFILER_MIN_SAMPLES;
 constexpr uint64_t kBudget = PROFILER_BUDGET;
