@@ -65,7 +65,8 @@ def build_profiler(target: str, set_dir: Path | str, out_elf: Path | str | None 
     ``out_elf`` defaults to ``<set_dir>/lut_profiler-<target>.elf``. ``counter="dwt"`` builds the Cortex-M
     cycle-counter variant a real board uses (under QEMU its counter never runs and the firmware answers
     ERROR). Under emulation the counts are deterministic, so the firmware times 5 invokes per key
-    (``PROFILER_BUDGET=0``). Raises ``UserError`` for an unknown target or counter, a missing profile set
+    (``PROFILER_BUDGET=0``); ``extra_defines`` (``NAME=VALUE``) tune it further (``PROFILER_WARMUP``,
+    ``PROFILER_MIN_SAMPLES``, ``PROFILER_MAX_SAMPLES``, ``PROFILER_BUDGET``: see ``main.cc``). Raises ``UserError`` for an unknown target or counter, a missing profile set
     or a set that does not fit the machine, ``ToolchainMissing`` and ``BuildError`` from ``deploy.tflm_build``.
     """
     if target not in BOARDS:
