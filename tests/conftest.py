@@ -15,5 +15,3 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))  # tests/lut_fixtures.py and other test helpers
 
-SHARED = Path(os.environ.get("EDGENAS_SHARED", ROOT.parent / "shared"))
-REFERENCE_MODELS = SHARED / "reference_models"

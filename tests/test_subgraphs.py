@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from shared_dirs import SHARED
 
 from edgenas_keras import cost, tflm
 from edgenas_keras import lut as lutmod

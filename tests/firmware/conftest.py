@@ -6,18 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from deploy import tflm_build as tb
-
-
-def require_target(name: str) -> tb.Target:
-    """The target, or a skip naming what to install when its toolchain or QEMU is missing."""
-    t = tb.get_target(name)
-    try:
-        tb.check_tools(t)
-    except tb.ToolchainMissing as exc:
-        pytest.skip(f"toolchain for {name} absent: {exc}")
-    return t
-
 
 @pytest.fixture(scope="session")
 def small_int8_model(tmp_path_factory):

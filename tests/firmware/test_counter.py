@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import require_target
+from firmware_support import require_target
 
 from deploy import tflm_build as tb
 

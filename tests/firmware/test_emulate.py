@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_target
+from firmware_support import require_target
 
 from deploy.emulate import emulate_bundle
 from edgenas_keras import tflm

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require_target
+from firmware_support import require_target
 
 from deploy import tflm_build as tb
 from edgenas_keras import tflm

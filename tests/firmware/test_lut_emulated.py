@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_target
+from firmware_support import require_target
 
 ROOT = Path(__file__).resolve().parents[2]
 PERSON = ROOT / "tests" / "data" / "reference_models" / "tflm_person_detect.tflite"

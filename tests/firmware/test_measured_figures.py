@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_target
+from firmware_support import require_target
 
 from deploy.emulate import emulate_bundle
 from edgenas_keras.bundle import arena_size

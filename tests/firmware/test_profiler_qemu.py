@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_target
+from firmware_support import require_target
 
 from deploy.emulate import emulate
 from deploy.lut_profiler_qemu import QemuBoard, build_profiler, qmp_command

@@ -2,11 +2,10 @@
 
 import pytest
 from lut_fixtures import fixture_lut
+from search_support import BLOCKS
 
-from edgenas_keras.search import SearchConfig, space_with_blocks
+from edgenas_keras.search import space_with_blocks
 from edgenas_keras.space import SearchSpace
-
-BLOCKS = 3  # the num_blocks ablation keeps the supernet small, so its graph traces quickly
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +25,3 @@ def data_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth") / "data"
     write_synth(d, SynthSpec(n=160, seed=5, resolution=32))
     return d
-
-
-def small_config(**kw) -> SearchConfig:
-    base = dict(epochs=3, warmup_epochs=1, steps_per_epoch=6, batch_size=8, train_resolution=None,
-                check_every=2, num_blocks=BLOCKS, alpha_lr=0.1)
-    base.update(kw)
-    return SearchConfig(**base)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from conftest import BLOCKS, small_config
+from search_support import BLOCKS, small_config
 
 from edgenas_keras.cost import arch_cost
 from edgenas_keras.search import SearchConfig, cheapest_indices, run_search
