@@ -28,8 +28,8 @@ def register_lut_subcommands(lsub) -> None:
                         "operator models on the emulated core: the LUT profiler firmware with TFLM's kernels "
                         "for the core in QEMU, many keys per run, instruction counts turned into cycles with "
                         "the core's cycles per instruction fitted to public board measurements (recorded in "
-                        "metadata.fit; deploy/lut_emulated.py). Measured here: about 1 min per 12 keys plus "
-                        "2 s per key for a model not yet converted (cached in ~/.cache/edgenas/lut_models).")
+                        "metadata.fit; deploy/lut_emulated.py). Measured here: 681 keys in 5 to 8 min on Cortex-M, 23 min on RV32, plus "
+                        "2 to 10 s per key for a model not yet converted (cached in ~/.cache/edgenas/lut_models).")
     b.add_argument("--device", required=True,
                    help="host-tflm | cortex-m4 | cortex-m7 | cortex-m33 | riscv | cortex-a53")
     b.add_argument("--method", choices=("measured", "analytical", "emulated"),
@@ -55,7 +55,7 @@ def register_lut_subcommands(lsub) -> None:
                         description="Sample architectures, price each from the LUT and compare with measured "
                         "end-to-end latency: MAE (ms), MAPE (%%), Spearman rho, and a scatter plot. host-tflm "
                         "is measured here in the TFLM runtime. MCU devices with an emulated core take "
-                        "--emulated (each architecture run end to end in QEMU: about 30 s each); others need "
+                        "--emulated (each architecture converted and run end to end in QEMU: 30 to 60 s each here); others need "
                         "--measured FILE (a measured LUT of that device, from `edgenas lut collect`); without "
                         "either the command exits with status 2.")
     vg = v.add_mutually_exclusive_group(required=True)
