@@ -25,9 +25,11 @@ Public API (used by ``deploy.emulate`` and the LUT profiler firmware; keep it st
 
 Sources of TFLM (``tflm_sources()``): ``$EDGENAS_TFLM_SOURCES`` (a tflite-micro tree whose
 ``tensorflow/lite/micro/tools/make/downloads`` is filled), else the offline mirror
-``tflite-micro-offline.tar.xz`` (``$EDGENAS_THIRD_PARTY`` or ``../shared/third_party`` beside the checkout)
-unpacked into the cache, else a git clone of the pinned commits into the cache (``clone_commands()``). The
-tree used is always a private copy in the cache: the RISC-V build adds a target makefile to it.
+``tflite-micro-offline.tar.xz`` (``$EDGENAS_THIRD_PARTY``, or ``shared/third_party`` in any folder above the
+checkout) unpacked into the cache, else a mirror an earlier run unpacked into the cache (its ``source.json``:
+a clean checkout elsewhere on the same machine reuses it and its built libraries), else a git clone of the
+pinned commits into the cache (``clone_commands()``). The tree used is always a private copy in the cache: the
+RISC-V build adds a target makefile to it.
 """
 
 from __future__ import annotations
@@ -225,9 +227,12 @@ def _third_party_dirs() -> list[Path]:
     dirs = []
     if os.environ.get("EDGENAS_THIRD_PARTY"):
         dirs.append(Path(os.environ["EDGENAS_THIRD_PARTY"]))
+    # The workplace keeps it in a `shared/third_party` folder beside (or above) the checkout; a clean checkout
+    # elsewhere (CI) finds it in any ancestor's `shared/`.
     repo = Path(__file__).resolve().parent.parent
-    dirs += [repo.parent / "shared" / "third_party", Path.cwd().parent / "shared" / "third_party"]
-    return dirs
+    for start in (repo, Path.cwd()):
+        dirs += [p / "shared" / "third_party" for p in start.parents]
+    return list(dict.fromkeys(dirs))
 
 
 def find_mirror() -> Path | None:
@@ -323,6 +328,31 @@ def _mirror_commits(mirror: Path) -> dict:
     return commits
 
 
+SOURCE_RECORD = "source.json"   # beside an unpacked mirror in the cache: its origin, identity and commits
+
+
+def _write_json_atomic(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _cached_mirror_tree(base: Path) -> TflmSources | None:
+    """A mirror unpacked into the cache by an earlier run (its ``source.json`` says which), for a checkout that
+    no longer sees the tarball (a CI checkout elsewhere on the same machine); the newest if there are several."""
+    found = []
+    for record in base.glob(f"mirror-*/{SOURCE_RECORD}"):
+        tree = record.parent / "tflite-micro"
+        if (tree / MAKEFILE).is_file():
+            try:
+                doc = json.loads(record.read_text())
+                found.append((record.stat().st_mtime, TflmSources(tree, doc["origin"] + " (unpacked in the cache)",
+                                                                   doc["identity"], doc.get("commits", {}))))
+            except (OSError, ValueError, KeyError):
+                continue
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
 def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSources:
     """The TFLM tree to build from, as a private copy in the cache (see the module docstring)."""
     base = cache_root() / "tflm" / "src"
@@ -363,7 +393,14 @@ def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSource
                         tar.extractall(tmp)  # our own mirror (shared/third_party), not user input
                     shutil.rmtree(dest.parent, ignore_errors=True)
                     tmp.rename(dest.parent)
-        return TflmSources(dest, f"mirror {mirror}", ident, _mirror_commits(mirror))
+        commits = _mirror_commits(mirror)
+        record = dest.parent / SOURCE_RECORD
+        if not record.is_file():
+            _write_json_atomic(record, {"origin": f"mirror {mirror}", "identity": ident, "commits": commits})
+        return TflmSources(dest, f"mirror {mirror}", ident, commits)
+    cached = _cached_mirror_tree(base)
+    if cached is not None:
+        return cached
     dest = base / f"git-{TFLM_COMMIT[:12]}" / "tflite-micro"
     if not (dest / MAKEFILE).is_file():
         with _Lock(cache_root() / "tflm" / "sources.lock", progress, "a source clone"):

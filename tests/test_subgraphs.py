@@ -11,16 +11,13 @@ prediction and the host arena cover every subgraph's tensors (checked against TF
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_dirs import SHARED
 
 from edgenas_keras import cost, tflm
 from edgenas_keras import lut as lutmod
@@ -203,22 +200,18 @@ def test_tflm_runs_both_models_like_tensorflow(models):
 
 
 @pytest.fixture(scope="module")
-def tflm_tree(tmp_path_factory):
-    """A tflite-micro source tree for its headers: $EDGENAS_TFLM_SOURCES, or the offline mirror unpacked."""
+def tflm_tree():
+    """A tflite-micro source tree for its headers: the one the firmware builds use (``deploy.tflm_build``:
+    $EDGENAS_TFLM_SOURCES, the offline mirror, or the copy an earlier run unpacked into the cache)."""
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
-    env = os.environ.get("EDGENAS_TFLM_SOURCES")
-    if env and (Path(env) / "tensorflow/lite/micro/micro_mutable_op_resolver.h").is_file():
-        return Path(env)
-    tarball = SHARED / "third_party" / "tflite-micro-offline.tar.xz"
-    if not tarball.is_file():
-        pytest.skip("no TFLM sources: set EDGENAS_TFLM_SOURCES or provide the offline mirror")
-    dest = tmp_path_factory.mktemp("tflm")
-    with tarfile.open(tarball) as tar:
-        tar.extractall(dest, members=[m for m in tar.getmembers()
-                                      if m.name.endswith((".h", ".inc")) and "/examples/" not in m.name],
-                       filter="data")
-    return dest / "tflite-micro"
+    from deploy import tflm_build
+    from edgenas_keras.errors import UserError
+
+    try:
+        return tflm_build.tflm_sources(progress=None).root
+    except UserError as exc:
+        pytest.skip(f"no TFLM sources: {exc}")
 
 
 def _compile_kernels(header_dir: Path, header: str, cls: str, tree: Path, out: Path) -> set[str]:
