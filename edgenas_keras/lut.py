@@ -241,7 +241,11 @@ def shipped_devices() -> list[str]:
 
 
 def load_device(device: str, clock_mhz: float | None = None) -> Lut:
-    """Load a shipped LUT by device name and verify its checksum against ``lut_assets/manifest.json``."""
+    """Load a shipped LUT by name and verify its checksum against ``lut_assets/manifest.json``.
+
+    A name is a device (``cortex-m7``: the analytical table) or an alias whose manifest entry says which device
+    its table is for (``cortex-m7-emulated``: the table timed on the emulated core, ``device: cortex-m7``); the
+    returned table's ``device`` is always the device. ``UserError`` for an unknown name or a modified file."""
     entry = manifest().get("luts", {}).get(device)
     if entry is None:
         known = ", ".join(shipped_devices()) or "none"
