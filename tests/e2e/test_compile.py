@@ -151,9 +151,9 @@ def test_local_runners_bind_every_run_time_parameter_to_the_config(tmp_path):
         f = v.field_value
         return getattr(f, f.WhichOneof("value"))
 
-    assert value("SupernetSearch", "latency_ms") == cfg.budgets.latency_ms == 150.0
+    assert value("SupernetSearch", "latency_ms") == cfg.budgets.latency_ms == 500.0
     assert value("SupernetSearch", "seed") == 0
-    assert value("BudgetValidator", "min_accuracy") == 0.0 and value("BudgetValidator", "sram_bytes") == 192 * 1024
+    assert value("BudgetValidator", "min_accuracy") == 0.0 and value("BudgetValidator", "sram_bytes") == 1024 * 1024
     assert value("QatTrainer", "seed") == 0
     assert value("TfliteMicroPusher", "dest") == f"{tmp_path}/pushed"
     assert value("VwwExampleGen", "images") == "[]" and value("VwwExampleGen", "minival_ids") == ""

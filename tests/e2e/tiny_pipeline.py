@@ -13,9 +13,10 @@ TINY = {
              "direct_num_workers": 1},
     "space": {"resolution": 32},
     # The validator also runs the int8 model on the emulated Cortex-M7 (QEMU) and links its firmware image, so
-    # the budgets are real ones: a 32x32 model of the space takes tens of ms there and its image (TFLM +
-    # kernels + model) several hundred KB. The fixture LUT prices the search; these budgets do not bind it.
-    "budgets": {"latency_ms": 150.0, "sram_bytes": 192 * 1024, "flash_bytes": 1024 * 1024},
+    # the budgets meet real figures: the fixture LUT's prices are not a core's, so the search is in effect
+    # unconstrained and may pick the space's largest 32x32 model (185 ms there, a 226 KB arena, a 1.1 MB
+    # image seen in one run). These budgets hold any model of the space; the test is of the plumbing.
+    "budgets": {"latency_ms": 500.0, "sram_bytes": 1024 * 1024, "flash_bytes": 4 * 1024 * 1024},
     "search": {"epochs": 2, "warmup_epochs": 1, "steps_per_epoch": 4, "batch_size": 16, "train_resolution": 32,
                "check_every": 2},
     "train": {"epochs": 1, "qat_epochs": 1, "batch_size": 32, "representative_samples": 16},
