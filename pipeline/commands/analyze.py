@@ -93,7 +93,7 @@ def cmd_analyze(args) -> int:
                      + (" (estimate)" if o["estimated"] else ""))
     lines.append(f"latency {obj['latency_ms']:.3f} ms on {table.device} at {table.clock_mhz:g} MHz; "
                  f"SRAM {obj['sram_bytes']} B (target); host arena "
-                 f"{obj['host_arena_bytes'] if obj['host_arena_bytes'] is not None else 'skipped'} B; "
+                 f"{str(obj['host_arena_bytes']) + ' B' if obj['host_arena_bytes'] is not None else 'skipped'}; "
                  f"flash {obj['flash_bytes']} B")
     if obj.get("emulated", {}).get("arena_used_bytes") is not None:
         e = obj["emulated"]
