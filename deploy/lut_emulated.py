@@ -386,7 +386,7 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
     (``arch``, ``predicted_ms``, ``measured_ms``, ``instructions``). Resumable through ``rows_path`` like
     ``validate_host``. ``UserError`` when the table carries no fit (only emulated tables do)."""
     from deploy.emulate import emulate
-    from edgenas_keras.lut_build import accuracy, arch_int8_model
+    from edgenas_keras.lut_build import accuracy, arch_int8_model, read_validation_rows
     from edgenas_keras.ops import arch_graph
     from edgenas_keras.space import encode
 
@@ -399,14 +399,7 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
                         "--method emulated)")
     archs = space.sample(n, seed=seed)
     table.require(k for a in archs for k in arch_graph(space, a).keys)
-    done: dict[str, dict] = {}
-    if rows_path is not None and Path(rows_path).is_file():
-        for line in Path(rows_path).read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["arch"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+    done = read_validation_rows(rows_path)
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgenas-lut-validate-") as tmp:
         for i, arch in enumerate(archs):

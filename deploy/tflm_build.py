@@ -353,6 +353,30 @@ def _cached_mirror_tree(base: Path) -> TflmSources | None:
     return max(found, key=lambda f: f[0])[1] if found else None
 
 
+def _materialise(dest: Path, progress: Callable[[str], None] | None, what: str, message: str | None,
+                 fill: Callable[[Path], None]) -> None:
+    """Make ``dest`` (a ``tflite-micro`` tree in the cache) exist, once across processes: under the sources lock,
+    ``fill`` writes the tree into a private temporary folder, which is then renamed into place (a failed
+    ``fill`` leaves nothing behind)."""
+    if (dest / MAKEFILE).is_file():
+        return
+    with _Lock(cache_root() / "tflm" / "sources.lock", progress, what):
+        if (dest / MAKEFILE).is_file():
+            return
+        if progress and message:
+            progress(message)
+        tmp = dest.parent.with_name(dest.parent.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            fill(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(dest.parent, ignore_errors=True)
+        tmp.rename(dest.parent)
+
+
 def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSources:
     """The TFLM tree to build from, as a private copy in the cache (see the module docstring)."""
     base = cache_root() / "tflm" / "src"
@@ -365,34 +389,20 @@ def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSource
         ident = _tree_fingerprint(user)
         dest = base / f"user-{ident[:16]}" / "tflite-micro"
         head = _run_text(["git", "-C", str(user), "rev-parse", "HEAD"]).strip() or None
-        if not (dest / MAKEFILE).is_file():
-            with _Lock(cache_root() / "tflm" / "sources.lock", progress, "a source copy"):
-                if not (dest / MAKEFILE).is_file():
-                    if progress:
-                        progress(f"copying the TFLM sources from {user} into {dest.parent}")
-                    tmp = dest.parent.with_name(dest.parent.name + f".tmp-{os.getpid()}")
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    shutil.copytree(user, tmp / "tflite-micro", symlinks=True,
-                                    ignore=shutil.ignore_patterns("gen", ".git"))
-                    shutil.rmtree(dest.parent, ignore_errors=True)
-                    tmp.rename(dest.parent)
+        _materialise(dest, progress, "a source copy", f"copying the TFLM sources from {user} into {dest.parent}",
+                     lambda tmp: shutil.copytree(user, tmp / "tflite-micro", symlinks=True,
+                                                 ignore=shutil.ignore_patterns("gen", ".git")))
         return TflmSources(dest, "EDGENAS_TFLM_SOURCES", ident, {"tflite-micro": head})
     mirror = find_mirror()
     if mirror is not None:
         ident = _file_sha256(mirror)
         dest = base / f"mirror-{ident[:16]}" / "tflite-micro"
-        if not (dest / MAKEFILE).is_file():
-            with _Lock(cache_root() / "tflm" / "sources.lock", progress, "a source unpack"):
-                if not (dest / MAKEFILE).is_file():
-                    if progress:
-                        progress(f"unpacking {mirror} into {dest.parent}")
-                    tmp = dest.parent.with_name(dest.parent.name + f".tmp-{os.getpid()}")
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    tmp.mkdir(parents=True)
-                    with tarfile.open(mirror) as tar:
-                        tar.extractall(tmp)  # our own mirror (shared/third_party), not user input
-                    shutil.rmtree(dest.parent, ignore_errors=True)
-                    tmp.rename(dest.parent)
+
+        def unpack(tmp: Path) -> None:
+            with tarfile.open(mirror) as tar:
+                tar.extractall(tmp)  # our own mirror (shared/third_party), not user input
+
+        _materialise(dest, progress, "a source unpack", f"unpacking {mirror} into {dest.parent}", unpack)
         commits = _mirror_commits(mirror)
         record = dest.parent / SOURCE_RECORD
         if not record.is_file():
@@ -402,24 +412,20 @@ def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSource
     if cached is not None:
         return cached
     dest = base / f"git-{TFLM_COMMIT[:12]}" / "tflite-micro"
-    if not (dest / MAKEFILE).is_file():
-        with _Lock(cache_root() / "tflm" / "sources.lock", progress, "a source clone"):
-            if not (dest / MAKEFILE).is_file():
-                tmp = dest.parent.with_name(dest.parent.name + f".tmp-{os.getpid()}")
-                shutil.rmtree(tmp, ignore_errors=True)
-                for cmd in clone_commands(tmp / "tflite-micro"):
-                    if progress:
-                        progress("$ " + " ".join(cmd))
-                    r = subprocess.run(cmd, capture_output=True, text=True)
-                    if r.returncode != 0:
-                        shutil.rmtree(tmp, ignore_errors=True)
-                        raise BuildError(
-                            "no TFLM sources: set EDGENAS_TFLM_SOURCES to a tflite-micro tree, or "
-                            f"EDGENAS_THIRD_PARTY to a folder holding {MIRROR_NAME}, or give this machine "
-                            f"network access for a git clone ({' '.join(cmd)} failed: "
-                            f"{(r.stderr or r.stdout).strip().splitlines()[-1:]})")
-                shutil.rmtree(dest.parent, ignore_errors=True)
-                tmp.rename(dest.parent)
+
+    def clone(tmp: Path) -> None:
+        for cmd in clone_commands(tmp / "tflite-micro"):
+            if progress:
+                progress("$ " + " ".join(cmd))
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BuildError(
+                    "no TFLM sources: set EDGENAS_TFLM_SOURCES to a tflite-micro tree, or "
+                    f"EDGENAS_THIRD_PARTY to a folder holding {MIRROR_NAME}, or give this machine "
+                    f"network access for a git clone ({' '.join(cmd)} failed: "
+                    f"{(r.stderr or r.stdout).strip().splitlines()[-1:]})")
+
+    _materialise(dest, progress, "a source clone", None, clone)
     return TflmSources(dest, "git clone", TFLM_COMMIT, {"tflite-micro": TFLM_COMMIT})
 
 

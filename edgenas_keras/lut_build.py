@@ -378,6 +378,20 @@ def accuracy(predicted_ms, measured_ms) -> dict:
             "mape_pct": float(100 * np.mean(np.abs(p - m) / m)), "spearman": spearman(p, m)}
 
 
+def read_validation_rows(rows_path: Path | str | None) -> dict[str, dict]:
+    """The rows an interrupted ``lut validate --rows FILE`` already measured (JSON lines keyed by ``arch``), so a
+    rerun resumes; an unreadable line (a write cut short) is skipped and measured again. Empty without a file."""
+    done: dict[str, dict] = {}
+    if rows_path is not None and Path(rows_path).is_file():
+        for line in Path(rows_path).read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["arch"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return done
+
+
 def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = True,
                   rows_path: Path | None = None) -> tuple[dict, list[dict]]:
     """Sample ``n`` architectures, measure each end to end in TFLM on this host, and price it from ``table``.
@@ -391,14 +405,7 @@ def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = 
 
     archs = space.sample(n, seed=seed)
     table.require(k for a in archs for k in arch_graph(space, a).keys)
-    done: dict[str, dict] = {}
-    if rows_path is not None and Path(rows_path).is_file():
-        for line in Path(rows_path).read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["arch"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+    done = read_validation_rows(rows_path)
     rows = []
     sink = open(rows_path, "a") if rows_path is not None else None  # noqa: SIM115
     try:
