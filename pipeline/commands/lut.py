@@ -8,7 +8,7 @@ from pipeline.commands._util import emit
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lut", help="latency lookup tables: list, show, calibrate, build, validate, profile, collect")
+    p = sub.add_parser("lut", help="latency lookup tables: list, show, calibrate, build, validate, profile-set, collect, qemu-board")
     lsub = p.add_subparsers(dest="lut_command", metavar="SUBCOMMAND")
     lsub.required = True
     ls = lsub.add_parser("list", help="the shipped LUTs", description="List the LUTs shipped in lut_assets/.")

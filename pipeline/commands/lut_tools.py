@@ -19,7 +19,7 @@ HOST_DEVICE = "host-tflm"
 
 
 def register_lut_subcommands(lsub) -> None:
-    b = lsub.add_parser("build", help="build a device's LUT (measured on this host, or analytical)",
+    b = lsub.add_parser("build", help="build a device's LUT (measured on this host, timed on an emulated core, or analytical)",
                         description="Build lut_assets/<device>.json for every LUT key reachable from the search "
                         "space and record it in lut_assets/manifest.json. host-tflm is measured here (single-"
                         "operator int8 models timed in the TFLM runtime; resumable, about 45 min on 2 shared "
