@@ -40,6 +40,7 @@ def LutImporter(
         else:
             shutil.copyfile(table.source, out / LUT_FILE)
             sha256 = table.sha256
-    lut.set_string_custom_property("device", device)
+    # the device, not the name that picked its table (cortex-m7-analytical and cortex-m7 are one device)
+    lut.set_string_custom_property("device", lut_lib.device_of(device))
     lut.set_string_custom_property("sha256", sha256)
     log("LutImporter", f"{device}: {len(table.entries)} entries, sha256 {sha256[:12]}")

@@ -285,13 +285,16 @@ def emulate(model_path: str | Path, target: str, input_path: str | Path | None =
                               progress=progress)
 
 
-FOOTPRINT_FORMAT = 1
+FOOTPRINT_FORMAT = 2   # 2: instructions_by_class
 
 
 def target_for_device(device: str | None) -> str | None:
     """The emulated core that stands for a LUT device name (``cortex-m7`` -> ``cortex-m7``, ``riscv`` ->
-    ``riscv32``), or ``None`` for devices without one (``host-tflm``, ``cortex-a53``)."""
-    return tb.DEVICE_TARGETS.get(device or "")
+    ``riscv32``), or ``None`` for devices without one (``host-tflm``, ``cortex-a53``). A shipped LUT alias
+    stands for its device (``cortex-m7-analytical`` -> ``cortex-m7``, ``lut.device_of``)."""
+    from edgenas_keras.lut import device_of
+
+    return tb.DEVICE_TARGETS.get(device_of(device) if device else "")
 
 
 def measured_footprint(model_path: str | Path, device: str | None,
@@ -302,7 +305,10 @@ def measured_footprint(model_path: str | Path, device: str | None,
     ``footprint`` has ``target``, ``qemu_machine``, ``toolchain``, ``arena_used_bytes`` (``arena_used_bytes()``
     on the core), ``flash_bytes`` (the linked image's text + data without the app's test input: TFLM,
     kernels, start-up, libc and the model), ``runtime_flash_bytes`` (the same without the model),
-    ``model_bytes``, ``image_text_bytes``, ``instructions`` and ``library_key``. It is ``None`` when the
+    ``model_bytes``, ``image_text_bytes``, ``instructions`` (the whole invoke), ``per_op`` (``index``, ``op``,
+    ``lut_key``, ``instructions`` of each operator), ``instructions_by_class`` (the invoke split by operator
+    class, ``lut_calibrate.instructions_by_class``: what an emulated table's class factors weigh) and
+    ``library_key``. It is ``None`` when the
     device has no emulated core or its toolchain/QEMU is not installed; ``note`` then says why (the caller
     falls back to the host bisection and records the note); so it is when the library build or the run fails
     (a model too large for the emulated machine's 4 MiB of flash, say), with the reason in the note. A
@@ -320,6 +326,7 @@ def measured_footprint(model_path: str | Path, device: str | None,
     except tb.ToolchainMissing as exc:
         return None, f"no toolchain for {target}: {exc}"
     from edgenas_keras import tflm
+    from edgenas_keras.lut_calibrate import instructions_by_class
 
     data = Path(model_path).read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -340,7 +347,10 @@ def measured_footprint(model_path: str | Path, device: str | None,
           "arena_used_bytes": r.arena_used_bytes, "flash_bytes": r.flash_bytes - r.input_bytes,
           "runtime_flash_bytes": r.runtime_flash_bytes, "model_bytes": r.model_bytes,
           "image_text_bytes": r.image_text_bytes, "instructions": r.instructions,
+          "instructions_by_class": instructions_by_class(r.per_op, r.instructions),
           "library_key": lib.info["key"], "kernels": t.kernels, "model_sha256": sha,
+          # per operator (index, op, lut_key, instructions): the report's emulated latency per operator
+          "per_op": [{k: o[k] for k in ("index", "op", "lut_key", "instructions")} for o in r.per_op],
           "method": "edgenas emulate: the bundle linked with TFLM for the core, run in QEMU"}
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")

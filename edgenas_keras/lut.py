@@ -88,9 +88,19 @@ class Lut:
 
     @property
     def build_hint(self) -> str:
-        """How to add missing keys: the space's keys, or a model's own (any kernel/stride/dilation)."""
-        return (f"build them with: edgenas lut build --device {self.device} (add --model MODEL.tflite for a "
+        """How to add missing keys: the space's keys, or a model's own (any kernel/stride/dilation); for a
+        device that also ships an analytical table, that it prices any shape."""
+        method = self.metadata.get("method")
+        how = f" --method {method}" if method in ("emulated", "analytical") else ""
+        hint = (f"build them with: edgenas lut build --device {self.device}{how} (add --model MODEL.tflite for a "
                 "model's own operators)")
+        if method != "analytical":
+            any_shape = [n for n, e in sorted(manifest().get("luts", {}).items())
+                         if e.get("device", n) == self.device and n.endswith("-analytical")]
+            if any_shape:
+                hint += (f", or price any shape with the analytical table (--device {any_shape[0]}) or an "
+                         "estimate (analyze --allow-estimate)")
+        return hint
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         if self.estimator is not None:
@@ -240,12 +250,23 @@ def shipped_devices() -> list[str]:
     return sorted(manifest().get("luts", {}))
 
 
+def device_of(name: str) -> str:
+    """The device a shipped LUT name stands for: the manifest entry's ``device`` for an alias
+    (``cortex-m7-analytical`` -> ``cortex-m7``), the name itself otherwise (also for names not shipped, e.g.
+    a push folder named next to ``lut.file``). Use it wherever a name picks a core, a runtime footprint or a
+    push folder, so that two names of the same device are never two devices."""
+    entry = manifest().get("luts", {}).get(name)
+    return entry.get("device", name) if isinstance(entry, dict) else name
+
+
 def load_device(device: str, clock_mhz: float | None = None) -> Lut:
     """Load a shipped LUT by name and verify its checksum against ``lut_assets/manifest.json``.
 
-    A name is a device (``cortex-m7``: the analytical table) or an alias whose manifest entry says which device
-    its table is for (``cortex-m7-emulated``: the table timed on the emulated core, ``device: cortex-m7``); the
-    returned table's ``device`` is always the device. ``UserError`` for an unknown name or a modified file."""
+    A name is a device (``cortex-m7``: the table timed on the emulated core with TFLM's kernels for it) or an
+    alias whose manifest entry says which device its table is for (``cortex-m7-analytical``: the analytical
+    cycle model that prices any shape, ``device: cortex-m7``; ``cortex-m7-emulated``: the same file as
+    ``cortex-m7``, kept for older configs); the returned table's ``device`` is always the device.
+    ``UserError`` for an unknown name or a modified file."""
     entry = manifest().get("luts", {}).get(device)
     if entry is None:
         known = ", ".join(shipped_devices()) or "none"
@@ -274,11 +295,49 @@ def resolve(device: str | None = None, lut_file: str | None = None, clock_mhz: f
     return lut.with_clock(clock_mhz)
 
 
+def shipped_file(device: str, method: str) -> Path:
+    """Where ``edgenas lut build --device D --method M`` writes without ``--out``: the shipped file of the
+    manifest entry for that device whose table has that method (``cortex-m7`` + ``analytical`` ->
+    ``lut_assets/analytical/cortex-m7.json``), else ``lut_assets/<device>.json`` when that file is free or
+    of the same method, else ``lut_assets/<method>/<device>.json``."""
+    root = assets_dir()
+    for name, entry in sorted(manifest().get("luts", {}).items()):
+        path = root / entry["file"]
+        if entry.get("device", name) == device and path.is_file() and _method_of(path) == method:
+            return path
+    path = root / f"{device}.json"
+    if not path.is_file() or _method_of(path) == method:
+        return path
+    return root / method / f"{device}.json"
+
+
+def _method_of(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("metadata", {}).get("method")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def update_manifest(device: str, path: Path, sha256: str) -> None:
-    """Record a LUT file and its checksum in ``lut_assets/manifest.json`` (atomically)."""
+    """Record a shipped LUT file and its checksum in ``lut_assets/manifest.json`` (atomically).
+
+    Every name whose entry points at ``path`` (a device and its aliases share one file) gets the new checksum;
+    a file no name points at is entered as ``device`` (or, when that name is taken by another file,
+    ``<device>-<method>`` with ``"device": device``). ``path`` must be under ``lut_assets/``."""
     mpath = assets_dir() / "manifest.json"
+    try:
+        rel = Path(path).resolve().relative_to(assets_dir().resolve()).as_posix()
+    except ValueError:
+        raise UserError(f"{path} is not under {assets_dir()}: only shipped tables go in the manifest") from None
     m = manifest()
-    m.setdefault("luts", {})[device] = {"file": path.name, "sha256": sha256}
+    luts = m.setdefault("luts", {})
+    names = [n for n, e in luts.items() if e.get("file") == rel]
+    if not names:
+        name = device if device not in luts else f"{device}-{_method_of(Path(path))}"
+        luts[name] = {"file": rel} if name == device else {"device": device, "file": rel}
+        names = [name]
+    for n in names:
+        luts[n]["sha256"] = sha256
     tmp = mpath.with_name("manifest.json.tmp")
     tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     tmp.replace(mpath)

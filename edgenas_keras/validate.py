@@ -37,7 +37,7 @@ from pathlib import Path
 
 from edgenas_keras import cost
 from edgenas_keras.errors import UserError
-from edgenas_keras.lut import Lut
+from edgenas_keras.lut import Lut, device_of
 from edgenas_keras.tflite_model import read_int8_model
 
 HOST_DEVICE = "host-tflm"
@@ -100,10 +100,13 @@ class Budgets:
 
 
 def runtime_footprint(device: str, override_bytes: int | None = None) -> RuntimeFootprint:
+    """The TFLM runtime's flash on ``device`` (a device or a shipped LUT alias of it), or ``override_bytes``;
+    ``UserError`` for a device without a documented figure or a negative override."""
     if override_bytes is not None:
         if override_bytes < 0:
             raise UserError(f"runtime flash footprint must be >= 0 bytes, got {override_bytes}")
         return RuntimeFootprint(int(override_bytes), "given by the caller")
+    device = device_of(device)   # a shipped alias (cortex-m7-analytical) is its device's runtime
     if device not in RUNTIME_FLASH:
         raise UserError(f"no documented TFLM runtime flash footprint for device {device!r} (known: "
                         f"{', '.join(sorted(RUNTIME_FLASH))}); pass --runtime-flash-kb from your link map")
@@ -233,26 +236,45 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
 
 def _emulated_latency(footprint: dict | None, lut: Lut) -> tuple[float, dict] | None:
     """The model's latency on ``lut``'s board from its emulated instruction count (``footprint["instructions"]``,
-    the whole invoke in QEMU): instructions x cycles per instruction / the table's clock, in ms. Cycles per
-    instruction: the table's own fit (``metadata.fit``, emulated tables: ``deploy.lut_emulated``), else the
-    core's anchor fit the caller put in ``footprint["cycles_per_instruction"]``, else 1 for a table in
-    instructions. ``None`` without a footprint or an instruction count or a CPI."""
+    the whole invoke in QEMU, and ``footprint["instructions_by_class"]``): the run's cycles under a fit
+    (``lut_calibrate.fitted_cycles``: base cycles per instruction and operator-class factors) / the table's
+    clock, in ms. The fit: the table's own (``metadata.fit``, emulated tables: ``deploy.lut_emulated``), else
+    the core's anchor fit the caller put in ``footprint`` (``cycles_per_instruction``, ``class_factors``),
+    else 1 cycle per instruction for a table in instructions. ``None`` without a footprint, an instruction
+    count or a fit."""
+    from edgenas_keras.lut_calibrate import fitted_cycles  # noqa: PLC0415
+
     if not footprint or not footprint.get("instructions"):
         return None
     fit = lut.metadata.get("fit") or {}
     if isinstance(fit.get("cycles_per_instruction"), (int, float)):
-        cpi, src = float(fit["cycles_per_instruction"]), f"the table's fit to {fit.get('board', 'its anchors')}"
+        src = f"the table's fit to {fit.get('board', 'its anchors')}"
     elif isinstance(footprint.get("cycles_per_instruction"), (int, float)):
-        cpi, src = float(footprint["cycles_per_instruction"]), footprint.get("cpi_source", "the core's anchor fit")
+        fit = {"cycles_per_instruction": footprint["cycles_per_instruction"],
+               "class_factors": footprint.get("class_factors") or {}}
+        src = footprint.get("cpi_source", "the core's anchor fit")
     elif lut.unit == "instructions":
-        cpi, src = 1.0, "one instruction per cycle (a table in instructions)"
+        fit, src = {"cycles_per_instruction": 1.0}, "one instruction per cycle (a table in instructions)"
     else:
         return None
+    cal = lut.metadata.get("calibration")
+    if cal:   # a board-calibrated table: its class factors scale the emulated run as they scale the entries
+        base = fit.get("class_factors") or {}
+        fit = {**fit, "class_factors": {c: float(base.get(c, 1.0)) * float(f) for c, f in cal["factors"].items()}}
+        src += f", times the board calibration's class factors ({cal.get('date', 'undated')})"
     instr = int(footprint["instructions"])
-    return instr * cpi / (lut.clock_mhz * 1e3), {
-        "instructions": instr, "cycles_per_instruction": round(cpi, 6), "clock_mhz": lut.clock_mhz,
+    try:
+        cycles = fitted_cycles(fit, instr, footprint.get("instructions_by_class"))
+    except ValueError:   # a footprint without the class split under a fit with class factors
+        return None
+    return cycles / (lut.clock_mhz * 1e3), {
+        "instructions": instr, "cycles": round(cycles), "cycles_per_instruction": round(cycles / instr, 6),
+        "class_factors": {c: round(float(f), 6) for c, f in (fit.get("class_factors") or {}).items()
+                          if float(f) != 1.0},
+        "clock_mhz": lut.clock_mhz,
         "source": f"the int8 model run end to end on the emulated core ({footprint.get('target')}, QEMU "
-                  f"{footprint.get('qemu_machine')}): instructions x cycles per instruction ({src}) / clock"}
+                  f"{footprint.get('qemu_machine')}): its instructions by operator class x the fit's cycles per "
+                  f"instruction ({src}) / clock"}
 
 
 def _reason(name: str, c: dict) -> str:

@@ -31,6 +31,7 @@ from components.pusher import TfliteMicroPusher
 from components.search import SupernetSearch
 from components.trainer import QatTrainer
 from components.validator import BudgetValidator
+from edgenas_keras.lut import device_of
 from pipeline.config import RUNTIME_PARAMETERS, PipelineConfig, runtime_values, to_json
 
 
@@ -116,7 +117,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         dest=rp["push_dest"],
         model_name=config.push.model_name,
-        device=config.lut.device,
+        device=device_of(config.lut.device),   # a LUT alias (cortex-m7-analytical) pushes under its device
         **budgets,
     )
     return tfx.dsl.Pipeline(

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
+from edgenas_keras.lut import device_of
 from pipeline.config import PipelineConfig, runtime_values, write_resolved
 
 # gRPC (loaded by TFX) logs an INFO line for every fork (TFLM arena probes fork); it reads this at start-up.
@@ -257,7 +258,7 @@ def build_summary(config: PipelineConfig, out: Path, seconds: float) -> dict:
     arch_artifact = artifact("SupernetSearch", "architecture")
     summary = {
         "arch": _prop(arch_artifact, "arch") if arch_artifact else None,
-        "device": config.lut.device,
+        "device": device_of(config.lut.device),   # the bundle's and push folder's device, not a LUT alias
         "accuracy_int8": figure("accuracy"),
         "accuracy_float": metrics.get("accuracy_float"),
         "latency_ms": figure("latency"),

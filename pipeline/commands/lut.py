@@ -46,12 +46,13 @@ def cmd_list(args) -> int:
     from edgenas_keras import lut as lutmod
 
     # "name" is what --device / lut.device take; "device" is the core the table is for (an alias such as
-    # cortex-m7-emulated names another table of the same device).
+    # cortex-m7-analytical names another table of the same device; cortex-m7-emulated the same file as cortex-m7).
     rows = [{"name": d, **_summary(lutmod.load_device(d))} for d in lutmod.shipped_devices()]
-    lines = [f"{'name':<19} {'device':<11} {'method':<11} {'clock MHz':>9} {'runtime/kernels':<22} {'entries':>7}  "
+    w = max([len("name"), *(len(r["name"]) for r in rows)])
+    lines = [f"{'name':<{w}} {'device':<11} {'method':<11} {'clock MHz':>9} {'runtime/kernels':<22} {'entries':>7}  "
              "sha256"]
     for r in rows:
-        lines.append(f"{r['name']:<19} {r['device']:<11} {r['method']:<11} {r['clock_mhz']:>9g} "
+        lines.append(f"{r['name']:<{w}} {r['device']:<11} {r['method']:<11} {r['clock_mhz']:>9g} "
                      f"{r['runtime'] + '+' + r['kernels']:<22} {r['entries']:>7}  {r['sha256'][:12]}")
     if not rows:
         lines.append("(no LUTs shipped in lut_assets/)")

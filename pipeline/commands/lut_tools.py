@@ -23,31 +23,40 @@ def register_lut_subcommands(lsub) -> None:
                         description="Build lut_assets/<device>.json for every LUT key reachable from the search "
                         "space and record it in lut_assets/manifest.json. host-tflm is measured here (single-"
                         "operator int8 models timed in the TFLM runtime; resumable, about 45 min on 2 shared "
-                        "cores); cortex-m4, cortex-m7, riscv and cortex-a53 are analytical cycle models. "
-                        "--method emulated (cortex-m4, cortex-m7, cortex-m33, riscv) times the same single-"
-                        "operator models on the emulated core: the LUT profiler firmware with TFLM's kernels "
-                        "for the core in QEMU, many keys per run, instruction counts turned into cycles with "
-                        "the core's cycles per instruction fitted to public board measurements (recorded in "
-                        "metadata.fit; deploy/lut_emulated.py). Measured here: 681 keys in 5 to 8 min on Cortex-M, 23 min on RV32, plus "
-                        "2 to 10 s per key for a model not yet converted (cached in ~/.cache/edgenas/lut_models).")
+                        "cores); cortex-m4, cortex-m7, cortex-m33 and riscv are timed on the emulated core "
+                        "(--method emulated, their default): the same single-operator models run by the LUT "
+                        "profiler firmware with TFLM's kernels for the core in QEMU, many keys per run, "
+                        "instruction counts turned into cycles with the core's cycles per instruction fitted "
+                        "to public board measurements (recorded in metadata.fit; deploy/lut_emulated.py). "
+                        "Measured here: 681 keys in 5 to 8 min on Cortex-M, 23 min on RV32, plus 2 to 10 s "
+                        "per key for a model not yet converted (cached in ~/.cache/edgenas/lut_models). "
+                        "--method analytical writes the cycle model that prices any shape (cortex-a53's only "
+                        "table; for the other MCU devices lut_assets/analytical/<device>.json, shipped as "
+                        "<device>-analytical).")
     b.add_argument("--device", required=True,
                    help="host-tflm | cortex-m4 | cortex-m7 | cortex-m33 | riscv | cortex-a53")
     b.add_argument("--method", choices=("measured", "analytical", "emulated"),
-                   help="default: the existing output table's method, else measured for host-tflm and "
-                   "analytical for the MCU devices")
+                   help="default: with --model and an existing --out, that table's method; else measured for "
+                   "host-tflm, emulated for cortex-m4, cortex-m7, cortex-m33 and riscv, analytical for "
+                   "cortex-a53")
     b.add_argument("--keys-from", metavar="LUT.json", help="the keys of this LUT file (e.g. a shipped table) "
                    "instead of the space's (with --model: and the models' keys)")
     b.add_argument("--limit", type=int, metavar="N", help="only the first N keys (a quick table; smoke tests)")
     b.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     b.add_argument("--resolution", type=int, action="append",
                    help="input resolution(s) to cover (repeatable; default: the space's)")
-    b.add_argument("--out", metavar="FILE", help="write here instead of lut_assets/<device>.json "
-                   "(the manifest is then left alone)")
+    b.add_argument("--out", metavar="FILE", help="write here instead of the shipped table of that device "
+                   "and method (lut_assets/<device>.json; analytical MCU tables lut_assets/analytical/"
+                   "<device>.json), which is updated in lut_assets/manifest.json with every name that points at "
+                   "it; with --out the manifest is left alone")
     b.add_argument("--model", metavar="FILE.tflite", action="append",
                    help="add the operator keys of this int8 model (repeatable; any kernel, stride, dilation, "
                    "depth multiplier) to the table instead of the space's: entries already in the output "
                    "table are kept, only the missing keys are measured; keys the single-operator generator "
                    "cannot build are skipped and listed")
+    b.add_argument("--refit", action="store_true", help="emulated tables: convert the existing table's cycles "
+                   "to the current fit to the public anchors (deploy/lut_emulated.py ANCHORS; the anchors run "
+                   "in QEMU, cached) without timing any key again")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_build)
 
@@ -154,16 +163,39 @@ def _model_keys(paths: list[str]) -> tuple[list[str], dict[str, str]]:
     return list(keys), skipped
 
 
+def _default_method(device: str) -> str:
+    """``lut build``'s method without ``--method``: measured for the host, emulated for a device with an
+    emulated core (the shipped Cortex-M and RV32 tables), analytical otherwise (cortex-a53)."""
+    from deploy.tflm_build import DEVICE_TARGETS
+
+    if device == HOST_DEVICE:
+        return "measured"
+    return "emulated" if device in DEVICE_TARGETS else "analytical"
+
+
 def cmd_build(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras import lut_build, lut_models
 
-    out = Path(args.out) if args.out else lutmod.assets_dir() / f"{args.device}.json"
-    method = args.method or (lutmod.load(out).metadata.get("method") if args.model and out.is_file() else None) \
-        or ("measured" if args.device == HOST_DEVICE else "analytical")
+    method = args.method or (lutmod.load(args.out).metadata.get("method")
+                             if args.model and args.out and Path(args.out).is_file() else None) \
+        or _default_method(args.device)
+    # the shipped file of that device and method: lut_assets/cortex-m7.json (emulated) or
+    # lut_assets/analytical/cortex-m7.json (the cortex-m7-analytical alias)
+    out = Path(args.out) if args.out else lutmod.shipped_file(args.device, method)
+    out.parent.mkdir(parents=True, exist_ok=True)
     keep: dict = {}
+    keep_fit = None
     skipped: dict[str, str] = {}
-    if args.model:
+    if args.refit:
+        if method != "emulated" or not out.is_file():
+            raise UserError(f"--refit converts an existing emulated table: {out} is "
+                            + ("missing" if not out.is_file() else f"built by method {method}"))
+        old = lutmod.load(out)
+        if old.metadata.get("method") != "emulated" or not old.metadata.get("fit"):
+            raise UserError(f"--refit: {out} is not an emulated table with a fit (metadata.fit)")
+        keys, keep, keep_fit = [], dict(old.entries), old.metadata["fit"]
+    elif args.model:
         keys, skipped = _model_keys(args.model)
         if method == "emulated":   # RESHAPE: entered at one counter tick (deploy/lut_emulated.py)
             keys += [k for k in skipped if k.startswith("RESHAPE|")]
@@ -175,7 +207,7 @@ def cmd_build(args) -> int:
             if old.device != args.device or old.metadata.get("method") != method:
                 raise UserError(f"{out} is the {old.metadata.get('method')} table of {old.device}, not the "
                                 f"{method} table of {args.device}: give another --out")
-            keep = dict(old.entries)
+            keep, keep_fit = dict(old.entries), old.metadata.get("fit")
     elif args.keys_from:
         keys = sorted(lutmod.load(args.keys_from).entries)
     else:
@@ -189,6 +221,7 @@ def cmd_build(args) -> int:
         from deploy.lut_emulated import build_emulated_lut
 
         table, report = build_emulated_lut(args.device, keys, out, update_manifest=not args.out, keep=keep,
+                                           keep_fit=keep_fit,
                                            progress=None if args.json else lambda s: print(s, file=sys.stderr))
     elif method == "measured":
         if args.device != HOST_DEVICE:
@@ -212,7 +245,9 @@ def cmd_build(args) -> int:
         obj.update(unit=table.unit, clock_mhz=table.clock_mhz, fit=fit, chunks=report["chunks"],
                    keys_measured=report["keys_measured"], seconds=report["seconds"],
                    keys_per_minute=report["keys_per_minute"])
-        human += (f"\ncycles per instruction {fit['cycles_per_instruction']:.4f} fitted to {fit['board']} at "
+        factors = ", ".join(f"x {f:.3f} for {c}" for c, f in fit["class_factors"].items() if f != 1.0)
+        human += (f"\ncycles per instruction {fit['cycles_per_instruction']:.4f}"
+                  + (f" ({factors})" if factors else "") + f" fitted to {fit['board']} at "
                   f"{fit['clock_mhz']:g} MHz: " + ", ".join(f"{a['model']} {a['latency_ms']:g} ms (residual "
                                                              f"{a['residual_pct']:+.1f}%)" for a in fit["anchors"])
                   + f"\n{report['keys_measured']} key(s) timed in {report['chunks']} QEMU run(s)")
@@ -239,7 +274,7 @@ def cmd_validate(args) -> int:
                                         rows_path=Path(args.rows) if args.rows else None,
                                         progress=None if args.json else lambda s: print(s, file=sys.stderr))
         against = (f"end-to-end runs on the emulated core (QEMU), instructions x {stats['cycles_per_instruction']:.4f} "
-                   "cycles per instruction")
+                   "cycles per instruction x the fit's operator-class factors")
     elif args.measured:
         other = lutmod.load(args.measured)
         stats, rows = lut_build.validate_against_table(space, table, other, args.samples, args.seed)
@@ -249,8 +284,12 @@ def cmd_validate(args) -> int:
                                               rows_path=Path(args.rows) if args.rows else None)
         against = "end-to-end TFLM runs on this host"
     else:
+        from deploy.tflm_build import DEVICE_TARGETS
+
+        emu = (" or --emulated (each architecture run end to end on the emulated core)"
+               if args.device in DEVICE_TARGETS else "")
         raise UserError(f"device {args.device} has no hardware here: validation needs measured data; pass "
-                        "--measured FILE (a measured LUT of that board from `edgenas lut collect`)")
+                        f"--measured FILE (a measured LUT of that board from `edgenas lut collect`){emu}")
     plot = Path(args.plot or f"runs/{args.device}-validation.png")
     lut_build.scatter_plot(rows, plot, f"{args.device}: {stats['n']} archs, MAPE {stats['mape_pct']:.2f}%, "
                            f"rho {stats['spearman']:.4f}")
