@@ -63,6 +63,36 @@ def factor(calibration: dict, key: str) -> float:
     return float(calibration["factors"][op_class(key)])
 
 
+def instructions_by_class(per_op: list[dict], total: int) -> dict[str, int]:
+    """An emulated invoke's instructions split by operator class (``CLASSES``).
+
+    ``per_op``: ``deploy.emulate`` rows (``op``, ``lut_key`` or None, ``instructions``); ``total``: the whole
+    invoke's count. What the operators do not account for (the interpreter's own work between them) goes to
+    ``other``. An operator without a key is classed by its name (a CONV_2D of unknown kernel as ``conv``)."""
+    by = dict.fromkeys(CLASSES, 0)
+    for p in per_op:
+        key = p.get("lut_key")
+        cls = op_class(key) if key else {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise",
+                                          "FULLY_CONNECTED": "fc"}.get(p.get("op", ""), "other")
+        by[cls] += int(p["instructions"])
+    by["other"] += max(int(total) - sum(by.values()), 0)
+    return by
+
+
+def fitted_cycles(fit: dict, instructions: int, by_class: dict[str, int] | None = None) -> float:
+    """Cycles of an emulated run under an emulated table's fit (``metadata.fit``, ``deploy.lut_emulated``):
+    ``cycles_per_instruction x (instructions + sum over classes of (class factor - 1) x the class's
+    instructions)``. ``by_class`` (``instructions_by_class``) is needed when the fit has class factors other
+    than 1; without it a ``ValueError`` is raised rather than a silently unweighted figure."""
+    cpi = float(fit["cycles_per_instruction"])
+    extra = {c: float(f) - 1.0 for c, f in (fit.get("class_factors") or {}).items() if float(f) != 1.0}
+    if not extra:
+        return cpi * instructions
+    if by_class is None:
+        raise ValueError("the fit has per-class factors: the run's instructions by operator class are needed")
+    return cpi * (instructions + sum(e * by_class.get(c, 0) for c, e in extra.items()))
+
+
 def check(calibration, source: str) -> None:
     """Validate ``metadata.calibration`` of a LUT file: a factor > 0 for every class (``UserError`` naming
     the file otherwise)."""
@@ -215,4 +245,5 @@ def calibrate(base, measurements: list[Measurement], clock_mhz: float | None = N
     return lut, report
 
 
-__all__ = ["CLASSES", "GROUPINGS", "Measurement", "calibrate", "check", "factor", "fit_factors", "op_class"]
+__all__ = ["CLASSES", "GROUPINGS", "Measurement", "calibrate", "check", "factor", "fit_factors", "fitted_cycles",
+           "instructions_by_class", "op_class"]
