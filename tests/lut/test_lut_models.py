@@ -16,6 +16,13 @@ from edgenas_keras.tflite_model import read_model
 MLPERF = Path(__file__).parent.parent / "data" / "reference_models" / "mlperf_tiny_vww_96_int8.tflite"
 CMSIS = ("cortex-m4", "cortex-m7")
 ALL = tuple(lut_models.DEVICES)
+EMULATED = ("cortex-m4", "cortex-m7", "riscv")   # shipped names timed on the emulated core since issue 13
+
+
+def analytical(device):
+    """The shipped name of a device's analytical table: the -analytical alias where the device's own name
+    is the emulated table, the name itself otherwise (cortex-a53)."""
+    return f"{device}-analytical" if device in EMULATED else device
 
 
 def price(device, key):
@@ -61,7 +68,7 @@ def test_reference_kernels_have_no_alignment_effect():
 
 def test_vww_reference_model_is_near_public_measurements():
     keys = read_model(MLPERF).graph().keys
-    ms = {d: lutmod.load_device(d).latency_ms(keys) for d in ALL}
+    ms = {d: lutmod.load_device(analytical(d)).latency_ms(keys) for d in ALL}
     # MLPerf Tiny: 36.1 M cycles on a Cortex-M4 with CMSIS-NN (301 ms at 120 MHz); 18.0 M cycles on a
     # Cortex-M7 with X-CUBE-AI (64.4 ms at 280 MHz), which TFLM + CMSIS-NN does not beat.
     m4_cycles = ms["cortex-m4"] * 168e3
@@ -71,17 +78,20 @@ def test_vww_reference_model_is_near_public_measurements():
     assert ms["cortex-a53"] < ms["cortex-m7"] < ms["cortex-m4"] < ms["riscv"]
 
 
-def test_clock_rescales_cycle_tables():
-    t = lutmod.load_device("cortex-m7")
-    k = conv(32, 64)
-    assert t.with_clock(240).op_us(k) == pytest.approx(2 * t.op_us(k))
+@pytest.mark.parametrize("name", ["cortex-m7", "cortex-m7-analytical"])
+def test_clock_rescales_cycle_tables(name):
+    t = lutmod.load_device(name)
+    k = sorted(t.entries)[0]
+    assert t.with_clock(t.clock_mhz / 2).op_us(k) == pytest.approx(2 * t.op_us(k))
 
 
 def test_analytical_tables_price_keys_they_do_not_list():
-    t = lutmod.load_device("cortex-m4")
+    t = lutmod.load_device("cortex-m4-analytical")
     k = lut_key("CONV_2D", (224, 224, 3), 32, 3, 2, "same", "relu6")
     assert k not in t.entries and t.op_us(k) > t.op_us(lut_key("CONV_2D", (96, 96, 3), 16, 3, 2, "same", "relu6"))
     assert t.missing([k]) == []
+    # the shipped cortex-m4 table was timed on the emulated core: it prices only the keys it lists
+    assert lutmod.load_device("cortex-m4").missing([k]) == [k]
     for op in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "PAD", "QUANTIZE", "DEQUANTIZE", "SOFTMAX"):
         assert t.op_us(lut_key(op, (6, 6, 32), 32, 2, 2, "valid")) > 0
     with pytest.raises(UserError, match="no rule for operator 'GATHER_ND'"):
@@ -98,8 +108,33 @@ def test_shipped_luts_match_schema_and_manifest():
     assert {"cortex-m4", "cortex-m7", "riscv", "cortex-a53"} <= set(lutmod.shipped_devices())
 
 
+@pytest.mark.parametrize("device", EMULATED)
+def test_shipped_mcu_names_are_the_emulated_tables(device):
+    """Issue 13: cortex-m4, cortex-m7 and riscv are the tables timed on the emulated core (method emulated, the
+    fit and its sources in the metadata); the analytical ones stay as <device>-analytical, and the older
+    <device>-emulated names are the same file."""
+    luts = lutmod.manifest()["luts"]
+    t = lutmod.load_device(device)
+    assert (t.device, t.metadata["method"], luts[device]["file"]) == (device, "emulated", f"{device}.json")
+    assert t.metadata["fit"]["anchors"] and t.metadata["emulation"]["qemu_machine"]   # the fit, its anchors
+    assert any("QEMU" in s for s in t.metadata["sources"]) and any("metadata.fit" in s for s in t.metadata["sources"])
+    assert t.estimator is None   # measured on the core: a key it lacks is an error, not a guess
+    assert luts[f"{device}-emulated"] == {**luts[device], "device": device}
+    a = lutmod.load_device(f"{device}-analytical")
+    assert (a.device, a.metadata["method"]) == (device, "analytical") and a.estimator is not None
+    assert luts[f"{device}-analytical"]["file"] == f"analytical/{device}.json"
+    assert (lutmod.assets_dir() / f"{device}-validation.jsonl").is_file()
+
+
+def test_every_table_in_lut_assets_is_in_the_manifest():
+    # a table written beside the shipped ones but not recorded (an old emulated/ copy, say) is never loaded
+    root = lutmod.assets_dir()
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*.json")} - {"manifest.json", "lut.schema.json"}
+    assert files == {e["file"] for e in lutmod.manifest()["luts"].values()}
+
+
 def test_bad_model_metadata_is_a_user_error(tmp_path):
-    doc = json.loads((lutmod.assets_dir() / "cortex-m7.json").read_text())
+    doc = json.loads((lutmod.assets_dir() / "analytical" / "cortex-m7.json").read_text())
     doc["metadata"]["model"]["name"] = "someone-elses-model"
     with pytest.raises(UserError, match="someone-elses-model"):
         lutmod.parse(doc, "edited.json")
