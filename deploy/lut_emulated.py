@@ -358,14 +358,14 @@ def _collect_chunk(t: tb.Target, device: str, keys: list[str], work: Path, timeo
 
 
 def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, update_manifest: bool = True,
-                       keep: dict[str, lutmod.LutEntry] | None = None, keep_fit: dict | None = None,
+                       keep: dict[str, lutmod.LutEntry] | None = None, keep_metadata: dict | None = None,
                        timeout_s: float = 3600.0,
                        progress: Callable[[str], None] | None = tb._stderr) -> tuple[lutmod.Lut, dict]:
     """Time every key on ``device``'s emulated core and write the LUT in cycles (module docstring).
 
     Resumable: each chunk's instruction counts are appended to ``<out>.progress.jsonl`` (per target and TFLM
     library) as it finishes. ``keep``: entries of an existing emulated table of the device carried over
-    unmeasured, converted from ``keep_fit`` (that table's ``metadata.fit``) to
+    unmeasured, converted from ``keep_metadata["fit"]`` (that table's metadata) to
     this build's fit (``rescale_entries``): ``keys=[]`` with every entry kept re-fits a table without timing
     anything. Returns the loaded table and a report (``chunks``, ``keys_measured``, ``skipped``, ``fit``,
     ``seconds``, ``keys_per_minute``). Raises ``UserError`` (a device without an emulated core, a key the
@@ -389,8 +389,8 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
     lib = tb.tflm_library(t, progress=progress)
     fit = anchor_fit(device, progress=progress)
     cpi = fit["cycles_per_instruction"]
-    if keep and keep_fit is None:
-        raise ValueError("keep needs keep_fit: the kept entries' cycles are in their own table's fit")
+    if keep and not (keep_metadata or {}).get("fit"):
+        raise ValueError("keep needs keep_metadata with its fit: the kept entries' cycles are in their table's fit")
     side = out_path.with_name(out_path.name + ".progress.jsonl")
     stamp = {"target": t.name, "library": lib.info.get("key")}
     done: dict[str, dict] = {}
@@ -426,8 +426,9 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
             f.flush()
             os.fsync(f.fileno())
     t_run = time.time() - t1
-    entries = rescale_entries(keep, keep_fit, fit) if keep else {}
-    overheads = sorted({r["overhead"] for r in done.values()})
+    entries = rescale_entries(keep, keep_metadata["fit"], fit) if keep else {}
+    overheads = sorted({r["overhead"] for r in done.values()}
+                       | set((keep_metadata or {}).get("emulation", {}).get("overhead_instructions", []) if keep else ()))
     for k in keys:
         if k in done:
             r = done[k]
@@ -441,14 +442,18 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
         raise UserError(f"{len(missing)} key(s) could not be timed on {t.machine}, e.g. {missing[0]}: "
                         f"{too_big.get(missing[0], 'no result')}")
     kernels = "cmsis-nn" if t.kernels == "cmsis_nn" else "tflm-reference"
+    # a re-fit (nothing timed now) keeps the old table's line on how its keys were timed
+    timed = [line for line in (keep_metadata or {}).get("sources", [])[:1] if keep] if not todo else []
+    timed = timed or [
+        f"instructions: single-operator int8 models (edgenas_keras.lut_build.single_op_model) run by "
+        f"deploy/firmware/lut_profiler linked with TFLM ({kernels}, library {lib.info.get('key')}) in QEMU "
+        f"{t.machine} with -icount shift=0, one invoke after one warm-up, minus the per-invoke overhead "
+        f"(one-RESHAPE model); `edgenas lut build --device {device} --method emulated`"]
     meta = {"device": device, "core": f"{CORES[t.name]} (timed on QEMU {t.machine}; cycles fitted to {fit['board']})",
             "clock_mhz": fit["clock_mhz"], "runtime": "tflm", "kernels": kernels, "method": "emulated",
             "unit": "cycles", "tool_version": TOOL_VERSION, "date": datetime.date.today().isoformat(),
             "sources": [
-                f"instructions: single-operator int8 models (edgenas_keras.lut_build.single_op_model) run by "
-                f"deploy/firmware/lut_profiler linked with TFLM ({kernels}, library {lib.info.get('key')}) in QEMU "
-                f"{t.machine} with -icount shift=0, one invoke after one warm-up, minus the per-invoke "
-                f"overhead (one-RESHAPE model); `edgenas lut build --device {device} --method emulated`",
+                *timed,
                 "cycles = instructions x the core's fitted cycles per instruction x its operator class's "
                 "factor (metadata.fit): "
                 + "; ".join(f"{a['model']} {a['latency_ms']} ms at {a['clock_mhz']} MHz on {a['board']} "

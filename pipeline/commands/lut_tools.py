@@ -185,7 +185,7 @@ def cmd_build(args) -> int:
     out = Path(args.out) if args.out else lutmod.shipped_file(args.device, method)
     out.parent.mkdir(parents=True, exist_ok=True)
     keep: dict = {}
-    keep_fit = None
+    keep_metadata = None
     skipped: dict[str, str] = {}
     if args.refit:
         if method != "emulated" or not out.is_file():
@@ -194,7 +194,7 @@ def cmd_build(args) -> int:
         old = lutmod.load(out)
         if old.metadata.get("method") != "emulated" or not old.metadata.get("fit"):
             raise UserError(f"--refit: {out} is not an emulated table with a fit (metadata.fit)")
-        keys, keep, keep_fit = [], dict(old.entries), old.metadata["fit"]
+        keys, keep, keep_metadata = [], dict(old.entries), old.metadata
     elif args.model:
         keys, skipped = _model_keys(args.model)
         if method == "emulated":   # RESHAPE: entered at one counter tick (deploy/lut_emulated.py)
@@ -207,7 +207,7 @@ def cmd_build(args) -> int:
             if old.device != args.device or old.metadata.get("method") != method:
                 raise UserError(f"{out} is the {old.metadata.get('method')} table of {old.device}, not the "
                                 f"{method} table of {args.device}: give another --out")
-            keep, keep_fit = dict(old.entries), old.metadata.get("fit")
+            keep, keep_metadata = dict(old.entries), old.metadata
     elif args.keys_from:
         keys = sorted(lutmod.load(args.keys_from).entries)
     else:
@@ -221,7 +221,7 @@ def cmd_build(args) -> int:
         from deploy.lut_emulated import build_emulated_lut
 
         table, report = build_emulated_lut(args.device, keys, out, update_manifest=not args.out, keep=keep,
-                                           keep_fit=keep_fit,
+                                           keep_metadata=keep_metadata,
                                            progress=None if args.json else lambda s: print(s, file=sys.stderr))
     elif method == "measured":
         if args.device != HOST_DEVICE:
