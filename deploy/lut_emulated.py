@@ -154,13 +154,29 @@ def _weighted(row: dict, factors: dict[str, float]) -> float:
     return row["instructions"] + sum((f - 1.0) * row["instructions_by_class"].get(c, 0) for c, f in factors.items())
 
 
-def _pooled_class_factor(progress: Callable[[str], None] | None) -> dict:
-    """The class factor of ``POOLED_CLASS`` shared by the CMSIS-NN cores, fitted to every CMSIS-NN board with
-    two or more anchors: each board keeps its own scale, and the factor minimises the squared log errors of
-    all their anchors (``scipy.optimize.minimize_scalar``, bounded). Returns ``{"factor", "boards",
-    "anchors"}``; factor 1.0 when no board has two anchors here."""
+def fit_class_factor(boards: dict[str, list[dict]], cls: str = POOLED_CLASS,
+                     bounds: tuple[float, float] = POOLED_BOUNDS) -> float:
+    """The one factor for class ``cls`` that best explains several boards' anchors, each board with its own
+    scale: minimises the sum over boards of the squared deviations of ``log(cycles / weighted instructions)``
+    from the board's mean (``scipy.optimize.minimize_scalar``, bounded by ``bounds``). ``boards``: {board:
+    [{"cycles", "instructions", "instructions_by_class"}, ...]} with two or more anchors each (a board with
+    one anchor adds nothing). Dimensionless; 1.0 means the class costs what the others cost per instruction."""
     from scipy.optimize import minimize_scalar
 
+    def loss(g: float) -> float:
+        total = 0.0
+        for rs in boards.values():
+            logs = [math.log(r["cycles"] / _weighted(r, {cls: g})) for r in rs]
+            mean = sum(logs) / len(logs)
+            total += sum((x - mean) ** 2 for x in logs)
+        return total
+
+    return float(minimize_scalar(loss, bounds=bounds, method="bounded").x)
+
+
+def _pooled_class_factor(progress: Callable[[str], None] | None) -> dict:
+    """``fit_class_factor`` on every CMSIS-NN board with two or more anchors that run here (``POOLED_TARGETS``).
+    Returns ``{"factor", "boards", "anchors"}``; factor 1.0 when no such board runs here."""
     boards: dict[str, list[dict]] = {}
     for name in POOLED_TARGETS:
         for r in _anchor_rows(tb.get_target(name), progress)[0]:
@@ -168,17 +184,8 @@ def _pooled_class_factor(progress: Callable[[str], None] | None) -> dict:
     boards = {b: rs for b, rs in boards.items() if len(rs) >= 2}
     if not boards:
         return {"factor": 1.0, "boards": [], "anchors": 0}
-
-    def loss(g: float) -> float:
-        total = 0.0
-        for rs in boards.values():
-            logs = [math.log(r["cycles"] / _weighted(r, {POOLED_CLASS: g})) for r in rs]
-            mean = sum(logs) / len(logs)
-            total += sum((x - mean) ** 2 for x in logs)
-        return total
-
-    g = float(minimize_scalar(loss, bounds=POOLED_BOUNDS, method="bounded").x)
-    return {"factor": g, "boards": sorted(boards), "anchors": sum(len(rs) for rs in boards.values())}
+    return {"factor": fit_class_factor(boards), "boards": sorted(boards),
+            "anchors": sum(len(rs) for rs in boards.values())}
 
 
 def anchor_fit(device: str, progress: Callable[[str], None] | None = tb._stderr) -> dict:
@@ -485,7 +492,7 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
     """Sample ``n`` architectures of ``space``, price each from ``table`` and run its int8 model end to end on
     the table's emulated core (``deploy.emulate``); measured ms = the run's cycles under the table's fit
     (``lut_calibrate.fitted_cycles``: instructions by operator class x the fit's cycles per instruction) / clock. Returns ``lut_build.accuracy`` figures (plus ``cycles_per_instruction``) and the rows
-    (``arch``, ``predicted_ms``, ``measured_ms``, ``instructions``). Resumable through ``rows_path`` like
+    (``arch``, ``predicted_ms``, ``measured_ms``, ``instructions``, ``instructions_by_class``). Resumable through ``rows_path`` like
     ``validate_host``. ``UserError`` when the table carries no fit (only emulated tables do)."""
     from deploy.emulate import emulate
     from edgenas_keras.lut_build import accuracy, arch_int8_model, read_validation_rows
@@ -511,11 +518,12 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
                 path = Path(tmp) / f"arch{i}.tflite"
                 path.write_bytes(_arch_model(space, arch, seed + i, arch_int8_model))
                 r = emulate(path, t.name, progress=None)
+                by_class = instructions_by_class(r.per_op, r.instructions)
                 done[name] = {"arch": name, "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
-                              "measured_ms": fitted_cycles(table.metadata["fit"], r.instructions,
-                                                           instructions_by_class(r.per_op, r.instructions))
+                              "measured_ms": fitted_cycles(table.metadata["fit"], r.instructions, by_class)
                               / (table.clock_mhz * 1e3),
-                              "instructions": r.instructions, "output_matches_host": r.output_matches_host}
+                              "instructions": r.instructions, "instructions_by_class": by_class,
+                              "output_matches_host": r.output_matches_host}
                 if rows_path is not None:
                     with open(rows_path, "a") as f:
                         f.write(json.dumps(done[name]) + "\n")

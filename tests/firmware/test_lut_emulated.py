@@ -84,6 +84,7 @@ def test_emulated_build_gives_cycles_with_the_fit_in_metadata(tmp_path):
 def test_validate_emulated_compares_lut_sums_with_end_to_end_runs(tmp_path):
     require_target("cortex-m7")
     from deploy.lut_emulated import build_emulated_lut
+    from edgenas_keras import lut as lutmod
     from edgenas_keras.ops import arch_graph
     from edgenas_keras.space import SearchSpace
 
@@ -101,8 +102,14 @@ def test_validate_emulated_compares_lut_sums_with_end_to_end_runs(tmp_path):
     assert len(recs) == 2 and all(x["output_matches_host"] for x in recs)
     # Sums of single-operator counts agree with the whole model's count on the same core.
     assert doc["mape_pct"] < 5.0
+    # measured = (instructions + (class factor - 1) x the class's instructions) x CPI / clock: the stem's 3x3
+    # convolution (class conv) is weighed by the fitted factor, everything else by 1.
+    g = lutmod.load(out).metadata["fit"]["class_factors"]["conv"]
     for x in recs:
-        assert x["measured_ms"] == pytest.approx(x["instructions"] * doc["cycles_per_instruction"] / 216e3)
+        by = x["instructions_by_class"]
+        assert sum(by.values()) == x["instructions"] and by["conv"] > 0 and by["conv1x1"] > 0
+        weighted = x["instructions"] + (g - 1) * by["conv"]
+        assert x["measured_ms"] == pytest.approx(weighted * doc["cycles_per_instruction"] / 216e3)
 
 
 def test_validate_emulated_needs_a_table_with_a_fit():
