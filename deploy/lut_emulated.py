@@ -509,7 +509,8 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
                         "--method emulated)")
     archs = space.sample(n, seed=seed)
     table.require(k for a in archs for k in arch_graph(space, a).keys)
-    done = read_validation_rows(rows_path)
+    # rows of an earlier fit format (no class split) cannot be re-priced under this fit: measured again
+    done = {k: r for k, r in read_validation_rows(rows_path).items() if "instructions_by_class" in r}
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgenas-lut-validate-") as tmp:
         for i, arch in enumerate(archs):
