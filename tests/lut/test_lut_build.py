@@ -64,7 +64,11 @@ def test_build_resumes_after_an_interruption(tmp_path):
 
 def test_validate_needs_measured_data_for_boards_we_do_not_have(tmp_path, capsys):
     assert main(["lut", "validate", "--device", "cortex-m7", "--samples", "5"]) == 2
-    assert "needs measured data" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs measured data" in err and "--emulated" in err   # the M7 has an emulated core
+    assert main(["lut", "validate", "--device", "cortex-a53", "--samples", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "needs measured data" in err and "--emulated" not in err   # the A53 has none
     measured = tmp_path / "board.json"
     fixture_lut(SearchSpace.load(), device="cortex-m7").save(measured)
     plot = tmp_path / "v.png"

@@ -144,3 +144,51 @@ def test_bad_model_metadata_is_a_user_error(tmp_path):
         jsonschema.validate(doc, schema)
     with pytest.raises(UserError, match="lacks required field 'unit'"):
         lutmod.parse(doc, "edited.json")
+
+
+def test_build_writes_the_shipped_file_of_its_method_and_every_name_of_it(tmp_path, monkeypatch, capsys):
+    """``lut build`` without --out: the analytical Cortex-M7 table goes to analytical/cortex-m7.json (the
+    cortex-m7-analytical name), not over the emulated cortex-m7.json; a file two names share (cortex-m7 and
+    cortex-m7-emulated) gets its new checksum under both. Run on a copy of lut_assets/."""
+    import shutil
+
+    from pipeline.cli import main
+    from pipeline.commands.lut_tools import _default_method
+
+    root = tmp_path / "lut_assets"
+    shutil.copytree(lutmod.assets_dir(), root, ignore=shutil.ignore_patterns("*.png", "*.jsonl", "*.md"))
+    monkeypatch.setattr(lutmod, "assets_dir", lambda: root)
+    before = lutmod.manifest()["luts"]
+    assert main(["lut", "build", "--device", "cortex-m7", "--method", "analytical", "--limit", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["file"] == str(root / "analytical" / "cortex-m7.json") and r["entries"] == 3
+    after = lutmod.manifest()["luts"]
+    assert after.pop("cortex-m7-analytical") == {"device": "cortex-m7", "file": "analytical/cortex-m7.json",
+                                                 "sha256": r["sha256"]}
+    before.pop("cortex-m7-analytical")
+    assert after == before   # the emulated cortex-m7 and every other name untouched
+    assert len(lutmod.load_device("cortex-m7-analytical").entries) == 3
+    assert lutmod.load_device("cortex-m7").metadata["method"] == "emulated"
+    # without --method: the emulated core's method and its shipped file
+    assert (_default_method("cortex-m7"), _default_method("riscv"), _default_method("cortex-a53"),
+            _default_method("host-tflm")) == ("emulated", "emulated", "analytical", "measured")
+    assert lutmod.shipped_file("cortex-m7", "emulated") == root / "cortex-m7.json"
+    assert lutmod.shipped_file("cortex-a53", "analytical") == root / "cortex-a53.json"
+    lutmod.update_manifest("cortex-m7", root / "cortex-m7.json", "0" * 64)
+    luts = lutmod.manifest()["luts"]
+    assert luts["cortex-m7"]["sha256"] == luts["cortex-m7-emulated"]["sha256"] == "0" * 64
+    with pytest.raises(UserError, match="not under"):
+        lutmod.update_manifest("cortex-m7", tmp_path / "elsewhere.json", "0" * 64)
+
+
+def test_an_alias_is_its_device_everywhere():
+    """cortex-m7, cortex-m7-emulated and cortex-m7-analytical are one device: one runtime footprint, one
+    emulated core; names not in the manifest are themselves."""
+    from deploy.emulate import target_for_device
+    from edgenas_keras.validate import runtime_footprint
+
+    for name in ("cortex-m7", "cortex-m7-emulated", "cortex-m7-analytical"):
+        assert lutmod.device_of(name) == "cortex-m7" and target_for_device(name) == "cortex-m7"
+        assert runtime_footprint(name) == runtime_footprint("cortex-m7")
+    assert lutmod.device_of("riscv-analytical") == "riscv" and target_for_device("riscv-analytical") == "riscv32"
+    assert lutmod.device_of("myboard") == "myboard" and target_for_device("cortex-a53") is None
