@@ -120,8 +120,16 @@ def test_validate_emulated_needs_a_table_with_a_fit():
 @pytest.mark.slow
 def test_validate_reports_the_emulated_latency_and_refuses_a_model_over_budget_on_the_core(tmp_path):
     require_target("cortex-m7")
-    common = ["--device", "cortex-m7", "--clock-mhz", "216", "--sram-kb", "4096", "--flash-kb", "4096",
-              "--min-accuracy", "0", "--json"]
+    common = ["--clock-mhz", "216", "--sram-kb", "4096", "--flash-kb", "4096", "--min-accuracy", "0", "--json"]
+    # The shipped cortex-m7 table was timed on this core and fitted to the same anchor: its sum and the run
+    # agree (issue 13's goal for a table: within 3%).
+    r = _cli("validate", str(PERSON), "--latency-ms", "10000", "--device", "cortex-m7", *common)
+    doc = json.loads(r.stdout)
+    lut_ms, emu = doc["checks"]["latency"]["figure"], doc["checks"]["latency_emulated"]
+    assert emu["figure"] == pytest.approx(PERSON_F746_MS, abs=0.01) and lut_ms == pytest.approx(emu["figure"],
+                                                                                               rel=0.03)
+    # The analytical table's sum is another figure than the run's: the two checks can disagree.
+    common = ["--device", "cortex-m7-analytical", *common]
     r = _cli("validate", str(PERSON), "--latency-ms", "10000", *common)
     doc = json.loads(r.stdout)
     lut_ms, emu = doc["checks"]["latency"]["figure"], doc["checks"]["latency_emulated"]
