@@ -73,7 +73,7 @@ class SpaceConfig:
 
 @dataclass(frozen=True)
 class LutConfig:
-    device: str = "cortex-m7"  # a shipped LUT by name ...
+    device: str = "cortex-m7"  # a shipped LUT by name (`edgenas lut list`; cortex-m7-analytical ...) ...
     file: str = ""  # ... or a user's LUT file (then device only names the push folder)
     clock_mhz: float = 0.0  # 0: the LUT's own clock
 
@@ -336,6 +336,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     if not 0.0 <= cfg.budgets.min_accuracy <= 1.0:
         _fail(s, "budgets.min_accuracy", f"must be a fraction in [0, 1], got {cfg.budgets.min_accuracy}")
     if not cfg.lut.file:  # a shipped device: its documented TFLM runtime shares the flash budget
+        from edgenas_keras.lut import device_of
         from edgenas_keras.validate import runtime_footprint
 
         try:
@@ -344,7 +345,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
             runtime = 0
         if cfg.budgets.flash_bytes <= runtime:
             _fail(s, "budgets.flash_bytes", f"{cfg.budgets.flash_bytes} leaves no room for the model next to "
-                  f"the TFLM runtime ({runtime} bytes on {cfg.lut.device}); it counts model + runtime")
+                  f"the TFLM runtime ({runtime} bytes on {device_of(cfg.lut.device)}); it counts model + runtime")
     from edgenas_keras.search import search_config_from
 
     budgets = cfg.search_budgets()

@@ -41,6 +41,9 @@ CASES = [
     ({"lut": {"clock_mhz": "fast"}}, "lut.clock_mhz", "must be a number"),
     ({"lut": {"clock_mhz": -480}}, "lut.clock_mhz", "must be >= 0"),
     ({"lut": {"device": "cortex-m77", "file": ""}}, "lut.device", "did you mean cortex-m7?"),
+    # a shipped alias is its device: the Cortex-M7's documented TFLM runtime (64 KiB) shares the flash budget
+    ({"lut": {"device": "cortex-m7-analytical", "file": ""}, "budgets": {"flash_bytes": 65536}},
+     "budgets.flash_bytes", "the TFLM runtime (65536 bytes on cortex-m7)"),
     # budgets
     ({"budgets": {"latency": 4.0}}, "budgets.latency", "did you mean latency_ms?"),
     ({"budgets": {"sram_bytes": "192k"}}, "budgets.sram_bytes", "must be an integer"),
@@ -112,12 +115,20 @@ def test_valid_files_load_with_their_values(tmp_path):
     assert isinstance(cfg.search["tau_end"], float) and cfg.train["warmup_epochs"] == 0.0
     default = load()
     assert default.name == "edgenas-vww" and default.search["epochs"] == 3 and default.train["epochs"] == 15
+    # the main job prices with the shipped Cortex-M7 table, the one timed on the emulated core
+    assert default.lut.device == "cortex-m7" and not default.lut.file
+    from edgenas_keras.lut import load_device
+
+    assert load_device(default.lut.device).metadata["method"] == "emulated"
+    for name in ("cortex-m7-emulated", "cortex-m7-analytical"):   # older configs' name; the cycle model
+        assert load(write(tmp_path, {"lut": {"device": name, "file": ""}})).lut.device == name
     from pathlib import Path
 
     import pipeline
 
     coco = load(Path(pipeline.__file__).parent / "configs" / "coco_kubeflow.yaml")
     assert coco.data.source == "coco" and len(coco.data.images) == 2
+    assert (coco.lut.device, coco.lut.clock_mhz) == ("cortex-m7", 480.0)
 
 
 def test_run_time_values_and_their_checks_in_the_components():
