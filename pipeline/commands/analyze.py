@@ -2,8 +2,9 @@
 
 Works on models nobody on this team trained: the file is parsed to an ``OpGraph``
 (``edgenas_keras.tflite_model``), each operator of subgraph 0 (the one TFLM runs; the others are listed)
-priced from the device's LUT (an analytical table prices any
-shape; a measured table lacking a key is an error unless ``--allow-estimate``), peak SRAM from the
+priced from the device's LUT (an analytical table such as ``cortex-m7-analytical`` prices any
+shape; a measured or emulated table, such as the shipped ``cortex-m7``, lacking a key is an error unless
+``--allow-estimate``), peak SRAM from the
 foundation's planner with the device's kernel-library scratch, the arena measured on this host by
 bisection (``tflm.min_arena_bytes``, done first: a model TFLM cannot prepare is refused with TFLM's own
 reason), and flash as the flatbuffer's size. Where the device has an emulated core (cortex-m4, cortex-m7,
@@ -30,11 +31,14 @@ def register(sub) -> None:
                        "outside the flatbuffer (buffer offset/size) are refused.")
     p.add_argument("model", metavar="MODEL.tflite")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
+    g.add_argument("--device", help="a shipped LUT by name (see `edgenas lut list`): cortex-m7 is timed on the "
+                   "emulated core and lists the search space's and the reference models' keys; "
+                   "cortex-m7-analytical (also cortex-m4-, riscv-analytical) prices any shape")
     g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1)")
     p.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
     p.add_argument("--allow-estimate", action="store_true",
-                   help="price keys a measured LUT lacks with a scaled analytical estimate (with a warning)")
+                   help="price keys a measured or emulated LUT lacks with a scaled analytical estimate (with a "
+                   "warning)")
     p.add_argument("--no-arena", action="store_true", help="skip the host arena bisection and the emulated "
                    "arena (the model on the device's core in QEMU, where it has one; faster)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
