@@ -34,7 +34,8 @@ def register_lut_subcommands(lsub) -> None:
                         "table; for the other MCU devices lut_assets/analytical/<device>.json, shipped as "
                         "<device>-analytical).")
     b.add_argument("--device", required=True,
-                   help="host-tflm | cortex-m4 | cortex-m7 | cortex-m33 | riscv | cortex-a53")
+                   help="host-tflm | cortex-m4 | cortex-m7 | cortex-m33 | riscv | cortex-a53 (or a shipped alias: "
+                   "cortex-m7-analytical is --device cortex-m7 --method analytical)")
     b.add_argument("--method", choices=("measured", "analytical", "emulated"),
                    help="default: with --model and an existing --out, that table's method; else measured for "
                    "host-tflm, emulated for cortex-m4, cortex-m7, cortex-m33 and riscv, analytical for "
@@ -177,6 +178,13 @@ def cmd_build(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras import lut_build, lut_models
 
+    name, args.device = args.device, lutmod.device_of(args.device)
+    if name != args.device:   # a shipped alias (cortex-m7-analytical): its device, and its table's method
+        alias_method = lutmod.load_device(name).metadata["method"]
+        if args.method and args.method != alias_method:
+            raise UserError(f"{name} is the {alias_method} table of {args.device}; for its {args.method} table "
+                            f"give --device {args.device} --method {args.method}")
+        args.method = alias_method
     method = args.method or (lutmod.load(args.out).metadata.get("method")
                              if args.model and args.out and Path(args.out).is_file() else None) \
         or _default_method(args.device)

@@ -169,6 +169,13 @@ def test_build_writes_the_shipped_file_of_its_method_and_every_name_of_it(tmp_pa
     assert after == before   # the emulated cortex-m7 and every other name untouched
     assert len(lutmod.load_device("cortex-m7-analytical").entries) == 3
     assert lutmod.load_device("cortex-m7").metadata["method"] == "emulated"
+    # the alias names the device and the method: the same file again
+    assert main(["lut", "build", "--device", "cortex-m7-analytical", "--limit", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["device"], r["method"], r["file"]) == ("cortex-m7", "analytical", str(root / "analytical" / "cortex-m7.json"))
+    assert lutmod.manifest()["luts"]["cortex-m7-analytical"]["sha256"] == r["sha256"]
+    assert main(["lut", "build", "--device", "cortex-m7-analytical", "--method", "emulated"]) == 2
+    assert "give --device cortex-m7 --method emulated" in capsys.readouterr().err
     # without --method: the emulated core's method and its shipped file
     assert (_default_method("cortex-m7"), _default_method("riscv"), _default_method("cortex-a53"),
             _default_method("host-tflm")) == ("emulated", "emulated", "analytical", "measured")
