@@ -53,6 +53,10 @@ def run(args) -> int:
     extra = {"labels": [s.strip() for s in args.labels.split(",")]} if args.labels else None
     rng = _input_range(args.input_range) if args.input_range is not None else None
     target_arena, note = None, None
+    if args.device:   # a shipped LUT alias (cortex-m7-analytical, cortex-m7-emulated) is its device
+        from edgenas_keras.lut import device_of
+
+        args.device = device_of(args.device)
     if args.device and not args.host_arena:
         from deploy.emulate import measured_footprint
         from edgenas_keras.tflm import require_prepares

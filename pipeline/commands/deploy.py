@@ -90,9 +90,10 @@ def cmd_push(args) -> int:
 
     from deploy.push import PushVerificationError, push_bundle
     from edgenas_keras.errors import UserError
+    from edgenas_keras.lut import device_of
 
-    try:
-        result = push_bundle(args.bundle, args.dest, args.model_name, args.device)
+    try:   # a shipped LUT alias (cortex-m7-analytical) pushes under its device's folder
+        result = push_bundle(args.bundle, args.dest, args.model_name, device_of(args.device))
     except (OSError, GoogleAPICallError, PushVerificationError) as exc:
         raise UserError(
             f"push of {args.bundle} to {args.dest} failed ({exc}); LATEST is unchanged and no partial version "

@@ -199,3 +199,20 @@ def test_an_alias_is_its_device_everywhere():
         assert runtime_footprint(name) == runtime_footprint("cortex-m7")
     assert lutmod.device_of("riscv-analytical") == "riscv" and target_for_device("riscv-analytical") == "riscv32"
     assert lutmod.device_of("myboard") == "myboard" and target_for_device("cortex-a53") is None
+
+
+def test_an_alias_bundles_and_pushes_as_its_device(tmp_path, capsys):
+    """``bundle --device`` and ``push --device`` take a LUT name too: the manifest and the push folder say the
+    device, so a model priced with cortex-m7-emulated lands where one priced with cortex-m7 does."""
+    from pipeline.cli import main
+
+    person = MLPERF.parent / "tflm_person_detect.tflite"
+    out = tmp_path / "b"
+    assert main(["bundle", str(person), "--out", str(out), "--device", "cortex-m7-emulated", "--host-arena",
+                 "--json"]) == 0
+    capsys.readouterr()
+    assert json.loads((out / "manifest.json").read_text())["device"] == "cortex-m7"
+    assert main(["push", str(out), "--dest", str(tmp_path / "dest"), "--model-name", "pd", "--device",
+                 "cortex-m7-analytical", "--json"]) == 0
+    capsys.readouterr()
+    assert [p.name for p in (tmp_path / "dest" / "pd").iterdir()] == ["cortex-m7"]
