@@ -686,7 +686,8 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
                  "val_ce": float(np.mean(ce_vals)) if ce_vals else None,
                  "expected_latency_ms": float(e[0]), "expected_sram_bytes": float(e[1]),
                  "expected_flash_bytes": float(e[2]), "mu": float(mults[0]), "nu": float(mults[1]),
-                 "flash_mult": float(mults[2]), "alpha": net.alpha.numpy().round(5).tolist(),
+                 "flash_mult": float(mults[2]), "alpha_entropy": block_entropy(p.numpy()),
+                 "alpha": net.alpha.numpy().round(5).tolist(),
                  "probs": p.numpy().round(5).tolist(), "seconds": round(time.time() - t0, 1)}
         history.append(entry)
         _write_json(out / "history.json", history)
@@ -698,6 +699,15 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
             on_epoch_end(epoch)
     writer.flush()
     return net.probs().numpy(), history
+
+
+def block_entropy(probs) -> list[float]:
+    """Entropy of the architecture distribution per block, in nats: ``probs`` is the (blocks, factors, L)
+    softmax of alpha (illegal choices at probability 0); a block's factors are independent, so its entropy is
+    the sum of its factors' entropies (0 = one choice certain; the uniform distribution over the block's
+    legal choices is the maximum). Recorded per epoch in ``history.json`` as ``alpha_entropy``."""
+    p = np.asarray(probs, dtype=np.float64)
+    return [round(float(v), 5) for v in -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).sum(-1)]
 
 
 def _entropy(probs) -> float:

@@ -42,12 +42,15 @@ command -v qemu-system-arm >/dev/null 2>&1 || need_pkgs+=(qemu-system-arm)
 command -v riscv64-unknown-elf-gcc >/dev/null 2>&1 || need_pkgs+=(gcc-riscv64-unknown-elf)
 [[ -d /usr/lib/picolibc/riscv64-unknown-elf ]] || need_pkgs+=(picolibc-riscv64-unknown-elf)
 command -v qemu-system-riscv32 >/dev/null 2>&1 || need_pkgs+=(qemu-system-misc)
+# headless Chromium renders `edgenas report`'s HTML in tests/test_report.py (screenshot and DOM)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_pkgs+=(chromium)
+[[ -d /usr/share/fonts/truetype/dejavu ]] || need_pkgs+=(fonts-dejavu-core)   # its text, on a slim image
 if (( ${#need_pkgs[@]} )); then
   if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
     echo "setup: installing ${need_pkgs[*]} (apt)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   else
-    echo "setup: missing ${need_pkgs[*]}: install them (Debian/Ubuntu: sudo apt-get install ${need_pkgs[*]}); without them \`edgenas emulate\` exits 2 and the firmware tests skip" >&2
+    echo "setup: missing ${need_pkgs[*]}: install them (Debian/Ubuntu: sudo apt-get install ${need_pkgs[*]}); without them \`edgenas emulate\` exits 2 and the firmware and report-rendering tests skip" >&2
   fi
 fi
 .venv/bin/uv pip sync --python .venv/bin/python -q requirements.lock

@@ -73,6 +73,10 @@ def test_local_run_pushes_then_caches_then_refuses(tmp_path, capfd):
     assert set(states(first)) == COMPONENTS and set(states(first).values()) == {"complete"}
     bundle = assert_pushed(first, out)
     assert (out / "config.resolved.yaml").is_file()
+    report = out / "report.html"   # the run's HTML report, named by the summary (tests/test_report.py renders one)
+    assert first["report"] == str(report)
+    html = report.read_text()
+    assert first["arch"] in html and f"{first['latency_ms']:,.3f} ms" in html and "<script" not in html
     pre = json.loads((bundle / "manifest.json").read_text())["preprocessing"]
     assert pre["known"] and pre["formula"] == "x = pixel / 127.5 - 1" and pre["labels"] == ["no_person", "person"]
     assert "`x = pixel / 127.5 - 1`" in (bundle / "README.md").read_text()
@@ -90,6 +94,7 @@ def test_local_run_pushes_then_caches_then_refuses(tmp_path, capfd):
     assert set(s.values()) == {"cached"}, s  # the accuracy floor does not re-run search or training
     assert refused["blessed"] is False and refused["failed_budgets"] == ["accuracy"]
     assert refused["bundle_dir"] is None
+    assert refused["report"] == str(report) and "not blessed" in report.read_text()
     versions = [p for p in bundle.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert versions == [bundle]  # nothing new pushed; LATEST still points at the blessed one
     assert json.loads((bundle.parent / "LATEST").read_text())["uri"] == str(bundle)
