@@ -289,6 +289,34 @@ def _at_least(source: str, where: str, value, low, why: str = "") -> None:
         _fail(source, where, f"must be >= {low}{why}, got {value!r}")
 
 
+def _lut_covers_space(cfg: PipelineConfig, s: str) -> None:
+    """A shipped table that lists its keys (measured, or timed on the emulated core) must list every operator
+    of the space at the model resolution, or the search would stop on the first missing key after ingest;
+    refused here with the ways out. A space that does not load is reported where it is loaded."""
+    from edgenas_keras.lut import device_of, load_device, shipped_devices
+    from edgenas_keras.ops import reachable_keys
+    from edgenas_keras.space import SearchSpace
+
+    try:
+        space = SearchSpace.load(cfg.space.file or None)
+        if cfg.space.resolution:
+            space = space.with_resolution(cfg.space.resolution)
+        keys = reachable_keys(space)
+    except (OSError, ValueError, UserError):
+        return
+    table = load_device(cfg.lut.device)
+    miss = table.missing(keys)
+    if miss:
+        device = device_of(cfg.lut.device)
+        alias = f"{device}-analytical"
+        any_shape = f"lut.device {alias} (the analytical table, any shape), " if alias in shipped_devices() else ""
+        _fail(s, "lut.device", f"{cfg.lut.device} ({table.metadata['method']}: it lists its keys only) lacks "
+              f"{len(miss)} of the {len(keys)} operator keys of the space at {space.resolution} px (e.g. {miss[0]}); "
+              f"use the resolution it was built for (the shipped tables: 96), {any_shape}or time them into a table "
+              f"of your own: edgenas lut build --device {device} --resolution {space.resolution} --out FILE, then "
+              "lut.file: FILE")
+
+
 def validate(cfg: PipelineConfig) -> PipelineConfig:
     """Ranges and cross-field checks of every section; returns ``cfg`` unchanged or raises UserError
     naming the file and the dotted field."""
@@ -330,6 +358,7 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
             close = difflib.get_close_matches(cfg.lut.device, shipped, n=1)
             hint = f"did you mean {close[0]}?" if close else "or give lut.file"
             _fail(s, "lut.device", f"{cfg.lut.device!r} is not a shipped LUT (shipped: {', '.join(shipped)}; {hint})")
+        _lut_covers_space(cfg, s)
     _at_least(s, "lut.clock_mhz", cfg.lut.clock_mhz, 0, " (0: the LUT's own clock)")
     for name in ("latency_ms", "sram_bytes", "flash_bytes"):
         _positive(s, f"budgets.{name}", getattr(cfg.budgets, name))

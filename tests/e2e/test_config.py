@@ -41,6 +41,11 @@ CASES = [
     ({"lut": {"clock_mhz": "fast"}}, "lut.clock_mhz", "must be a number"),
     ({"lut": {"clock_mhz": -480}}, "lut.clock_mhz", "must be >= 0"),
     ({"lut": {"device": "cortex-m77", "file": ""}}, "lut.device", "did you mean cortex-m7?"),
+    # a shipped table that lists its keys (timed on the emulated core) lacks a 64 px space's: refused at load
+    ({"lut": {"device": "cortex-m7", "file": ""}, "space": {"resolution": 64}}, "lut.device",
+     "operator keys of the space at 64 px"),
+    ({"lut": {"device": "cortex-m7-emulated", "file": ""}, "space": {"resolution": 64}}, "lut.device",
+     "lut.device cortex-m7-analytical (the analytical table, any shape)"),
     # a shipped alias is its device: the Cortex-M7's documented TFLM runtime (64 KiB) shares the flash budget
     ({"lut": {"device": "cortex-m7-analytical", "file": ""}, "budgets": {"flash_bytes": 65536}},
      "budgets.flash_bytes", "the TFLM runtime (65536 bytes on cortex-m7)"),
@@ -121,7 +126,11 @@ def test_valid_files_load_with_their_values(tmp_path):
 
     assert load_device(default.lut.device).metadata["method"] == "emulated"
     for name in ("cortex-m7-emulated", "cortex-m7-analytical"):   # older configs' name; the cycle model
-        assert load(write(tmp_path, {"lut": {"device": name, "file": ""}})).lut.device == name
+        assert load(write(tmp_path, {"lut": {"device": name, "file": ""}, "space": {"resolution": 96}})
+                    ).lut.device == name
+    # the analytical table prices any shape: a 64 px space is fine
+    assert load(write(tmp_path, {"lut": {"device": "cortex-m7-analytical", "file": ""},
+                                 "space": {"resolution": 64}})).space.resolution == 64
     from pathlib import Path
 
     import pipeline
