@@ -98,6 +98,8 @@ def write_report(source: str | Path, out: str | Path | None = None) -> tuple[Pat
     from edgenas_keras.report import bench_report, read_json  # noqa: PLC0415
 
     src = Path(source)
+    if out is not None and Path(out).is_dir():
+        raise UserError(f"--out {out} is a folder: give the report's file name, e.g. {Path(out) / REPORT_FILE}")
     if not src.exists():
         raise UserError(f"{src} does not exist (give a run folder `edgenas run --output` wrote, or a benchmark "
                         "result: bench/results or its paper_tables.json)")
