@@ -488,14 +488,19 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
 # -- end-to-end check ------------------------------------------------------------------------------------------
 
 def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Path | None = None,
-                      progress: Callable[[str], None] | None = tb._stderr) -> tuple[dict, list[dict]]:
+                      progress: Callable[[str], None] | None = tb._stderr, jobs: int = 1) -> tuple[dict, list[dict]]:
     """Sample ``n`` architectures of ``space``, price each from ``table`` and run its int8 model end to end on
     the table's emulated core (``deploy.emulate``); measured ms = the run's cycles under the table's fit
-    (``lut_calibrate.fitted_cycles``: instructions by operator class x the fit's cycles per instruction) / clock. Returns ``lut_build.accuracy`` figures (plus ``cycles_per_instruction``) and the rows
-    (``arch``, ``predicted_ms``, ``measured_ms``, ``instructions``, ``instructions_by_class``). Resumable through ``rows_path`` like
-    ``validate_host``. ``UserError`` when the table carries no fit (only emulated tables do)."""
-    from deploy.emulate import emulate
-    from edgenas_keras.lut_build import accuracy, arch_int8_model, read_validation_rows
+    (``lut_calibrate.fitted_cycles``: instructions by operator class x the fit's cycles per instruction) /
+    clock. Returns ``lut_build.accuracy`` figures (plus ``cycles_per_instruction``) and the rows (``arch``,
+    ``predicted_ms``, ``measured_ms``, ``instructions``, ``instructions_by_class``, ``output_matches_host``).
+    Resumable through ``rows_path`` like ``validate_host``. ``jobs`` > 1 converts and runs that many
+    architectures at once in worker processes (the conversion dominates: about 30 s an architecture on an
+    idle core). ``UserError`` when the table carries no fit (only emulated tables do)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    from edgenas_keras.lut_build import accuracy, read_validation_rows
     from edgenas_keras.lut_calibrate import fitted_cycles, instructions_by_class
     from edgenas_keras.ops import arch_graph
     from edgenas_keras.space import encode
@@ -507,33 +512,54 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
         raise UserError(f"LUT {table.source} ({table.metadata.get('method')}) has no fitted cycles per instruction: "
                         f"--emulated validates emulated tables (edgenas lut build --device {table.device} "
                         "--method emulated)")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {jobs}")
     archs = space.sample(n, seed=seed)
     table.require(k for a in archs for k in arch_graph(space, a).keys)
+    tb.tflm_library(t, progress=progress)   # built once here, not by every worker
     # rows of an earlier fit format (no class split) cannot be re-priced under this fit: measured again
     done = {k: r for k, r in read_validation_rows(rows_path).items() if "instructions_by_class" in r}
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="edgenas-lut-validate-") as tmp:
-        for i, arch in enumerate(archs):
-            name = encode(arch)
-            if name not in done:
-                path = Path(tmp) / f"arch{i}.tflite"
-                path.write_bytes(_arch_model(space, arch, seed + i, arch_int8_model))
-                r = emulate(path, t.name, progress=None)
-                by_class = instructions_by_class(r.per_op, r.instructions)
-                done[name] = {"arch": name, "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
-                              "measured_ms": fitted_cycles(table.metadata["fit"], r.instructions, by_class)
-                              / (table.clock_mhz * 1e3),
-                              "instructions": r.instructions, "instructions_by_class": by_class,
-                              "output_matches_host": r.output_matches_host}
-                if rows_path is not None:
-                    with open(rows_path, "a") as f:
-                        f.write(json.dumps(done[name]) + "\n")
-                if progress:
-                    progress(f"{i + 1}/{n}: {name}: LUT {done[name]['predicted_ms']:.2f} ms, emulated "
-                             f"{done[name]['measured_ms']:.2f} ms")
-            rows.append(done[name])
+    todo = [(i, arch) for i, arch in enumerate(archs) if encode(arch) not in done]
+
+    def record(i: int, arch, run: dict) -> None:
+        name = encode(arch)
+        by_class = instructions_by_class(run["per_op"], run["instructions"])
+        done[name] = {"arch": name, "predicted_ms": table.latency_ms(arch_graph(space, arch).keys),
+                      "measured_ms": fitted_cycles(table.metadata["fit"], run["instructions"], by_class)
+                      / (table.clock_mhz * 1e3),
+                      "instructions": run["instructions"], "instructions_by_class": by_class,
+                      "output_matches_host": run["output_matches_host"]}
+        if rows_path is not None:
+            with open(rows_path, "a") as f:
+                f.write(json.dumps(done[name]) + "\n")
+        if progress:
+            progress(f"{len(done)}/{n}: {name}: LUT {done[name]['predicted_ms']:.2f} ms, emulated "
+                     f"{done[name]['measured_ms']:.2f} ms")
+
+    if jobs == 1 or len(todo) < 2:
+        for i, arch in todo:
+            record(i, arch, _run_arch(space, arch, seed + i, t.name))
+    else:   # spawn, not fork: TensorFlow is loaded in this process
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_arch, space, arch, seed + i, t.name): (i, arch) for i, arch in todo}
+            for fut in as_completed(futures):
+                record(*futures[fut], fut.result())
+    rows = [done[encode(a)] for a in archs]
     stats = accuracy([r["predicted_ms"] for r in rows], [r["measured_ms"] for r in rows])
     return {**stats, "cycles_per_instruction": cpi}, rows
+
+
+def _run_arch(space, arch, seed: int, target: str) -> dict:
+    """One architecture of ``validate_emulated``: its int8 model (``_arch_model``, cached) run end to end on
+    ``target`` in QEMU; ``{instructions, per_op, output_matches_host}``. Top level so worker processes can run it."""
+    from deploy.emulate import emulate
+    from edgenas_keras.lut_build import arch_int8_model
+
+    with tempfile.TemporaryDirectory(prefix="edgenas-lut-validate-") as tmp:
+        path = Path(tmp) / "arch.tflite"
+        path.write_bytes(_arch_model(space, arch, seed, arch_int8_model))
+        r = emulate(path, target, progress=None)
+    return {"instructions": r.instructions, "per_op": r.per_op, "output_matches_host": r.output_matches_host}
 
 
 def _arch_model(space, arch, seed: int, build: Callable) -> bytes:

@@ -77,7 +77,10 @@ def register_lut_subcommands(lsub) -> None:
     v.add_argument("--measured", metavar="FILE", help="measured LUT of the same device to compare against")
     v.add_argument("--emulated", action="store_true", help="run each sampled architecture's int8 model end to "
                    "end on the device's emulated core (QEMU, `edgenas emulate`) and compare its instructions x "
-                   "the table's fitted cycles per instruction with the LUT's sum (emulated tables)")
+                   "the table's fit (cycles per instruction, operator-class factors) with the LUT's sum "
+                   "(emulated tables)")
+    v.add_argument("--jobs", type=int, default=1, metavar="N", help="with --emulated: convert and run N "
+                   "architectures at once (worker processes; default 1)")
     v.add_argument("--plot", metavar="PNG", help="scatter plot path (default: runs/<device>-validation.png)")
     v.add_argument("--rows", metavar="FILE", help="per-architecture rows (JSON lines), appended as they are "
                    "measured; a rerun with the same arguments resumes from them")
@@ -278,7 +281,7 @@ def cmd_validate(args) -> int:
     if args.emulated:
         from deploy.lut_emulated import validate_emulated
 
-        stats, rows = validate_emulated(space, table, args.samples, args.seed,
+        stats, rows = validate_emulated(space, table, args.samples, args.seed, jobs=args.jobs,
                                         rows_path=Path(args.rows) if args.rows else None,
                                         progress=None if args.json else lambda s: print(s, file=sys.stderr))
         against = (f"end-to-end runs on the emulated core (QEMU), instructions x {stats['cycles_per_instruction']:.4f} "

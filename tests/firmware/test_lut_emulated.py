@@ -93,7 +93,7 @@ def test_validate_emulated_compares_lut_sums_with_end_to_end_runs(tmp_path):
     out = tmp_path / "m7.json"
     build_emulated_lut("cortex-m7", keys, out, update_manifest=False, progress=None)
     plot, rows = tmp_path / "v.png", tmp_path / "rows.jsonl"
-    r = _cli("lut", "validate", "--lut", str(out), "--emulated", "--samples", "2", "--seed", "3",
+    r = _cli("lut", "validate", "--lut", str(out), "--emulated", "--samples", "2", "--seed", "3", "--jobs", "2",
              "--plot", str(plot), "--rows", str(rows), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)
