@@ -163,6 +163,12 @@ def _svg(fig, salt: str) -> str:
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1):
+    import logging  # noqa: PLC0415
+
+    # matplotlib's own notices (building its font cache on a fresh machine) are not the user's business
+    mpl_log = logging.getLogger("matplotlib")
+    if mpl_log.level == logging.NOTSET:
+        mpl_log.setLevel(logging.ERROR)
     from matplotlib.figure import Figure  # noqa: PLC0415  (no pyplot: no global state, no GUI backend)
 
     fig = Figure(figsize=(width, height), layout="constrained")
@@ -417,7 +423,7 @@ def per_operator_section(model_file: Path | None, lut_file: Path | None, validat
         ax.barh(y + height / 2, [emu_us.get(o["index"], 0) for o in ops], height=height, color="#ff7f0e",
                 label="emulated core (instructions x CPI / clock)")
     ax.set_yticks(y, [f"#{o['index']} {o['op']}" for o in ops], fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)   # the first operator on top, no empty band
     ax.set_xlabel("latency per operator (us)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
