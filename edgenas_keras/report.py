@@ -686,6 +686,10 @@ def _bench_networks(table: dict) -> list[dict]:
     return out
 
 
+def _network_like(v) -> bool:
+    return isinstance(v, dict) and "latency_ms" in v and ("accuracy_int8_mean" in v or "accuracy_int8" in v)
+
+
 def _scalar(v) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
@@ -719,9 +723,15 @@ def _bench_table_sections(key: str, table, prefix: str = "") -> list[Section]:
                 f"{_num(vs.get('mean_diff_points'), 2)} (95% CI {_num(vs.get('ci95_low'), 2)} .. "
                 f"{_num(vs.get('ci95_high'), 2)})")
         for k, v in table.items():
-            if k not in ("networks", "edgenas_vs_random") and _scalar(v):
+            if k not in ("networks", "edgenas_vs_random", "budget_ms") and _scalar(v):
                 sec.facts.setdefault(f"{key}_{k}", (k, _num(v, 4)))
         return [sec]
+    rows = [v for v in table.values() if isinstance(v, list) and v and all(_network_like(r) for r in v)]
+    if rows:   # e.g. table4: ablations as networks, beside the full search ("full")
+        full = table.get("full")
+        nets = ([{"name": "full", "kind": "edgenas", **full}] if _network_like(full) else []) + rows[0]
+        return _bench_table_sections(key, {**{k: v for k, v in table.items() if _scalar(v)}, "networks": nets},
+                                     prefix)
     sec = Section(key.replace(" ", "-"), title)
     subs = []
     for k, v in table.items():
@@ -759,6 +769,8 @@ def bench_report(tables: dict, source: str = "") -> Report:
         sections.append(head)
     for key in sorted(k for k in tables if k.startswith("table")):
         sections += _bench_table_sections(key, tables[key])
+    if isinstance(tables.get("data"), dict):   # the data set and its yardstick (smallest and largest networks)
+        sections += _bench_table_sections("data", tables["data"])
     t1 = tables["table1"]
     return Report(title="EdgeNAS benchmark", subtitle=f"table1: {t1.get('device', '-')} at "
                   f"{_ms(t1.get('budget_ms'))}; {len(t1.get('networks') or [])} networks",

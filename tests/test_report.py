@@ -209,7 +209,10 @@ def test_benchmark_report_draws_each_table_with_its_front_and_budget(tmp_path, c
     doc = {"command": "bench/paper_tables.py --test", "date": "2026-11-30", "machine": {"cores": 2},
            "table1": {"device": "cortex-m7", "budget_ms": budget, "networks": nets,
                       "edgenas_vs_random": {"mean_diff_points": 1.5, "ci95_low": 0.2, "ci95_high": 2.8}},
-           "table2": {"devices": [{"device": "cortex-m4", "budget_ms": budget * 2, "networks": nets[:2]}]}}
+           "table2": {"devices": [{"device": "cortex-m4", "budget_ms": budget * 2, "networks": nets[:2]}]},
+           "table4": {"device": "cortex-m7", "budget_ms": budget, "full": {k: nets[0][k] for k in (
+               "arch", "latency_ms", "accuracy_int8", "accuracy_int8_mean")},
+               "ablations": [{**n, "name": f"ablation-{n['name']}", "kind": "ablation"} for n in nets[3:]]}}
     bench = tmp_path / "results"
     bench.mkdir()
     (bench / "paper_tables.json").write_text(json.dumps(doc))
@@ -220,7 +223,8 @@ def test_benchmark_report_draws_each_table_with_its_front_and_budget(tmp_path, c
     dom, png = chromium(out, tmp_path)
     assert_picture(png)
     f = facts(dom)
-    assert dom.count("<svg") == 2   # table1, and table2's one device
+    assert dom.count("<svg") == 3   # table1, table2's one device, table4 (the full search and its ablations)
+    assert "ablation-net3" in dom and "ablation-net4" in dom
     assert f["budget_ms"] == f"{budget:,.3f} ms"
     pts = [(n["latency_ms"], n["accuracy_int8_mean"]) for n in nets]
     front = [nets[i]["name"] for i in pareto_front(pts)]
