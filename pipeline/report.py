@@ -62,6 +62,11 @@ def run_inputs(run_dir: str | Path, summary: dict | None = None):
     artifacts = summary.get("artifacts") or {}
     if not artifacts and (run_dir / METADATA_FILE).is_file():
         artifacts = _artifacts_from_mlmd(run_dir)
+    old_out = str(summary.get("output") or "")
+    if old_out and Path(old_out).resolve() != run_dir.resolve():
+        # a run folder copied or moved since (a CI artifact): its artifacts are under RUN_DIR now
+        artifacts = {k: str(run_dir / Path(v).relative_to(old_out)) if v and Path(v).is_relative_to(old_out) else v
+                     for k, v in artifacts.items()}
     search, model, blessing, lut = (_local(artifacts.get(k)) for k in ("search", "model", "blessing", "lut"))
     validation = blessing / "validation.json" if blessing and (blessing / "validation.json").is_file() else None
     # every model validated in this folder: the blessing artifacts beside this one (one per validator execution)

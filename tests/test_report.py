@@ -255,3 +255,18 @@ def test_a_folder_that_is_not_a_run_is_one_error_line_and_no_report(tmp_path, ca
     assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0] and not out.exists()
+
+
+def test_a_run_folder_moved_elsewhere_still_reports_its_artifacts(run_dir, tmp_path):
+    """A run folder copied away (a CI artifact): the summary's absolute artifact paths are re-rooted."""
+    moved = tmp_path / "copied-run"
+    shutil.copytree(run_dir["run"], moved)
+    summary = json.loads((moved / "summary.json").read_text())
+    gone = "/nonexistent/ci-workspace/run"   # where the run was written, no longer there
+    summary["output"] = gone
+    summary["artifacts"] = {k: v.replace(str(run_dir["run"]), gone) for k, v in summary["artifacts"].items()}
+    (moved / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(moved)]) == 0
+    html = (moved / "report.html").read_text()
+    assert "data-missing" not in html and html.count("<svg") == 4
+    assert 'data-fact="epochs">3<' in html
