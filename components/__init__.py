@@ -1,6 +1,7 @@
-"""TFX components of the EdgeNAS pipeline, and the two custom artifact types they exchange.
+"""TFX components of the EdgeNAS pipeline, and the custom artifact types they exchange.
 
-Why the types are reachable as ``components.LatencyTable`` and ``components.Architecture``: on Kubeflow
+Why the types are reachable as ``components.LatencyTable``, ``components.Architecture`` and
+``components.RunReportFile``: on Kubeflow
 Pipelines a custom artifact type is compiled into the pipeline spec with its ``TYPE_NAME`` as the schema
 title, which must match ``^[a-z][a-z0-9-_]{2,20}\\.[A-Z][a-zA-Z0-9-_]{2,49}$``, and the TFX container
 entrypoint imports that title as a Python class path to rebuild the artifact (DESIGN.md section 2).
@@ -14,7 +15,7 @@ The component modules (``components.example_gen``, ``components.search`` ...) ar
 artifacts and parameters to library calls.
 """
 
-_TYPES = ("LatencyTable", "Architecture")
+_TYPES = ("LatencyTable", "Architecture", "RunReportFile")
 
 
 def __getattr__(name: str):

@@ -19,3 +19,9 @@ class Architecture(Artifact):
     ``space.json`` (the search space it belongs to); custom property ``arch`` (the architecture string)."""
 
     TYPE_NAME = "components.Architecture"
+
+
+class RunReportFile(Artifact):
+    """A run's self-contained HTML report: ``report.html`` in the artifact's folder (``components.report``)."""
+
+    TYPE_NAME = "components.RunReportFile"

@@ -6,6 +6,7 @@
           +------------------------------------------------> QatTrainer <------ (architecture)
           +------------------------------------------------> BudgetValidator <- (model, LUT)
                                                               TfliteMicroPusher <- (blessing, model, ...)
+                                                              RunReport <- (search, model, blessing, LUT, push)
 
 The same object runs under LocalDagRunner and BeamDagRunner and compiles with KubeflowV2DagRunner, so it
 holds no Resolver nodes (they do not run on Kubeflow) and no FileBasedExampleGen (its driver does not
@@ -28,6 +29,7 @@ from tfx import v1 as tfx
 from components.example_gen import VwwExampleGen
 from components.lut_importer import LutImporter
 from components.pusher import TfliteMicroPusher
+from components.report import RunReport
 from components.search import SupernetSearch
 from components.trainer import QatTrainer
 from components.validator import BudgetValidator
@@ -120,6 +122,14 @@ def create_pipeline(
         device=device_of(config.lut.device),   # a LUT alias (cortex-m7-analytical) pushes under its device
         **budgets,
     )
+    report = RunReport(
+        architecture=search.outputs["architecture"],
+        model=trainer.outputs["model"],
+        blessing=validator.outputs["blessing"],
+        lut=lut_importer.outputs["lut"],
+        pushed_model=pusher.outputs["pushed_model"],
+        lut_file=config.lut.file,
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=config.name,
         pipeline_root=pipeline_root,
@@ -133,6 +143,7 @@ def create_pipeline(
             trainer,
             validator,
             pusher,
+            report,
         ],
         enable_cache=enable_cache,
         metadata_connection_config=(

@@ -125,10 +125,18 @@ def summary_artifacts(by_component: dict) -> dict:
     {"outputs": {key: [artifact]}}}``): ``{"search", "model", "blessing", "lut", "pushed"}`` -> URI."""
     wanted = {"search": ("SupernetSearch", "architecture"), "model": ("QatTrainer", "model"),
               "blessing": ("BudgetValidator", "blessing"), "lut": ("LutImporter", "lut"),
-              "pushed": ("TfliteMicroPusher", "pushed_model")}
+              "pushed": ("TfliteMicroPusher", "pushed_model"), "report": ("RunReport", "report")}
     out = {}
     for name, (component, key) in wanted.items():
         items = by_component.get(component, {}).get("outputs", {}).get(key, [])
         if items:
             out[name] = items[0].uri
     return out
+
+
+def report_file(by_component: dict) -> str | None:
+    """The path of the run's ``report.html`` (RunReport's artifact; rows as in ``summary_artifacts``), or
+    None when the run wrote none."""
+    uri = summary_artifacts(by_component).get("report")
+    path = _local(uri) / REPORT_FILE if _local(uri) else None
+    return str(path) if path is not None and path.is_file() else None

@@ -6,6 +6,7 @@ Output folder layout (``edgenas run --output OUT``)::
     OUT/metadata.sqlite        ML Metadata: executions, artifacts, the cache
     OUT/root/<Component>/...   artifacts (TFX pipeline root)
     OUT/pushed/...             pushed bundles (default push.dest)
+    OUT/root/RunReport/report/<id>/report.html   the run's report (``summary.json``'s ``report``)
     OUT/summary.json           written last: architecture, figures, blessing, bundle location
 
 Caching is on: a rerun with the same configuration finds every finished component in MLMD and reuses its
@@ -32,7 +33,7 @@ from pathlib import Path
 from edgenas_keras.errors import UserError
 from edgenas_keras.lut import device_of
 from pipeline.config import PipelineConfig, runtime_values, write_resolved
-from pipeline.report import summary_artifacts
+from pipeline.report import report_file, summary_artifacts
 
 # gRPC (loaded by TFX) logs an INFO line for every fork (TFLM arena probes fork); it reads this at start-up.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -149,25 +150,10 @@ def run(config: PipelineConfig, output: str | os.PathLike, runner: str = "local"
             raise user from None
         raise
     summary = build_summary(config, out, time.monotonic() - started)
-    summary["report"] = _write_report(out, summary)
     tmp = summary_path.with_name(SUMMARY_FILE + ".tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, summary_path)
     return summary
-
-
-def _write_report(out: Path, summary: dict) -> str | None:
-    """``OUT/report.html`` (pipeline/report.py), the run's report; its path, or None with a warning line when
-    it cannot be written (the run's artifacts and summary still are: ``edgenas report OUT`` retries)."""
-    from pipeline.report import write_run_report
-
-    try:
-        return str(write_run_report(out, summary=summary))
-    except Exception as exc:  # noqa: BLE001  (a report is not worth losing a finished run for)
-        (out / "report.html").unlink(missing_ok=True)   # an earlier run's report must not pass for this one's
-        print(f"warning: report.html not written ({type(exc).__name__}: {exc}); run `edgenas report {out}`",
-              file=sys.stderr, flush=True)
-        return None
 
 
 def bind_runtime_parameters(pipeline, values: dict):
@@ -287,6 +273,7 @@ def build_summary(config: PipelineConfig, out: Path, seconds: float) -> dict:
         "bundle_dir": _prop(pushed, "pushed_destination") if pushed and _prop(pushed, "pushed") == 1 else None,
         "components": [{"component": r["component"], "state": r["state"]} for r in rows],
         "artifacts": summary_artifacts(by_component),   # the folders `edgenas report` reads
+        "report": report_file(by_component),            # RunReport's report.html
         "seconds": round(seconds, 1),
         "output": str(out),
     }

@@ -1,7 +1,7 @@
 """``edgenas report RUN_DIR [--out report.html]``: a self-contained HTML report of a run or of the benchmark.
 
-RUN_DIR is a folder ``edgenas run --output`` wrote (it holds ``summary.json``; every run also writes
-``RUN_DIR/report.html`` itself), or a benchmark result: a folder holding ``paper_tables.json`` or that JSON
+RUN_DIR is a folder ``edgenas run --output`` wrote (it holds ``summary.json``; every run's RunReport
+component also writes the report as an artifact, ``summary.json``'s ``report``), or a benchmark result: a folder holding ``paper_tables.json`` or that JSON
 file. The file has everything inline (SVG figures, styles; no script, no network). Finding a run's files is
 ``pipeline/report.py``; the sections and figures are ``edgenas_keras/report.py``.
 """
@@ -17,7 +17,7 @@ def register(sub) -> None:
         help="a self-contained HTML report of a pipeline run or of the benchmark",
         description="Write one self-contained HTML file (inline SVG figures, no script, no network) about a "
         "pipeline run or a benchmark result. For a run (a folder `edgenas run --output` wrote; every run "
-        "writes RUN_DIR/report.html itself): the verdict against every budget; int8 accuracy against latency "
+        "also writes it as the RunReport artifact that summary.json's report names): the verdict against every budget; int8 accuracy against latency "
         "for every model validated in the folder, with the Pareto front and the latency budget; the search "
         "history (expected latency and memory against the search's budgets, the penalty multipliers, alpha's "
         "entropy per block); the final model's latency per operator (the LUT's price, and the emulated core's "

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
     p.add_argument("--output", default="runs/default", metavar="DIR",
-                   help="output folder: artifacts, metadata.sqlite, report.html (`edgenas report`), summary.json "
+                   help="output folder: artifacts (the run's report.html among them), metadata.sqlite, summary.json "
                    "(default runs/default)")
     p.add_argument("--runner", choices=["local", "beam"], default="local",
                    help="local: LocalDagRunner (default); beam: BeamDagRunner, multi-process DirectRunner")

@@ -67,7 +67,7 @@ def test_schema_name_image_and_root(compiled):
     assert images == {IMAGE}
     tasks = set(spec["root"]["dag"]["tasks"])
     assert tasks == {"VwwExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "LutImporter",
-                     "SupernetSearch", "QatTrainer", "BudgetValidator", "TfliteMicroPusher"}
+                     "SupernetSearch", "QatTrainer", "BudgetValidator", "TfliteMicroPusher", "RunReport"}
 
 
 def test_every_executor_and_artifact_type_imports(compiled):
@@ -79,7 +79,7 @@ def test_every_executor_and_artifact_type_imports(compiled):
     assert "components.search.SupernetSearch_Executor" in paths
     titles = set(re.findall(r"title: ([\w.-]+)", yaml.safe_dump(spec)))
     custom = {t for t in titles if not t.startswith("tfx.")}
-    assert custom == {"components.LatencyTable", "components.Architecture"}
+    assert custom == {"components.LatencyTable", "components.Architecture", "components.RunReportFile"}
     for path in paths + sorted(custom):
         mod, name = path.rsplit(".", 1)
         getattr(importlib.import_module(mod), name)

@@ -22,7 +22,7 @@ from pipeline.cli import main
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 COMPONENTS = {"VwwExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "LutImporter",
-              "SupernetSearch", "QatTrainer", "BudgetValidator", "TfliteMicroPusher"}
+              "SupernetSearch", "QatTrainer", "BudgetValidator", "TfliteMicroPusher", "RunReport"}
 
 
 # The forms of EdgeNAS's own progress lines on stderr: the run header, a component starting or done, a
@@ -73,8 +73,9 @@ def test_local_run_pushes_then_caches_then_refuses(tmp_path, capfd):
     assert set(states(first)) == COMPONENTS and set(states(first).values()) == {"complete"}
     bundle = assert_pushed(first, out)
     assert (out / "config.resolved.yaml").is_file()
-    report = out / "report.html"   # the run's HTML report, named by the summary (tests/test_report.py renders one)
-    assert first["report"] == str(report)
+    report = Path(first["report"])   # RunReport's artifact (tests/test_report.py renders a report in Chromium)
+    assert report.name == "report.html" and report.is_relative_to(out / "root" / "RunReport")
+    assert first["artifacts"]["report"] == str(report.parent)
     html = report.read_text()
     assert first["arch"] in html and f"{first['latency_ms']:,.3f} ms" in html and "<script" not in html
     pre = json.loads((bundle / "manifest.json").read_text())["preprocessing"]
@@ -91,10 +92,12 @@ def test_local_run_pushes_then_caches_then_refuses(tmp_path, capfd):
     refused = run_cli(capsys, strict, out)
     s = states(refused)
     assert s.pop("BudgetValidator") == "complete" and s.pop("TfliteMicroPusher") == "complete"
+    assert s.pop("RunReport") == "complete"
     assert set(s.values()) == {"cached"}, s  # the accuracy floor does not re-run search or training
     assert refused["blessed"] is False and refused["failed_budgets"] == ["accuracy"]
     assert refused["bundle_dir"] is None
-    assert refused["report"] == str(report) and "not blessed" in report.read_text()
+    assert refused["report"] != first["report"] and "not blessed" in Path(refused["report"]).read_text()
+    assert again["report"] == first["report"]   # cached: the same report
     versions = [p for p in bundle.parent.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert versions == [bundle]  # nothing new pushed; LATEST still points at the blessed one
     assert json.loads((bundle.parent / "LATEST").read_text())["uri"] == str(bundle)
