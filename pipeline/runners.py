@@ -303,6 +303,7 @@ def summary_table(summary: dict) -> str:
         ("flash", fig("flash_bytes", "B", "flash_bytes")),
         ("blessed", verdict),
         ("bundle", summary.get("bundle_dir") or "not pushed"),
+        ("report", summary.get("report") or "-"),
         ("components", states),
         ("wall time", f"{summary['seconds']:.0f} s"),
     ]
