@@ -703,8 +703,8 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
 
 def block_entropy(probs) -> list[float]:
     """Entropy of the architecture distribution per block, in nats: ``probs`` is the (blocks, factors, L)
-    softmax of alpha (illegal choices at probability 0); a block's factors are independent, so its entropy is
-    the sum of its factors' entropies (0 = one choice certain; the uniform distribution over the block's
+    ``softmax(alpha / tau)`` the search samples from (illegal choices at probability 0); a block's factors
+    are independent, so its entropy is the sum of its factors' entropies (0 = one choice certain; the uniform distribution over the block's
     legal choices is the maximum). Recorded per epoch in ``history.json`` as ``alpha_entropy``."""
     p = np.asarray(probs, dtype=np.float64)
     return [round(float(v), 5) for v in -(p * np.log(np.clip(p, 1e-12, 1))).sum(-1).sum(-1)]
