@@ -23,8 +23,6 @@ import yaml
 
 from pipeline.cli import main
 
-pytestmark = pytest.mark.slow
-
 CHROMIUM = next((c for c in ("chromium", "chromium-browser", "google-chrome") if shutil.which(c)), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed "
                                     "(scripts/setup.sh installs Debian's chromium as root)")
@@ -129,6 +127,7 @@ def run_dir(tmp_path_factory):
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_run_report_renders_every_figure_with_the_runs_numbers(run_dir, tmp_path, capsys):
     from edgenas_keras.cost import graph_latency_ms
     from edgenas_keras.report import pareto_front
@@ -187,6 +186,7 @@ def test_run_report_renders_every_figure_with_the_runs_numbers(run_dir, tmp_path
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_benchmark_report_draws_each_table_with_its_front_and_budget(tmp_path, capsys):
     from lut_fixtures import fixture_lut
 
@@ -257,6 +257,7 @@ def test_a_folder_that_is_not_a_run_is_one_error_line_and_no_report(tmp_path, ca
     assert len(err) == 1 and "does not exist" in err[0] and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_run_folder_moved_elsewhere_still_reports_its_artifacts(run_dir, tmp_path):
     """A run folder copied away (a CI artifact): the summary's absolute artifact paths are re-rooted."""
     moved = tmp_path / "copied-run"
