@@ -191,8 +191,8 @@ def fits_all(pricer, arch: Arch) -> bool:
     return pricer.violation(pricer.space.to_indices(arch)) == 0
 
 
-def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int = 20
-                   ) -> Iterator[tuple[Arch, int]]:
+def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int = 20,
+                   max_proposals: int = 2_000_000) -> Iterator[tuple[Arch, int]]:
     """Architectures with latency in [lo * B, B] that meet every budget, in a fixed order for ``seed``;
     yields (architecture, architectures priced so far).
 
@@ -200,10 +200,12 @@ def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int =
     percentile is about 3x the main budget), so this is a random walk: start at the cheapest architecture,
     propose a change of one factor of one block (uniform over blocks, factors that apply, and other choices;
     a block leaving skip draws its other factors uniformly), accept a proposal that meets every budget and is
-    in the window, or, while the walk is still below the window, is slower than the current one. Inside the
+    in the window, or, while the walk is still below the window, is slower than the current one (or, one
+    time in ten, any proposal that meets the budgets: a way out of a dead end). Inside the
     window the walk's stationary distribution is close to uniform over the window's architectures (the
     proposal is symmetric except around skip). Samples are taken every ``thin`` proposals after ``burn_in``
-    proposals inside the window."""
+    proposals inside the window. ``UserError`` after ``max_proposals`` without a sample (an empty window)."""
+    from edgenas_keras.errors import UserError
     from edgenas_keras.search import cheapest_indices
     from edgenas_keras.space import FACTORS
 
@@ -220,7 +222,11 @@ def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int =
         elif op == "dws":
             row[FACTORS.index("expansion")] = 0
 
+    last_yield = 0
     while True:
+        if priced - last_yield > max_proposals:
+            raise UserError(f"no architecture of {space.name} found with latency in [{lo * budget:.4g}, "
+                            f"{budget:.4g}] ms meeting every budget after {max_proposals} proposals")
         i = int(rng.integers(space.num_blocks))
         slot = space.slots[i]
         op = slot.choices["op"][idx[i, 0]]
@@ -238,12 +244,13 @@ def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int =
         priced += 1
         ms = pricer.latency(cand)
         in_window = lo * budget <= ms <= budget
-        climbing = lat < lo * budget and lat < ms <= budget
+        climbing = lat < lo * budget and ms <= budget and (ms > lat or rng.random() < 0.1)
         if (in_window or climbing) and pricer.violation(cand) == 0:
             idx, lat = cand, ms
         if lo * budget <= lat <= budget:
             inside += 1
             if inside > burn_in and (inside - burn_in) % thin == 0:
+                last_yield = priced
                 yield space.from_indices(idx), priced
 
 
