@@ -410,28 +410,31 @@ def schedule(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--scale", choices=sorted(SCALES), default="smoke")
+    ap.add_argument("--scale", choices=sorted(SCALES), default="smoke",
+                    help="smoke: minutes, plumbing only (2 seeds, 32 px, 1+1 epochs, cortex-m7); full: the paper "
+                         "protocol (3 seeds, 96 px, 15+2 epochs, 5 devices, 5 hand networks, 4 ablations)")
     ap.add_argument("--out", help="write the JSON here (atomically)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "paper_tables"),
                     help="keeps every trained network and search, reused on a rerun (default runs/paper_tables)")
     ap.add_argument("--tables", default="1,2,3,4", help="which tables (Table 1 is always run: the others use it)")
     ap.add_argument("--seeds", help="comma-separated training seeds (full: 0,1,2)")
-    ap.add_argument("--images", type=int)
-    ap.add_argument("--eval-fraction", type=float)
-    ap.add_argument("--train-epochs", type=int)
-    ap.add_argument("--qat-epochs", type=int)
+    ap.add_argument("--images", type=int, help="synthetic images drawn (full: 6000)")
+    ap.add_argument("--eval-fraction", type=float, help="share of them in the eval split (full: 0.35)")
+    ap.add_argument("--train-epochs", type=int, help="float retraining epochs (full: 15)")
+    ap.add_argument("--qat-epochs", type=int, help="QAT fine-tune epochs (full: 2)")
     ap.add_argument("--train-resolution", type=int, help="retraining input side (default: the space's, 96)")
     ap.add_argument("--search-epochs", type=int)
     ap.add_argument("--search-steps", type=int, help="weight steps per search epoch")
     ap.add_argument("--proxy-steps", type=int, help="random search: training steps per candidate")
-    ap.add_argument("--hil-archs", type=int)
+    ap.add_argument("--hil-archs", type=int, help="Table 3: architectures timed the HIL way (full: 5)")
     ap.add_argument("--yardstick-seeds", type=int, help="seeds for the smallest/largest yardstick networks")
     ap.add_argument("--devices", help=f"Table 2 devices (full: {','.join(DEVICES)})")
     ap.add_argument("--hand", help=f"hand-designed networks (full: {','.join(bm.HAND_DESIGNED)})")
     ap.add_argument("--ablations", help=f"Table 4 ablations (full: {','.join(ABLATIONS)})")
     ap.add_argument("--budget-ms", type=float, default=MAIN["budgets"]["latency_ms"], help="main budget (45)")
     ap.add_argument("--tight-ms", type=float, help="the tighter Table 1 budget (default 0.6 x the main one)")
-    ap.add_argument("--tight", dest="tight", action="store_true", default=None)
+    ap.add_argument("--tight", dest="tight", action="store_true", default=None,
+                    help="also Table 1 at the tighter budget (full's default)")
     ap.add_argument("--no-tight", dest="tight", action="store_false")
     ap.add_argument("--emulated", dest="emulated", action="store_true", default=None,
                     help="SRAM, flash and a latency from the model run on the emulated core (full's default)")
