@@ -82,6 +82,8 @@ from edgenas_keras.space import FACTORS, Arch, SearchSpace
 KB = 1024  # budgets in kB are KiB: 1 kB = 1024 bytes
 VAL_SALT = "search-val"
 PROXIES = ("lut", "macs")
+STRATEGIES = ("differentiable", "evolution")
+DERIVATIONS = ("argmax", "proxy")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,14 @@ class SearchConfig:
     alpha_init_bias: float = 2.0    # initial logit of each factor's costliest choice over its cheapest (0: uniform)
     # Derivation
     fill: bool = True
+    # Strategy and accuracy evidence (edgenas_keras.selection)
+    strategy: str = "differentiable"  # "evolution": window-path supernet, then evolution over inherited weights
+    derive: str = "argmax"          # "proxy": alpha's candidates scored with inherited weights (differentiable)
+    window_low: float = 0.9         # candidates scored: latency in [window_low * B, B], every budget met
+    candidates: int = 64            # children scored with inherited weights (proxy derivation, evolution)
+    population: int = 16            # evolution's population
+    bn_batches: int = 2             # training batches a child's BN statistics are recomputed on
+    score_batches: int = 8          # validation batches a child is scored on
 
     def __post_init__(self):
         def positive(name, allow_none=False):
@@ -129,7 +139,8 @@ class SearchConfig:
             positive(name)
         for name in ("sram_kb", "flash_kb"):
             positive(name, allow_none=True)
-        for name in ("epochs", "batch_size", "check_every"):
+        for name in ("epochs", "batch_size", "check_every", "candidates", "population", "bn_batches",
+                     "score_batches"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"search config: {name} must be an integer >= 1, got {v!r}")
@@ -144,6 +155,15 @@ class SearchConfig:
             raise UserError(f"search config: growth must be >= 1, got {self.growth!r}")
         if self.latency_proxy not in PROXIES:
             raise UserError(f"search config: latency_proxy must be one of {PROXIES}, got {self.latency_proxy!r}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"search config: strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.derive not in DERIVATIONS:
+            raise UserError(f"search config: derive must be one of {DERIVATIONS}, got {self.derive!r}")
+        if (isinstance(self.window_low, bool) or not isinstance(self.window_low, (int, float))
+                or not 0 <= self.window_low < 1):
+            raise UserError(f"search config: window_low must be a number in [0, 1), got {self.window_low!r}")
+        if self.population < 2:
+            raise UserError(f"search config: population must be an integer >= 2, got {self.population!r}")
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
             raise UserError(f"search config: val_fraction must be a number in (0, 1), got {self.val_fraction!r}")
         if not (isinstance(self.alpha_init_bias, (int, float)) and math.isfinite(self.alpha_init_bias)):
@@ -298,6 +318,11 @@ class Pricer:
             self._cache[key] = arch_cost(self.space, self.space.from_indices(idx), self.lut)
         return self._cache[key]
 
+    def fits(self, idx: np.ndarray) -> bool:
+        """Every budget holds (``violation(idx) == 0``), the exact memory models priced only when the latency
+        budget holds."""
+        return self.latency(idx) <= self.config.latency_ms and self.violation(idx) == 0
+
     def violation(self, idx: np.ndarray) -> float:
         """Sum over budgets of max(0, cost/budget - 1); 0 when every budget holds. Latency first (cheap)."""
         c = self.config
@@ -381,7 +406,7 @@ def fill(pricer: Pricer, idx: np.ndarray, logp: np.ndarray) -> tuple[np.ndarray,
             cands.append((-(logp[i, j, n] - logp[i, j, idx[i, j]]), moves, cand))
         cands.sort(key=lambda t: t[0])
         for _, _, cand in cands:
-            if pricer.violation(cand) == 0:
+            if pricer.fits(cand):
                 idx, moves = cand, moves + 1
                 break
         else:
@@ -559,6 +584,10 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
     if cfg_path.is_file():
         previous = json.loads(cfg_path.read_text())
         same = ("search", "space", "device", "lut_sha256")  # paths may differ between attempts
+        # a folder written before a field existed holds that field's default
+        defaults = {f.name: f.default for f in dataclasses.fields(SearchConfig)
+                    if f.default is not dataclasses.MISSING}
+        previous["search"] = {**defaults, **previous.get("search", {})}
         if any(previous.get(k) != resolved[k] for k in same):
             raise UserError(f"{out} holds a search with another configuration (see {cfg_path}); use a new --out "
                             "or delete that folder")
@@ -578,13 +607,21 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
     res = config.train_resolution or space.resolution
     if data is None:
         data = reader_data(data_dir, config, res, space.in_channels)
-    probs, history = _train(space, lut, config, data, out, penalty_tables, on_epoch_end)
-
     pricer = Pricer(space, lut, config, exact_tables)
-    return _derive(space, lut, config, pricer, probs, out, floor, history)
+    paths = None
+    if config.strategy == "evolution":
+        paths = _training_paths(pricer, config)
+    probs, history, net = _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths)
+    if config.strategy == "differentiable" and config.derive == "argmax":
+        return _derive(space, lut, config, pricer, probs, out, floor, history)
+    return _select(space, lut, config, pricer, probs, net, data, out, floor, history)
 
 
-def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
+def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=None):
+    """Supernet training (module docstring); returns (alpha's final probabilities, history, the supernet).
+
+    ``paths`` (strategy ``evolution``): architectures in index form; weight step n trains
+    ``paths[n % len(paths)]`` instead of a Gumbel sample from alpha, and alpha is never stepped."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -633,6 +670,14 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
         return loss
 
     @tf.function
+    def path_step(x, y, gates):
+        step_var.assign_add(1)
+        with tf.GradientTape() as tape:
+            loss = ce_fn(y, net((x, gates), training=True))
+        w_opt.apply_gradients(zip(tape.gradient(loss, net.weight_variables), net.weight_variables))
+        return loss
+
+    @tf.function
     def alpha_step(x, y, tau):
         step_var.assign_add(1)
         alpha_steps.assign_add(1)
@@ -653,7 +698,7 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
     search_epochs = max(1, config.epochs - config.warmup_epochs - 1)
     t0 = time.time()
     for epoch in range(int(epoch_var.numpy()), config.epochs):
-        searching = epoch >= config.warmup_epochs
+        searching = epoch >= config.warmup_epochs and paths is None
         frac = min(1.0, max(0, epoch - config.warmup_epochs) / search_epochs)
         tau = tf.constant(config.tau_start * (config.tau_end / config.tau_start) ** frac, tf.float32)
         train = data.train(epoch)
@@ -663,7 +708,13 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
         w_losses, ce_vals = [], []
         e = terms = None
         for n, (x, y) in enumerate(train):
-            w_losses.append(float(weight_step(x, y, tau)))
+            if paths is None:
+                w_losses.append(float(weight_step(x, y, tau)))
+            else:
+                from edgenas_keras.selection import one_hot_gates
+
+                path = paths[int(step_var.numpy()) % len(paths)]
+                w_losses.append(float(path_step(x, y, tf.constant(one_hot_gates(space, path)))))
             if searching:
                 try:
                     xv, yv = next(val_iter)
@@ -698,7 +749,7 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end):
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     writer.flush()
-    return net.probs().numpy(), history
+    return net.probs().numpy(), history, net
 
 
 def block_entropy(probs) -> list[float]:
@@ -742,6 +793,127 @@ def _progress(config, epoch, step, losses, e, mults) -> str:
     if config.flash_kb is not None:
         msg += f", E[FLASH] {float(e[2]) / KB:.1f} kB / {config.flash_kb:g} kB"
     return msg + f", mu {float(mults[0]):.3g} nu {float(mults[1]):.3g}"
+
+
+def _training_paths(pricer: Pricer, config: SearchConfig, n: int = 512) -> list[np.ndarray]:
+    """Strategy ``evolution``: the paths the supernet trains, ``n`` architectures drawn uniformly from the space
+    and kept when their LUT latency lies in the window ``[window_low * B, B]`` (the children the evolution
+    will score; memory budgets are checked on the candidates, not here), in a fixed order for the seed."""
+    from edgenas_keras.selection import Window
+
+    rng = np.random.default_rng([config.seed, 7001])
+    paths = Window(pricer, config.window_low).sample(n, rng, check_memory=False)
+    if not paths:
+        raise UserError(f"no architecture of the space has a latency in [{config.window_low:g} x "
+                        f"{config.latency_ms:g}, {config.latency_ms:g}] ms: lower search.window_low")
+    return paths
+
+
+def _argmax_answer(space, config, pricer: Pricer, probs):
+    """alpha's answer: argmax, repaired, filled (when ``fill``). Returns (derived, final, repairs, fills,
+    repaired latency)."""
+    from edgenas_keras.supernet import derive_indices
+
+    logp = np.log(np.clip(probs, 1e-12, 1.0))
+    derived = derive_indices(space, probs)
+    idx, repairs = repair(pricer, derived, logp)
+    repaired_latency = pricer.latency(idx)
+    fills = 0
+    if config.fill:
+        idx, fills = fill(pricer, idx, logp)
+    return derived, idx, repairs, fills, repaired_latency
+
+
+def _scoring_batches(data: SearchData, config: SearchConfig):
+    """(calibration image batches from the training subset, held-out (images, labels) batches)."""
+    calib = [x.numpy() for x, _ in data.train(0).take(config.bn_batches)]
+    held = [(x.numpy(), y.numpy()) for x, y in data.val(0).take(config.score_batches)]
+    if len(calib) < 1 or len(held) < 1:
+        raise UserError("scoring children needs at least one full training and one full validation batch of "
+                        f"{config.batch_size}: use more data or a smaller batch_size")
+    return calib, held
+
+
+def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, floor: ArchCost,
+            history) -> SearchResult:
+    """Derivation by accuracy evidence (``derive: proxy`` or ``strategy: evolution``): children in the budget
+    window scored with inherited weights, BN recomputed per child (``edgenas_keras.selection``); the best
+    scored one is returned. Writes ``candidates.json`` (every scored child, best first)."""
+    from edgenas_keras.selection import ChildScorer, Window, canonical_indices, evolve, key_of
+    from edgenas_keras.supernet import legal_mask
+
+    t0 = time.time()
+    rng = np.random.default_rng([config.seed, 7002])
+    window = Window(pricer, config.window_low)
+    seeds = []
+    derived = alpha_answer = None
+    extra = {}
+    if config.strategy == "differentiable":
+        derived, alpha_answer, repairs, fills, repaired_latency = _argmax_answer(space, config, pricer, probs)
+        logp = np.log(np.clip(probs, 1e-12, 1.0))
+        seeds.append((alpha_answer, "alpha-argmax-fill"))
+        repaired, _ = repair(pricer, derived, logp)
+        for _ in range(4):   # fill orders perturbed around alpha's
+            noisy = logp + rng.gumbel(size=logp.shape)
+            seeds.append((fill(pricer, repaired, noisy)[0], "alpha-fill-variant"))
+        legal = legal_mask(space)
+        for _ in range(config.population):   # samples from alpha, walked into the window (Window.walk)
+            sample = np.zeros(derived.shape, np.int64)
+            for i in range(space.num_blocks):
+                for j in range(derived.shape[1]):
+                    p = np.where(legal[i, j], probs[i, j], 0.0)
+                    sample[i, j] = rng.choice(len(p), p=p / p.sum())
+            walked = window.walk(sample, rng)
+            if walked is not None:
+                seeds.append((walked, "alpha-sample"))
+        extra.update({"repair_moves": repairs, "fill_moves": fills, "repaired_latency_ms": repaired_latency,
+                      "alpha_arch": str(space.from_indices(alpha_answer))})
+    else:
+        flat = np.zeros_like(probs)   # the largest that fits: fill from the cheapest, no preference
+        seeds.append((fill(pricer, cheapest_indices(space), flat)[0], "fill-from-cheapest"))
+    calib, held = _scoring_batches(data, config)
+    scorer = ChildScorer(net, space, calib, held)
+    scored = evolve(window, scorer.score, seeds, config.candidates, config.population, rng, _stderr)
+    if not scored:   # nothing in the window (a tight memory budget): fall back to alpha's answer / the fill
+        _stderr(f"no candidate in the window [{config.window_low:g} B, B] meets every budget; returning the "
+                "cost-order answer")
+        fallback = alpha_answer if alpha_answer is not None else seeds[0][0]
+        scored = [{"idx": fallback, "score": scorer.score(fallback), "origin": "fallback", "generation": 0}]
+    best = scored[0]
+    idx = best["idx"]
+    rows = []
+    for r in scored:
+        c = pricer.cost(r["idx"])
+        rows.append({"arch": str(space.from_indices(r["idx"])), **r["score"], "origin": r["origin"],
+                     "generation": r["generation"], "latency_ms": round(c.latency_ms, 4),
+                     "sram_bytes": c.sram_bytes, "flash_bytes": c.flash_bytes})
+    _write_json(out / "candidates.json", rows)
+    if alpha_answer is not None:
+        alpha_answer = canonical_indices(space, alpha_answer)
+        a_score = scorer.score(alpha_answer)
+        extra.update({"alpha_arch_accuracy": a_score["accuracy"], "alpha_arch_ce": a_score["ce"],
+                      "alpha_arch_in_window": window.contains(alpha_answer),
+                      "alpha_arch_rank": next((n for n, r in enumerate(scored) if key_of(r["idx"]) ==
+                                               key_of(alpha_answer)), None)})
+    arch: Arch = space.from_indices(idx)
+    cost = pricer.cost(idx)
+    first = derived if derived is not None else idx
+    extra.update({"strategy": config.strategy, "derive": "proxy", "proxy_accuracy": best["score"]["accuracy"],
+                  "proxy_ce": best["score"]["ce"], "proxy_images": best["score"]["images"],
+                  "origin": best["origin"], "candidates_scored": scorer.scored,
+                  "selection_seconds": round(time.time() - t0, 1), "floor_latency_ms": floor.latency_ms,
+                  "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
+                  "space": space.name, "seed": config.seed})
+    result = SearchResult(
+        arch=str(arch), cost=cost, budgets=config.budgets(), device=lut.device, lut_sha256=lut.sha256,
+        feasible=pricer.violation(idx) == 0, repaired=extra.get("repair_moves", 0) > 0,
+        filled=extra.get("fill_moves", 0) > 0, derived_arch=str(space.from_indices(first)),
+        derived_latency_ms=pricer.latency(first), out_dir=str(out), extra=extra)
+    _write_json(out / "result.json", result.as_dict())
+    _stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
+            f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB; proxy accuracy "
+            f"{best['score']['accuracy']:.4f} (best of {scorer.scored} children scored with inherited weights)")
+    return result
 
 
 def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCost, history) -> SearchResult:

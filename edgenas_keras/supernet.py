@@ -28,7 +28,9 @@ of Single-Path-NAS / Once-for-All style weight sharing), not the DARTS mixture.
   ``ops.arch_graph`` and ``builder.build_model``.
 - Batch normalisation always uses batch statistics (as DARTS does): widths change from step to step, so
   running statistics would be meaningless; the supernet is only trained and scored, never deployed (the
-  found architecture is rebuilt and retrained from scratch by the trainer).
+  found architecture is rebuilt and retrained from scratch by the trainer). To score one child with
+  inherited weights, ``forward`` returns every batch norm's moments and accepts fixed ones, so the child's
+  statistics can be recomputed on calibration batches and then held fixed (``edgenas_keras.selection``).
 
 Gumbel noise is stateless, keyed by ``(seed, step)``, so a resumed search draws the same paths as an
 uninterrupted one.
@@ -84,11 +86,6 @@ def largest_arch(space: SearchSpace) -> Arch:
         blocks.append(Block(op, max(c["kernel"]), max(c["expansion"]) if op == "ir" else None, se,
                             max(c["channels"])))
     return Arch(tuple(blocks))
-
-
-def _bn(x, gamma, beta):
-    y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-3, is_training=True)
-    return y
 
 
 def _pad_channels(x, width):
@@ -178,16 +175,38 @@ class Supernet(keras.Model):
 
     def call(self, inputs, training=None):
         images, gates = inputs
+        return self.forward(images, gates)[0]
+
+    def forward(self, images, gates, bn_stats=None):
+        """Logits and the batch-norm moments of one pass: ``(logits, [(mean, variance), ...])``, one pair per
+        batch norm in a fixed order (stem, then per block expansion, depthwise, projection).
+
+        ``bn_stats=None`` normalises with the batch's own statistics (training, and the moments returned are
+        the batch's); a list in the same order and shapes (e.g. averaged over calibration batches for one
+        child, ``edgenas_keras.selection``) normalises with those instead, as a deployed network would."""
         s = self.space
+        fixed = iter(bn_stats) if bn_stats is not None else None
+        moments = []
+
+        def bn(x, gamma, beta):
+            if fixed is None:
+                y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=1e-3, is_training=True)
+            else:
+                mean, var = next(fixed)
+                y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=mean, variance=var, epsilon=1e-3,
+                                                          is_training=False)
+            moments.append((mean, var))
+            return y
+
         x = tf.nn.conv2d(images, self.stem_w, s.stem_stride, "SAME")
-        x = tf.nn.relu6(_bn(x, *self.stem_bn))
+        x = tf.nn.relu6(bn(x, *self.stem_bn))
         cin = tf.constant(float(s.stem_channels))
         for i, b in enumerate(self.blocks):
-            x, cin = self._block(b, x, cin, gates[i])
+            x, cin = self._block(b, x, cin, gates[i], bn)
         x = tf.reduce_mean(x, axis=[1, 2])
-        return tf.matmul(x, self.head_w) + self.head_b
+        return tf.matmul(x, self.head_w) + self.head_b, moments
 
-    def _block(self, b, x, cin, g):
+    def _block(self, b, x, cin, g, bn):
         slot = b["slot"]
         c = slot.choices
         hard = tf.stop_gradient(g)
@@ -205,12 +224,12 @@ class Supernet(keras.Model):
 
         h = g_dws * _pad_channels(x, w_dw)
         if "exp_w" in b:
-            hx = tf.nn.relu6(_bn(tf.nn.conv2d(x, b["exp_w"], 1, "VALID"), *b["exp_bn"]))
+            hx = tf.nn.relu6(bn(tf.nn.conv2d(x, b["exp_w"], 1, "VALID"), *b["exp_bn"]))
             e_mask = tf.add_n([g[2, j] * _prefix_mask(cin * e, w_dw) for j, e in enumerate(c["expansion"])])
             h = h + g_ir * hx * e_mask
         kmask = tf.tensordot(g[1, : len(c["kernel"])], b["kmasks"], 1)
         h = tf.nn.depthwise_conv2d(h, b["dw_w"] * kmask, [1, slot.stride, slot.stride, 1], "SAME")
-        h = tf.nn.relu6(_bn(h, *b["dw_bn"])) * _prefix_mask(dw_ch, w_dw)
+        h = tf.nn.relu6(bn(h, *b["dw_bn"])) * _prefix_mask(dw_ch, w_dw)
 
         if "se_rw" in b:
             w_r = b["se_rw"].shape[-1]
@@ -226,7 +245,7 @@ class Supernet(keras.Model):
         c_sel = tf.reduce_sum(hard[4, : len(c_vals)] * c_vals)
         cmax = max(c["channels"])
         c_mask = tf.add_n([g[4, j] * _prefix_mask(float(v), cmax) for j, v in enumerate(c["channels"])])
-        y = _bn(tf.nn.conv2d(h, b["proj_w"], 1, "VALID"), *b["proj_bn"]) * c_mask
+        y = bn(tf.nn.conv2d(h, b["proj_w"], 1, "VALID"), *b["proj_bn"]) * c_mask
         y = _pad_channels(y, b["w_out"])
         if slot.stride == 1:
             residual = tf.cast(tf.equal(cin, c_sel), tf.float32)

@@ -1,0 +1,309 @@
+"""Choosing the architecture by accuracy evidence: children of a trained supernet scored with inherited
+weights, and an evolutionary search over them under the exact cost models (``search.strategy`` and
+``search.derive``; README.md, "Search").
+
+- **Scoring a child** (``ChildScorer``): the child's one-hot gates through the trained supernet
+  (``Supernet.forward``). Its batch-norm statistics are recomputed for that child first (the supernet trains
+  with batch statistics, and widths change from child to child): the moments of every batch norm are
+  averaged over ``bn_batches`` training batches (mean of means; variance by the law of total variance), then
+  the child is evaluated with those fixed statistics, as a deployed network would be, on ``score_batches``
+  batches of the search's validation subset (carved from the training split; the eval split is never read).
+  The score is top-1 accuracy on those images, ties broken by the lower mean cross-entropy.
+- **Candidates**: only architectures whose latency by the LUT lies in ``[window_low * B, B]`` and that meet
+  every other budget by the exact cost models (``search.Pricer``), so that the comparison is between
+  networks that all use the budget: a smaller network scoring higher would be a real finding, but at equal
+  budget use the proxy only has to rank like-for-like.
+- **Evolution** (``evolve``): a population seeded by the caller (alpha's answers, samples from alpha, or
+  uniform samples from the window), then generations of mutation (each factor of each block redrawn with
+  probability ``MUTATION_PROB``, at least one change) and block-wise uniform crossover of parents drawn
+  from the best half, each child kept only if it lands in the window (up to ``TRIES`` draws); the next
+  population is the best ``population`` of everything scored so far. Stops after ``candidates`` children have
+  been scored. Deterministic for a seed.
+
+Costs are priced exactly (``Pricer``: the LUT's latency; the TFLM arena and flatbuffer models when those
+budgets are set); nothing here trains weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgenas_keras.space import FACTORS, SearchSpace
+
+MUTATION_PROB = 0.15   # per block and factor
+TRIES = 200            # draws for one child (mutation or crossover) to land in the window
+
+
+def max_len(space: SearchSpace) -> int:
+    return max(len(c[f]) for c in space.choices for f in FACTORS)
+
+
+def one_hot_gates(space: SearchSpace, idx: np.ndarray) -> np.ndarray:
+    """(num_blocks, 5, L) float32 one-hot gates of the architecture ``idx`` (index form), the supernet's input."""
+    g = np.zeros((space.num_blocks, len(FACTORS), max_len(space)), np.float32)
+    for i in range(space.num_blocks):
+        for j in range(len(FACTORS)):
+            g[i, j, idx[i, j]] = 1.0
+    return g
+
+
+def canonical_indices(space: SearchSpace, idx: np.ndarray) -> np.ndarray:
+    """Index form with the factors that do not apply (skip's, dws's expansion) at 0."""
+    return space.to_indices(space.from_indices(idx))
+
+
+def key_of(idx: np.ndarray) -> bytes:
+    return np.asarray(idx, np.int64).tobytes()
+
+
+# -- scoring with inherited weights ---------------------------------------------------------------------
+
+
+class ChildScorer:
+    """Scores children of a trained ``Supernet`` with inherited weights (module docstring).
+
+    ``calib``: list of image batches (float32 [B, R, R, C], training images) the BN statistics are recomputed
+    on; ``held_out``: list of (images, int labels) batches the child is evaluated on. ``score(idx)`` returns
+    ``{"accuracy": fraction, "ce": mean cross-entropy in nats, "images": count}``; results are cached per
+    architecture and ``scored`` counts the distinct children scored."""
+
+    def __init__(self, net, space: SearchSpace, calib: list, held_out: list):
+        import tensorflow as tf
+
+        if not calib or not held_out:
+            raise ValueError("ChildScorer needs at least one calibration batch and one held-out batch")
+        self.net, self.space = net, space
+        self.calib = [tf.constant(x) for x in calib]
+        self.held_out = [(tf.constant(x), tf.constant(np.asarray(y, np.int32))) for x, y in held_out]
+        self.cache: dict[bytes, dict] = {}
+
+        @tf.function(reduce_retracing=True)
+        def moments(x, gates):
+            return net.forward(x, gates)[1]
+
+        @tf.function(reduce_retracing=True)
+        def evaluate(x, y, gates, stats):
+            logits = net.forward(x, gates, bn_stats=stats)[0]
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32)
+            return tf.reduce_sum(correct), tf.reduce_sum(ce)
+
+        self._moments, self._evaluate = moments, evaluate
+
+    @property
+    def scored(self) -> int:
+        return len(self.cache)
+
+    def bn_stats(self, gates) -> list:
+        """Per batch norm (mean, variance) of the child ``gates`` pooled over the calibration batches."""
+        import tensorflow as tf
+
+        per_batch = [self._moments(x, gates) for x in self.calib]
+        stats = []
+        for site in zip(*per_batch):
+            means = tf.stack([m for m, _ in site])
+            variances = tf.stack([v for _, v in site])
+            mean = tf.reduce_mean(means, 0)
+            var = tf.reduce_mean(variances, 0) + tf.reduce_mean(tf.square(means), 0) - tf.square(mean)
+            stats.append((mean, tf.maximum(var, 0.0)))
+        return stats
+
+    def score(self, idx: np.ndarray) -> dict:
+        import tensorflow as tf
+
+        k = key_of(idx)
+        if k not in self.cache:
+            gates = tf.constant(one_hot_gates(self.space, idx))
+            stats = self.bn_stats(gates)
+            correct = ce = 0.0
+            n = 0
+            for x, y in self.held_out:
+                c, e = self._evaluate(x, y, gates, stats)
+                correct += float(c)
+                ce += float(e)
+                n += int(y.shape[0])
+            self.cache[k] = {"accuracy": correct / n, "ce": ce / n, "images": n}
+        return self.cache[k]
+
+
+def rank_key(score: dict) -> tuple:
+    """Sort key, best first: higher accuracy, then lower cross-entropy."""
+    return (-score["accuracy"], score["ce"])
+
+
+# -- the window and its sampling ------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """Architectures with latency in [low * B, B] that meet every budget (``pricer``: ``search.Pricer``)."""
+
+    pricer: object
+    low: float
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.pricer.space
+
+    def bounds(self) -> tuple[float, float]:
+        b = self.pricer.config.latency_ms
+        return self.low * b, b
+
+    def contains(self, idx: np.ndarray) -> bool:
+        lo, hi = self.bounds()
+        lat = self.pricer.latency(idx)
+        return lo <= lat <= hi and self.pricer.violation(idx) == 0
+
+    def sample(self, n: int, rng: np.random.Generator, check_memory: bool = True, max_draws: int = 100_000) -> list:
+        """``n`` architectures of the window: each starts from a uniform draw of the space
+        (``SearchSpace.sample``) and, when it lies outside the window, walks there by random one-factor moves
+        (cheaper ones while above the budget, costlier ones that stay under it while below ``low * B``);
+        kept when it reaches the window and, with ``check_memory``, meets every other budget. (Uniform
+        rejection sampling is hopeless at tight budgets: on the main job's 45 ms of a space reaching 1 s,
+        about one draw in 10^4 lands in [0.9 B, B].) Fewer than ``n`` when ``max_draws`` starts run out."""
+        space = self.space
+        out: list = []
+        for _ in range(max_draws):
+            if len(out) >= n:
+                break
+            idx = self.walk(space.to_indices(space.sample(seed=int(rng.integers(2**31)))), rng, check_memory)
+            if idx is not None:
+                out.append(idx)
+        return out
+
+    def walk(self, idx: np.ndarray, rng: np.random.Generator, check_memory: bool = True) -> np.ndarray | None:
+        """``idx`` moved into the window by random one-factor moves (``sample``); None when it gets stuck
+        outside or (``check_memory``) breaks another budget."""
+        from edgenas_keras.search import _moves
+
+        space, pricer = self.space, self.pricer
+        lo, hi = self.bounds()
+        idx = canonical_indices(space, idx)
+        lat = pricer.latency(idx)
+        while lat > hi:
+            moves = list(_moves(space, idx, cheaper=True))
+            if not moves:
+                break
+            i, j, v = moves[rng.integers(len(moves))]
+            idx = idx.copy()
+            idx[i, j] = v
+            idx = canonical_indices(space, idx)
+            lat = pricer.latency(idx)
+        while lat < lo:
+            moves = list(_moves(space, idx, cheaper=False))
+            rng.shuffle(moves)
+            for i, j, v in moves:
+                cand = idx.copy()
+                cand[i, j] = v
+                cand = canonical_indices(space, cand)
+                c_lat = pricer.latency(cand)
+                if c_lat <= hi:
+                    idx, lat = cand, c_lat
+                    break
+            else:
+                break
+        if lo <= lat <= hi and (not check_memory or pricer.violation(idx) == 0):
+            return idx
+        return None
+
+
+def mutate(space: SearchSpace, idx: np.ndarray, rng: np.random.Generator, prob: float = MUTATION_PROB) -> np.ndarray:
+    """A copy of ``idx`` with each factor of each block redrawn with probability ``prob`` (at least one
+    factor changes); a block whose operation changes draws all its factors anew."""
+    while True:
+        out = idx.copy()
+        for i, slot in enumerate(space.slots):
+            if rng.random() < prob:
+                op = slot.ops[rng.integers(len(slot.ops))]
+                out[i, 0] = slot.choices["op"].index(op)
+                if out[i, 0] != idx[i, 0]:
+                    for j, f in enumerate(FACTORS[1:], 1):
+                        out[i, j] = rng.integers(len(slot.choices[f]))
+                    continue
+            for j, f in enumerate(FACTORS[1:], 1):
+                if rng.random() < prob:
+                    out[i, j] = rng.integers(len(slot.choices[f]))
+        out = canonical_indices(space, out)
+        if not np.array_equal(out, idx):
+            return out
+
+
+def crossover(space: SearchSpace, a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each block taken whole from ``a`` or ``b`` with equal probability."""
+    pick = rng.random(space.num_blocks) < 0.5
+    return canonical_indices(space, np.where(pick[:, None], a, b))
+
+
+def evolve(window: Window, score: Callable[[np.ndarray], dict], seeds: list, candidates: int, population: int,
+           rng: np.random.Generator, log: Callable[[str], None] = lambda _m: None) -> list[dict]:
+    """Evolutionary search in ``window`` (module docstring). ``seeds``: starting architectures (index form;
+    those outside the window are dropped, and uniform window samples top the population up). Returns every
+    scored architecture as ``{"idx", "score", "origin", "generation"}``, best first."""
+    space = window.space
+    seen: dict[bytes, dict] = {}
+
+    def add(idx, origin, gen):
+        k = key_of(idx)
+        if k in seen or len(seen) >= candidates:
+            return
+        seen[k] = {"idx": idx, "score": score(idx), "origin": origin, "generation": gen}
+
+    for idx, origin in seeds:
+        if window.contains(idx):
+            add(canonical_indices(space, idx), origin, 0)
+    missing = max(0, min(population, candidates) - len(seen))
+    for idx in window.sample(missing + 4, rng):
+        if len(seen) >= min(population, candidates):
+            break
+        add(idx, "window-sample", 0)
+    gen = 0
+    while len(seen) < candidates:
+        gen += 1
+        ranked = sorted(seen.values(), key=lambda r: rank_key(r["score"]))
+        parents = [r["idx"] for r in ranked[:max(2, population // 2)]]
+        before = len(seen)
+        for n in range(population):
+            for _ in range(TRIES):
+                if n % 2 == 0 or len(parents) < 2:
+                    child = mutate(space, parents[rng.integers(len(parents))], rng)
+                    origin = "mutation"
+                else:
+                    a, b = rng.choice(len(parents), 2, replace=False)
+                    child = crossover(space, parents[a], parents[b], rng)
+                    origin = "crossover"
+                if key_of(child) not in seen and window.contains(child):
+                    add(child, origin, gen)
+                    break
+            if len(seen) >= candidates:
+                break
+        best = min(seen.values(), key=lambda r: rank_key(r["score"]))
+        log(f"evolution generation {gen}: {len(seen)}/{candidates} scored, best accuracy "
+            f"{best['score']['accuracy']:.4f} ({space.from_indices(best['idx'])})")
+        if len(seen) == before:   # no new child lands in the window: the neighbourhood is exhausted
+            extra = window.sample(1, rng)
+            if not extra or key_of(extra[0]) in seen:
+                break
+            add(extra[0], "window-sample", gen)
+    return sorted(seen.values(), key=lambda r: rank_key(r["score"]))
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 2 values or constant input."""
+    from scipy import stats
+
+    if len(a) < 2:
+        return math.nan
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def kendall(a, b) -> float:
+    """Kendall's tau-b; NaN for fewer than 2 values or constant input."""
+    from scipy import stats
+
+    if len(a) < 2:
+        return math.nan
+    return float(stats.kendalltau(a, b).statistic)

@@ -1,0 +1,155 @@
+"""Accuracy evidence in the search (edgenas_keras.selection): the window sampler and the evolution keep every
+candidate inside [window_low * B, B] and every budget and find the best child of a crafted score; a child's
+recomputed BN statistics are those of its calibration images; a proxy search returns the child whose
+inherited weights score best (re-scored here independently from the checkpoint); the evolution strategy
+returns an architecture in the window; a bad strategy is refused."""
+
+import json
+
+import numpy as np
+import pytest
+from search_support import small_config
+
+from edgenas_keras.cost import arch_cost
+from edgenas_keras.errors import UserError
+from edgenas_keras.search import Pricer, SearchConfig, _latency_tables, reader_data, run_search
+from edgenas_keras.selection import ChildScorer, Window, evolve, one_hot_gates
+from edgenas_keras.space import decode
+
+
+def _pricer(space, lut, budget, **kw):
+    cfg = SearchConfig(latency_ms=budget, **kw)
+    return Pricer(space, lut, cfg, _latency_tables(space, lut, cfg)[0])
+
+
+def _mid_budget(space, pricer_all):
+    """A budget a third of the way up the latencies of 2,000 uniform samples of the space."""
+    lats = np.sort([pricer_all.latency(space.to_indices(a)) for a in space.sample(2000, seed=4)])
+    return float(lats[len(lats) // 3])
+
+
+def test_window_sampler_and_evolution_stay_in_the_window_and_find_better_children(space, lut):
+    probe = _pricer(space, lut, 1e9)
+    budget = _mid_budget(space, probe)
+    sram_kb = np.median([arch_cost(space, a, lut).sram_bytes for a in space.sample(40, seed=3)]) / 1024
+    pricer = _pricer(space, lut, budget, sram_kb=sram_kb)   # a memory budget that binds about half the time
+    window = Window(pricer, 0.8)
+    uniform = [space.to_indices(a) for a in space.sample(400, seed=6)]
+    inside = sum(window.contains(i) for i in uniform)
+    assert inside < 0.3 * len(uniform)   # the window is a real restriction
+
+    rng = np.random.default_rng(0)
+    samples = window.sample(200, rng)
+    assert len(samples) == 200
+    for s in samples[:30]:
+        c = arch_cost(space, space.from_indices(s), lut)
+        assert 0.8 * budget <= c.latency_ms <= budget and c.sram_bytes <= sram_kb * 1024
+
+    # A crafted score: the wider the last convolution and the more 5x5+ kernels, the better.
+    def crafted(idx):
+        a = space.from_indices(idx)
+        convs = [b for b in a.blocks if b.op != "skip"]
+        value = (convs[-1].channels if convs else 0) + 4 * sum(b.kernel >= 5 for b in convs)
+        return {"accuracy": value / 1000.0, "ce": -value, "images": 1}
+
+    sampled = sorted(crafted(i)["accuracy"] for i in samples)
+    scored = evolve(window, crafted, [], candidates=60, population=8, rng=rng)
+    assert len(scored) == 60
+    assert all(window.contains(r["idx"]) for r in scored)
+    assert len({r["idx"].tobytes() for r in scored}) == len(scored)
+    assert scored[0]["score"]["accuracy"] == max(r["score"]["accuracy"] for r in scored)
+    assert scored[0]["score"]["accuracy"] >= sampled[int(0.95 * len(sampled))]   # top 5% of 200 window samples
+    assert sum(r["generation"] > 0 for r in scored) >= 40   # most candidates bred, not drawn
+
+
+def test_recomputed_bn_statistics_are_those_of_the_calibration_images(space):
+    from edgenas_keras.supernet import Supernet
+
+    net = Supernet(space)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 32, 32, 3)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.int32)
+    idx = space.to_indices(space.sample(seed=11))
+    gates = one_hot_gates(space, idx)
+    scorer = ChildScorer(net, space, [x[:8], x[8:]], [(x, y)])
+    pooled = scorer.bn_stats(gates)
+    whole = net.forward(x, gates)[1]              # batch statistics of all 16 images at once
+    assert len(pooled) == len(whole) == 1 + sum(2 + ("ir" in s.ops) for s in space.slots)
+    # The stem's input is the images themselves: pooled moments equal those of all 16 at once. Deeper inputs
+    # were normalised per half batch while pooling, so they agree closely, not exactly.
+    np.testing.assert_allclose(pooled[0][0].numpy(), whole[0][0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pooled[0][1].numpy(), whole[0][1].numpy(), rtol=0.1, atol=1e-4)
+    for (m, v), (m2, v2) in zip(pooled, whole):
+        np.testing.assert_allclose(m.numpy(), m2.numpy(), rtol=0.05, atol=0.01)
+        np.testing.assert_allclose(v.numpy(), v2.numpy(), rtol=0.15, atol=0.01)
+    # Scored on its own calibration batch, the child's logits equal those with batch statistics.
+    fixed = net.forward(x, gates, bn_stats=ChildScorer(net, space, [x], [(x, y)]).bn_stats(gates))[0]
+    np.testing.assert_allclose(fixed.numpy(), net.forward(x, gates)[0].numpy(), rtol=0.05, atol=0.05)
+    s = scorer.score(idx)
+    assert s["images"] == 16 and 0 <= s["accuracy"] <= 1 and s["ce"] > 0
+
+
+def _restored_net(space, out):
+    import tensorflow as tf
+
+    from edgenas_keras.supernet import Supernet
+
+    net = Supernet(space)
+    tf.train.Checkpoint(net=net).restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
+    return net
+
+
+@pytest.mark.slow
+def test_proxy_derivation_returns_the_child_whose_inherited_weights_score_best(space, lut, data_dir, tmp_path):
+    probe = _pricer(space, lut, 1e9)
+    budget = _mid_budget(space, probe)
+    cfg = small_config(latency_ms=budget, derive="proxy", candidates=10, population=4, window_low=0.7,
+                       bn_batches=1, score_batches=2)
+    r = run_search(data_dir, lut, cfg, tmp_path / "s", space=space)
+    assert r.feasible and r.cost.latency_ms <= budget and r.cost.latency_ms >= 0.7 * budget
+    assert arch_cost(space, decode(r.arch), lut).latency_ms <= budget
+    rows = json.loads((tmp_path / "s" / "candidates.json").read_text())
+    assert 2 <= len(rows) <= 11 and rows[0]["arch"] == r.arch
+    assert all(0.7 * budget <= row["latency_ms"] <= budget for row in rows)
+    assert r.extra["alpha_arch"] and "alpha_arch_accuracy" in r.extra
+    # Re-score every candidate from the checkpoint, independently of the search's scorer.
+    net = _restored_net(space, tmp_path / "s")
+    data = reader_data(data_dir, cfg, space.resolution, space.in_channels)
+    calib = [x for x, _ in data.train(0).take(1)]
+    held = list(data.val(0).take(2))
+    scores = {}
+    for row in rows:
+        gates = one_hot_gates(space, space.to_indices(decode(row["arch"])))
+        per = [net.forward(x, gates)[1] for x in calib]
+        stats = [(m, v) for (m, v) in per[0]]
+        correct = n = 0
+        for x, y in held:
+            logits = net.forward(x, gates, bn_stats=stats)[0].numpy()
+            correct += int((logits.argmax(-1) == y.numpy()).sum())
+            n += len(y)
+        scores[row["arch"]] = correct / n
+        assert row["accuracy"] == pytest.approx(correct / n, abs=1e-6)
+    assert scores[r.arch] == max(scores.values())
+
+
+@pytest.mark.slow
+def test_evolution_strategy_returns_an_architecture_in_the_window(space, lut, data_dir, tmp_path):
+    probe = _pricer(space, lut, 1e9)
+    budget = _mid_budget(space, probe)
+    cfg = small_config(latency_ms=budget, strategy="evolution", candidates=8, population=4, window_low=0.7,
+                       bn_batches=1, score_batches=1)
+    r = run_search(data_dir, lut, cfg, tmp_path / "e", space=space)
+    lat = arch_cost(space, decode(r.arch), lut).latency_ms
+    assert r.feasible and 0.7 * budget <= lat <= budget
+    hist = json.loads((tmp_path / "e" / "history.json").read_text())
+    assert all(h["val_ce"] is None for h in hist)   # no alpha steps: the supernet trained window paths only
+    assert r.extra["strategy"] == "evolution" and r.extra["candidates_scored"] == 8
+
+
+def test_bad_strategy_and_window_are_refused():
+    with pytest.raises(UserError, match="strategy must be one of"):
+        SearchConfig(latency_ms=10.0, strategy="random")
+    with pytest.raises(UserError, match="derive must be one of"):
+        SearchConfig(latency_ms=10.0, derive="best")
+    with pytest.raises(UserError, match="window_low"):
+        SearchConfig(latency_ms=10.0, window_low=1.5)
