@@ -153,3 +153,18 @@ def test_bad_strategy_and_window_are_refused():
         SearchConfig(latency_ms=10.0, derive="best")
     with pytest.raises(UserError, match="window_low"):
         SearchConfig(latency_ms=10.0, window_low=1.5)
+
+
+def test_pipeline_config_validates_the_strategy_fields():
+    from pipeline.config import default_text, loads
+
+    def with_search(extra):
+        return loads(default_text().replace("search:\n", "search:\n" + extra, 1), "job.yaml")
+
+    assert with_search("  strategy: evolution\n  candidates: 32\n").search["strategy"] == "evolution"
+    with pytest.raises(UserError, match=r"job.yaml: search.strategy must be one of"):
+        with_search("  strategy: bogus\n")
+    with pytest.raises(UserError, match=r"job.yaml: search.window_low must be a number in \[0, 1\)"):
+        with_search("  window_low: 1.2\n")
+    with pytest.raises(UserError, match=r"search.population must be an integer >= 2"):
+        with_search("  population: 1\n")
