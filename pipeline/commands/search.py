@@ -16,7 +16,9 @@ def register(sub) -> None:
         description="Train the EdgeNAS supernet with the latency (and memory) penalties and derive an "
         "architecture that meets every budget by the exact cost models. Writes result.json, history.json, "
         "config.json, TensorBoard scalars (tb/) and checkpoints (ckpt/) under --out; rerunning with the same "
-        "--out resumes.")
+        "--out resumes. With `strategy: evolution` or `derive: proxy` in --config, children in the budget "
+        "window are scored with the supernet's inherited weights (BN recomputed per child) and the best is "
+        "returned; candidates.json lists them.")
     p.add_argument("--data", required=True, metavar="DIR", help="Examples folder (Split-train/*.gz)")
     p.add_argument("--device", metavar="NAME", help="shipped device LUT (see `edgenas lut list`)")
     p.add_argument("--lut", metavar="FILE", help="a LUT file instead of a shipped device")
