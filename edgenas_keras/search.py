@@ -917,15 +917,7 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
 
 
 def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCost, history) -> SearchResult:
-    from edgenas_keras.supernet import derive_indices
-
-    logp = np.log(np.clip(probs, 1e-12, 1.0))
-    derived = derive_indices(space, probs)
-    idx, repairs = repair(pricer, derived, logp)
-    repaired_latency = pricer.latency(idx)
-    fills = 0
-    if config.fill:
-        idx, fills = fill(pricer, idx, logp)
+    derived, idx, repairs, fills, repaired_latency = _argmax_answer(space, config, pricer, probs)
     arch: Arch = space.from_indices(idx)
     cost = pricer.cost(idx)
     feasible = pricer.violation(idx) == 0
