@@ -24,7 +24,8 @@ WORKDIR /app
 # The whole source is needed before setup.sh: the editable install maps the packages found at install time.
 # The uv cache mount keeps rebuilds after a code change from downloading the 3 GB stack again.
 COPY . /app
-RUN --mount=type=cache,target=/root/.cache/uv UV_LINK_MODE=copy \
+# EDGENAS_TEST_BROWSER=0: no Chromium (about 300 MB; only tests/test_report.py renders reports in a browser)
+RUN --mount=type=cache,target=/root/.cache/uv UV_LINK_MODE=copy EDGENAS_TEST_BROWSER=0 \
     bash scripts/setup.sh \
  && rm -rf /var/lib/apt/lists/* \
  && python -m compileall -q edgenas_keras components pipeline deploy \
