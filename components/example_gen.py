@@ -16,6 +16,7 @@ from tfx.types import artifact_utils
 
 from components._io import log, output_dir
 from components.vww_ingest import run_ingest, run_synth
+from edgenas_keras.data.records import class_names
 
 SPLITS = ["train", "eval"]
 
@@ -96,4 +97,6 @@ def VwwExampleGen(
     examples.version = 0
     examples.set_string_custom_property("fingerprint", stats["fingerprint"])
     examples.set_json_value_custom_property("written", stats["written"])
+    # label i is class_names[i] (VWW: ["no_person", "person"]); the model side sizes its head from it
+    examples.set_json_value_custom_property("class_names", class_names(stats))
     log("VwwExampleGen", f"wrote {stats['written']} (labels {stats['labels']})")

@@ -1,4 +1,4 @@
-"""The one writer of VWW data sets: tf.train.Example records in gzip TFRecord shards, then ``stats.json``.
+"""The one writer of image data sets (VWW, image folders, synthetic): tf.train.Example records in gzip TFRecord shards, then ``stats.json``.
 
 Ingest (Beam, any runner) and the synthetic generator (plain Python) both go through here, so everything
 downstream reads one layout, the TFX ``Examples`` layout (DESIGN.md section 5)::
@@ -33,6 +33,15 @@ from edgenas_keras.errors import UserError
 
 SPLITS = ("train", "eval")
 STATS_FILE = "stats.json"
+VWW_CLASSES = ("no_person", "person")  # label 0 and label 1 of every VWW source (COCO rule, MLPerf Tiny, synth)
+# Class balance warnings (stats.json ``warnings``, one stderr line each), checked for data sets with their
+# own classes (image folders, N-class synth): a class is *tiny* with fewer than TINY_CLASS_IMAGES images or
+# under TINY_CLASS_SHARE of the data set (too few to learn or to measure its accuracy: at 20 eval-free
+# images a class contributes 2 eval images at the default 10% split); the classes are *unbalanced* when the
+# largest holds more than UNBALANCED_RATIO times the smallest (top-1 then mostly measures the big classes).
+TINY_CLASS_IMAGES = 20
+TINY_CLASS_SHARE = 0.01
+UNBALANCED_RATIO = 10.0
 RECORDS_PER_SHARD = 2000  # about 6 MB of 96x96 JPEGs per shard
 MAX_SHARDS = 1024
 
@@ -158,13 +167,13 @@ def write_shard(
     path = Path(staging) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    labels = {"0": 0, "1": 0}
+    labels = {"0": 0, "1": 0}  # every label index that occurs, as a string (VWW: always both)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         for r in recs:
             gz.write(tfrecord_frame(r.example))
             digest.update(hashlib.sha256(r.example).digest())
-            labels[str(r.label)] += 1
+            labels[str(r.label)] = labels.get(str(r.label), 0) + 1
     os.replace(tmp, path)
     summary = {
         "file": rel,
@@ -204,13 +213,65 @@ def staging_dir(out_dir: str | Path) -> Path:
     return staging
 
 
-def finalize(out_dir: str | Path, staging: str | Path, quarantined: Sequence[dict], options: dict) -> dict:
+def class_names(stats: dict) -> list[str]:
+    """The class names of a data set in label order (label ``i`` is ``names[i]``), from its ``stats.json``.
+
+    Data sets written before the writer recorded ``classes`` are VWW: ``["no_person", "person"]``.
+    """
+    return [str(c) for c in stats.get("classes", VWW_CLASSES)]
+
+
+def class_warnings(counts: dict[str, int]) -> list[str]:
+    """Balance warnings for per-class image counts (``{name: images}``, every split together).
+
+    A class with fewer than ``TINY_CLASS_IMAGES`` images or under ``TINY_CLASS_SHARE`` of the total is
+    tiny; largest / smallest above ``UNBALANCED_RATIO`` is unbalanced (an empty class counts as tiny, the
+    ratio is then not stated). Returns one sentence per finding, in label order.
+    """
+    total = sum(counts.values())
+    out = []
+    for name, n in counts.items():
+        if n < TINY_CLASS_IMAGES or n < TINY_CLASS_SHARE * total:
+            out.append(
+                f"class {name!r} is tiny: {n} of {total} images (fewer than {TINY_CLASS_IMAGES} or under "
+                f"{TINY_CLASS_SHARE:.0%}); its accuracy will be noisy"
+            )
+    if counts and min(counts.values()) > 0:
+        big = max(counts, key=lambda k: counts[k])
+        small = min(counts, key=lambda k: counts[k])
+        if counts[big] > UNBALANCED_RATIO * counts[small]:
+            out.append(
+                f"classes are unbalanced: {big!r} has {counts[big]} images, {small!r} {counts[small]} "
+                f"(ratio {counts[big] / counts[small]:.1f} > {UNBALANCED_RATIO:g}); top-1 favours the big classes"
+            )
+    return out
+
+
+def finalize(
+    out_dir: str | Path,
+    staging: str | Path,
+    quarantined: Sequence[dict],
+    options: dict,
+    classes: Sequence[str] = VWW_CLASSES,
+    balance_warnings: bool = False,
+) -> dict:
     """Move the staged shards into place and write ``stats.json`` last; return the stats.
 
-    ``quarantined`` holds ``{"file", "reason"}`` items. An empty result is a UserError.
+    ``quarantined`` holds ``{"file", "reason"}`` items. An empty result is a UserError. ``classes`` names
+    the labels in order (label ``i`` is ``classes[i]``; default VWW's two); ``stats.json`` records them as
+    ``classes`` and the image counts per label index (``labels``, ``labels_per_split``, string keys
+    ``"0"``..``"N-1"``) and per class name (``class_counts``: name -> train/eval/total). With
+    ``balance_warnings`` it also holds ``warnings`` (``class_warnings``; the callers print them).
+    A record label outside ``0..N-1`` is a ValueError (a bug of the source, not of the user).
     """
     out, staging = Path(out_dir), Path(staging)
+    classes = [str(c) for c in classes]
+    label_keys = [str(i) for i in range(len(classes))]
     summaries = read_summaries(staging)
+    stray = sorted({lab for x in summaries for lab, n in x["labels"].items() if n} - set(label_keys))
+    if stray:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ValueError(f"records carry labels {stray} outside 0..{len(classes) - 1} ({len(classes)} classes)")
     quarantined = sorted(quarantined, key=lambda q: (q["file"], q["reason"]))
     written = {s: sum(x["count"] for x in summaries if x["split"] == s) for s in SPLITS}
     if sum(written.values()) == 0:
@@ -221,9 +282,10 @@ def finalize(out_dir: str | Path, staging: str | Path, quarantined: Sequence[dic
             + "); check the input paths"
         )
     per_split = {
-        s: {lab: sum(x["labels"][lab] for x in summaries if x["split"] == s) for lab in ("0", "1")}
+        s: {lab: sum(x["labels"].get(lab, 0) for x in summaries if x["split"] == s) for lab in label_keys}
         for s in SPLITS
     }
+    totals = {lab: per_split["train"][lab] + per_split["eval"][lab] for lab in label_keys}
     fingerprint = hashlib.sha256()
     for x in sorted(summaries, key=lambda x: x["file"]):
         fingerprint.update(f"{x['file']}:{x['count']}:{x['digest']}\n".encode())
@@ -239,20 +301,35 @@ def finalize(out_dir: str | Path, staging: str | Path, quarantined: Sequence[dic
     shutil.rmtree(staging, ignore_errors=True)
     stats = {
         "written": written,
-        "labels": {lab: per_split["train"][lab] + per_split["eval"][lab] for lab in ("0", "1")},
+        "labels": totals,
         "labels_per_split": per_split,
+        "classes": classes,
+        "class_counts": {
+            name: {"train": per_split["train"][lab], "eval": per_split["eval"][lab], "total": totals[lab]}
+            for name, lab in zip(classes, label_keys)
+        },
         "considered": sum(written.values()) + len(quarantined),
         "quarantined": list(quarantined),
         "shards": {s: sorted(x["file"] for x in summaries if x["split"] == s) for s in SPLITS},
         "fingerprint": fingerprint.hexdigest(),
         "options": options,
     }
+    if balance_warnings:
+        stats["warnings"] = class_warnings({name: totals[lab] for name, lab in zip(classes, label_keys)})
     _write_json(out / STATS_FILE, stats)
     return stats
 
 
-def write_dataset(out_dir: str | Path, records: Iterable[Record], options: dict) -> dict:
+def write_dataset(
+    out_dir: str | Path,
+    records: Iterable[Record],
+    options: dict,
+    classes: Sequence[str] = VWW_CLASSES,
+    balance_warnings: bool = False,
+) -> dict:
     """In-process writer (synthetic data): stage every shard, then ``finalize``; returns the stats.
+
+    ``classes`` and ``balance_warnings`` as for ``finalize``.
 
     Records are held in memory until their shard is written (about 3 KB each at 96x96); the number of
     shards per split follows its size, exactly as in the Beam pipeline, so both write the same files.
@@ -268,4 +345,4 @@ def write_dataset(out_dir: str | Path, records: Iterable[Record], options: dict)
             groups.setdefault(shard_of(r.key, num_shards[split]), []).append(r)
         for shard, items in sorted(groups.items()):
             write_shard(staging, split, shard, num_shards[split], items)
-    return finalize(out_dir, staging, [], {**options, "num_shards": num_shards})
+    return finalize(out_dir, staging, [], {**options, "num_shards": num_shards}, classes, balance_warnings)
