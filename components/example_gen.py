@@ -35,7 +35,7 @@ def beam_flags(pipeline: "beam.Pipeline | None") -> list[str]:
 
 def make_examples(out_dir: str, data: dict, beam_args: list[str]) -> dict:
     """Build the data set described by the config's ``data`` section into ``out_dir``; return its stats."""
-    from edgenas_keras.data.sources import coco_sources, mlperf_tiny_sources, read_minival_ids
+    from edgenas_keras.data.sources import coco_sources, folder_sources, mlperf_tiny_sources, read_minival_ids
     from edgenas_keras.data.synth import SynthSpec
 
     workers = data.get("direct_num_workers") or None
@@ -47,9 +47,15 @@ def make_examples(out_dir: str, data: dict, beam_args: list[str]) -> dict:
             grayscale=data["grayscale"],
             eval_fraction=data["eval_fraction"],
             area_threshold=data["area_threshold"],
+            num_classes=data.get("num_classes", 0),
         )
         return run_synth(out_dir, spec, direct_num_workers=workers, beam_args=beam_args)
-    if data["source"] == "coco":
+    classes = None
+    if data["source"] == "folders":
+        classes, sources = folder_sources(
+            data["images"][0], list(data.get("classes") or ()) or None, eval_fraction=data["eval_fraction"]
+        )
+    elif data["source"] == "coco":
         minival = read_minival_ids(data["minival_ids"]) if data.get("minival_ids") else None
         sources = coco_sources(
             list(zip(data["images"], data["annotations"])),
@@ -69,6 +75,7 @@ def make_examples(out_dir: str, data: dict, beam_args: list[str]) -> dict:
         direct_num_workers=workers,
         beam_args=beam_args,
         exif_transpose=data.get("exif_transpose", False),
+        classes=classes,
     )
 
 

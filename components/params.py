@@ -65,6 +65,9 @@ def data_section(data: dict, images: str, annotations: str, minival_ids: str) ->
         if not data["images"] or len(data["images"]) != len(data["annotations"]):
             raise UserError(f"{_where('data.annotations')} must list one instances file per data.images folder "
                             f"(coco), got {len(data['annotations'])} for {len(data['images'])}")
+    elif data["source"] == "folders" and len(data["images"]) != 1:
+        raise UserError(f"{_where('data.images')} must name exactly one folder (folders: one subfolder per "
+                        f"class), got {len(data['images'])}")
     elif data["source"] == "mlperf-tiny" and len(data["images"]) != 1:
         raise UserError(f"{_where('data.images')} must name exactly one folder (mlperf-tiny: person/ and "
                         f"non_person/), got {len(data['images'])}")

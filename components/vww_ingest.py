@@ -30,6 +30,7 @@ from pathlib import Path
 from edgenas_keras.data.images import BadImage
 from edgenas_keras.data.records import (
     SPLITS,
+    VWW_CLASSES,
     assign_split,
     finalize,
     num_shards_for,
@@ -104,6 +105,8 @@ def _run(
     num_shards: int | None,
     direct_num_workers: int | None,
     beam_args: Sequence[str],
+    classes: Sequence[str] = VWW_CLASSES,
+    balance_warnings: bool = False,
 ) -> dict:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -135,8 +138,10 @@ def _run(
             | "WriteQuarantine" >> beam.Map(_write_quarantine, staging)
         )
     quarantined = json.loads(Path(staging, QUARANTINE_FILE).read_text(encoding="utf-8"))
-    stats = finalize(out_dir, staging, quarantined, {**options, "num_shards": shards})
+    stats = finalize(out_dir, staging, quarantined, {**options, "num_shards": shards}, classes, balance_warnings)
     _log(f"wrote {stats['written']} labels {stats['labels']}, {len(quarantined)} quarantined")
+    for warning in stats.get("warnings", ()):
+        _log(f"warning: {warning}")
     return stats
 
 
@@ -154,8 +159,13 @@ def run_ingest(
     direct_num_workers: int | None = None,
     beam_args: Sequence[str] = (),
     exif_transpose: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> dict:
     """Ingest labelled source images (see ``edgenas_keras.data.sources``); returns the ``stats.json`` dict.
+
+    ``classes`` names the labels in order (label ``i`` is ``classes[i]``, e.g. from ``folder_sources``);
+    ``None`` is VWW's ``no_person``, ``person``. With ``classes`` given, ``stats.json`` also carries the
+    class balance ``warnings`` (``edgenas_keras.data.records.class_warnings``), each logged on stderr.
 
     ``options`` are the resolved user options recorded in ``stats.json``. Bad images (and images the
     conversion rules of ``edgenas_keras.data.pixels`` refuse) are quarantined with their reason; an
@@ -173,6 +183,8 @@ def run_ingest(
         num_shards,
         direct_num_workers,
         beam_args,
+        VWW_CLASSES if classes is None else classes,
+        classes is not None,
     )
 
 
@@ -196,5 +208,7 @@ def run_synth(
         num_shards,
         direct_num_workers,
         beam_args,
+        spec.class_names(),
+        spec.num_classes > 0,
     )
 

@@ -45,24 +45,26 @@ from edgenas_keras.errors import UserError
 # with a letter or digit. A name passes both only when it matches this.
 PIPELINE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,126}[a-z0-9])?$")
 NAME_RULE = "1-128 lowercase letters, digits or '-', starting and ending with a letter or digit"
-DATA_SOURCES = ("synth", "coco", "mlperf-tiny")
+DATA_SOURCES = ("synth", "coco", "mlperf-tiny", "folders")
 RUNNERS = ("local", "beam")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "synth"  # synth | coco | mlperf-tiny
+    source: str = "synth"  # synth | coco | mlperf-tiny | folders (your own image folders, any classes)
     synth_images: int = 2000  # synth: how many images to draw
     seed: int = 0  # synth: the drawing seed
     resolution: int = 96  # side of the stored images (the model may read them smaller: space.resolution)
     grayscale: bool = False
     eval_fraction: float = 0.1  # share of images hashed into the eval split (no minival_ids)
     area_threshold: float = 0.005  # VWW label rule: person area / image area must exceed this
-    images: tuple[str, ...] = ()  # coco: one folder per annotations file; mlperf-tiny: one folder
+    images: tuple[str, ...] = ()  # coco: one folder per annotations file; mlperf-tiny, folders: one folder
     annotations: tuple[str, ...] = ()  # coco: instances_*.json, one per images folder
     minival_ids: str = ""  # coco: ids held out as eval (the paper's protocol)
     direct_num_workers: int = 0  # ingest DirectRunner processes (0: the number of cores)
     exif_transpose: bool = False  # ingest: turn images upright by their EXIF orientation (default: raw)
+    classes: tuple[str, ...] = ()  # folders: the class folders in label order (empty: folder names sorted)
+    num_classes: int = 0  # synth: 0 draws the VWW person scenes; N (2..24) draws N shape classes
 
 
 @dataclass(frozen=True)
@@ -338,8 +340,20 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
     elif d.source == "coco":
         if not d.images or len(d.images) != len(d.annotations):
             _fail(s, "data.annotations", "must list one instances file per data.images folder (coco)")
-    elif len(d.images) != 1:
+    elif d.source == "folders" and len(d.images) != 1:
+        _fail(s, "data.images", "must list exactly one folder (folders: one subfolder per class)")
+    elif d.source == "mlperf-tiny" and len(d.images) != 1:
         _fail(s, "data.images", "must list exactly one folder (mlperf-tiny: person/ and non_person/)")
+    if d.classes and d.source != "folders":
+        _fail(s, "data.classes", f"applies to data.source folders only, got source {d.source!r}")
+    for i, name in enumerate(d.classes):
+        if not name.strip():
+            _fail(s, f"data.classes[{i}]", "must name a class folder, got an empty string")
+        if name in d.classes[:i]:
+            _fail(s, f"data.classes[{i}]", f"names {name!r} twice")
+    if d.num_classes and (d.source != "synth" or not 2 <= d.num_classes <= 24):
+        _fail(s, "data.num_classes", f"must be 0 (VWW) or 2..24 shape classes, for data.source synth only, "
+              f"got {d.num_classes} with source {d.source!r}")
     for i, path in enumerate(d.images):
         if not path:
             _fail(s, f"data.images[{i}]", "must name a folder, got an empty string")

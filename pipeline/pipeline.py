@@ -73,6 +73,8 @@ def create_pipeline(
                       "flash_bytes": rp["budgets_flash_bytes"]}
     budgets = {**search_budgets, "min_accuracy": rp["budgets_min_accuracy"]}
     data = {k: v for k, v in config.to_dict()["data"].items() if k not in ("images", "annotations", "minival_ids")}
+    # the multi-class fields only when set: VWW configs keep their parameters (and cache keys) as before
+    data = {k: v for k, v in data.items() if not (k in ("classes", "num_classes") and not v)}
 
     example_gen = VwwExampleGen(
         data_config=to_json(data),

@@ -45,7 +45,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from edgenas_keras.data.images import encode_jpeg
-from edgenas_keras.data.records import Record, assign_split, vww_record, write_dataset
+from edgenas_keras.data.records import VWW_CLASSES, Record, assign_split, vww_record, write_dataset
+from edgenas_keras.errors import UserError
 
 SUPERSAMPLE = 2  # draw at twice the resolution, then box-filter down: anti-aliased strokes
 
@@ -84,9 +85,20 @@ class SynthSpec:
     grayscale: bool = False
     eval_fraction: float = 0.1
     area_threshold: float = 0.005
+    num_classes: int = 0  # 0: the VWW person scenes (2 classes); N >= 2: N shape classes (draw_shapes)
+
+    def __post_init__(self):
+        if self.num_classes and not 2 <= self.num_classes <= MAX_SHAPE_CLASSES:
+            raise UserError(
+                f"synthetic num_classes {self.num_classes} is out of range; use 2..{MAX_SHAPE_CLASSES} shape "
+                "classes (or 0 for the VWW person scenes)"
+            )
 
     def record(self, index: int) -> Record:
-        image, label, _ = draw_scene(self.seed, index, self.resolution, self.area_threshold)
+        if self.num_classes:
+            image, label = draw_shapes(self.seed, index, self.resolution, self.num_classes)
+        else:
+            image, label, _ = draw_scene(self.seed, index, self.resolution, self.area_threshold)
         if self.grayscale:
             image = image.convert("L")
         key = self.key(index)
@@ -104,7 +116,14 @@ class SynthSpec:
         return f"synth/{self.seed}/{index:08d}"
 
     def options(self) -> dict:
-        return {"source": "synth", **asdict(self)}
+        opts = {"source": "synth", **asdict(self)}
+        if not self.num_classes:
+            del opts["num_classes"]  # the VWW default records exactly the options it always did
+        return opts
+
+    def class_names(self) -> list[str]:
+        """Label ``i``'s name: VWW's ``no_person``, ``person``, or ``shape_class_names(num_classes)``."""
+        return shape_class_names(self.num_classes) if self.num_classes else list(VWW_CLASSES)
 
 
 def _hue_colour(rng: np.random.Generator, person: bool) -> tuple[int, int, int]:
@@ -496,4 +515,117 @@ def synth_records(spec: SynthSpec, progress: Callable[[int], None] | None = None
 
 def write_synth(out_dir, spec: SynthSpec, progress: Callable[[int], None] | None = None) -> dict:
     """Draw ``spec`` and write it in the Examples layout (same writer as ingest); return ``stats.json``."""
-    return write_dataset(out_dir, synth_records(spec, progress), spec.options())
+    return write_dataset(
+        out_dir, synth_records(spec, progress), spec.options(), spec.class_names(), spec.num_classes > 0
+    )
+
+
+# ---- N-class shapes --------------------------------------------------------------------------------------
+
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent", "hexagon")
+TEXTURES = ("solid", "striped", "dotted")  # classes beyond len(SHAPES) repeat the shapes with a texture
+MAX_SHAPE_CLASSES = len(SHAPES) * len(TEXTURES)
+
+
+def shape_class_names(num_classes: int) -> list[str]:
+    """Names of the ``num_classes`` shape classes in label order: ``circle``, ``square``, ... then the
+    same shapes ``_striped`` and ``_dotted`` (label ``c`` is shape ``c % 8`` in texture ``c // 8``)."""
+    return [
+        SHAPES[c % len(SHAPES)] + ("" if c < len(SHAPES) else "_" + TEXTURES[c // len(SHAPES)])
+        for c in range(num_classes)
+    ]
+
+
+def _shape_mask(rng: np.random.Generator, shape: str, size: int) -> Image.Image:
+    """A white ``shape`` on black (``L``, ``size`` square): random centre, radius 15-35% of the side,
+    rotation and a 0.8-1.25 aspect stretch, so neither position, scale nor orientation tells the class."""
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    r = size * rng.uniform(0.15, 0.35)
+    cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)
+    rot, stretch = rng.uniform(0, 2 * math.pi), rng.uniform(0.8, 1.25)
+
+    def poly(radii_angles):
+        pts = []
+        for rad, ang in radii_angles:
+            x, y = rad * math.cos(ang) * stretch, rad * math.sin(ang) / stretch
+            pts.append((cx + x * math.cos(rot) - y * math.sin(rot), cy + x * math.sin(rot) + y * math.cos(rot)))
+        return pts
+
+    def regular(k, radii=(1.0,)):
+        m = len(radii)
+        return poly((r * radii[j % m], 2 * math.pi * j / (k * m)) for j in range(k * m))
+
+    if shape in ("circle", "ring", "crescent"):
+        box = [cx - r * stretch, cy - r / stretch, cx + r * stretch, cy + r / stretch]
+        draw.ellipse(box, fill=255)
+        if shape == "ring":
+            t = rng.uniform(0.45, 0.65)
+            draw.ellipse([cx - t * r * stretch, cy - t * r / stretch, cx + t * r * stretch, cy + t * r / stretch], fill=0)
+        elif shape == "crescent":
+            dx, dy = 0.55 * r * math.cos(rot), 0.55 * r * math.sin(rot)
+            draw.ellipse([b + d for b, d in zip(box, (dx, dy, dx, dy))], fill=0)
+    elif shape == "square":
+        draw.polygon(regular(4), fill=255)
+    elif shape == "triangle":
+        draw.polygon(regular(3), fill=255)
+    elif shape == "hexagon":
+        draw.polygon(regular(6), fill=255)
+    elif shape == "star":
+        draw.polygon(regular(5, (1.0, 0.42)), fill=255)
+    else:  # cross: a plus sign with arms a third of the radius wide
+        w = 0.32
+        corners = [(1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w), (-w, -1), (w, -1), (w, -w), (1, -w)]
+        draw.polygon(poly((r * math.hypot(x, y), math.atan2(y, x)) for x, y in corners), fill=255)
+    return mask
+
+
+def _texture(rng: np.random.Generator, kind: str, size: int) -> Image.Image:
+    """The fill of a shape: one colour, or stripes / dots of two colours at a random angle and pitch."""
+    v0 = rng.uniform(0.4, 1.0)
+    c0 = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.4, 1.0), v0)) * 255
+    if kind == "solid":
+        return Image.new("RGB", (size, size), tuple(int(c) for c in c0))
+    v1 = rng.uniform(0.0, 0.3) if v0 > 0.7 else rng.uniform(0.8, 1.0)  # the pattern always shows
+    c1 = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 1.0), v1)) * 255
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    pitch, ang = size * rng.uniform(0.06, 0.12), rng.uniform(0, math.pi)
+    u = (xx * math.cos(ang) + yy * math.sin(ang)) / pitch
+    if kind == "striped":
+        on = (u % 1.0) < 0.5
+    else:
+        v = (-xx * math.sin(ang) + yy * math.cos(ang)) / pitch
+        on = ((u % 1.0 - 0.5) ** 2 + (v % 1.0 - 0.5) ** 2) < 0.09
+    return Image.fromarray(np.where(on[..., None], c1, c0).astype(np.uint8))
+
+
+def draw_shapes(seed: int, index: int, resolution: int, num_classes: int) -> tuple[Image.Image, int]:
+    """Image ``index`` of the ``num_classes``-class shape data set ``seed``: (RGB PIL image, label).
+
+    Label ``index % num_classes`` (classes exactly balanced), drawn as ``shape_class_names`` says: one
+    shape of a random colour (texture classes: two colours), size, place, rotation and stretch, over the
+    VWW scenes' cluttered background with small blobs and thin strokes, some strokes crossing the shape,
+    then global lighting jitter. Only the outline (and the texture) tells the class, so a network has to
+    read shape, not colour or amount of stuff. A pure function of its arguments.
+    """
+    rng = np.random.default_rng([seed, index, 1000 + num_classes])
+    label = index % num_classes
+    size = resolution * SUPERSAMPLE
+    img = _background(rng, size)
+    draw = ImageDraw.Draw(img)
+
+    def strokes(count):
+        for _ in range(count):
+            p, q = rng.uniform(0, size, 2), rng.uniform(0, size, 2)
+            draw.line([tuple(p), tuple(q)], fill=_clutter_colour(rng), width=int(rng.integers(1, 1 + size // 24)))
+
+    for _ in range(int(rng.integers(2, 6))):  # small blobs, under a third of the shape's size
+        x, y = rng.uniform(0, size, 2)
+        w, h = rng.uniform(0.03, 0.1, 2) * size
+        draw.ellipse([x, y, x + w, y + h], fill=_clutter_colour(rng))
+    strokes(int(rng.integers(1, 4)))
+    shape = SHAPES[label % len(SHAPES)]
+    texture = TEXTURES[label // len(SHAPES)]
+    img.paste(_texture(rng, texture, size), mask=_shape_mask(rng, shape, size))
+    strokes(int(rng.integers(0, 3)))
+    return _photometric(rng, img).resize((resolution, resolution), Image.BOX), label

@@ -1,10 +1,10 @@
 """``edgenas data``: build VWW data sets in the TFX Examples layout (DESIGN.md section 5).
 
-- ``data ingest``: real images (COCO 2014 + instances annotations, or the MLPerf Tiny folders) through the
-  Beam pipeline in components/vww_ingest.py; multi-process DirectRunner by default, any runner through
-  ``--beam-arg=--runner=...``.
+- ``data ingest``: real images (COCO 2014 + instances annotations, the MLPerf Tiny folders, or a user's
+  image folders with any number of classes) through the Beam pipeline in components/vww_ingest.py;
+  multi-process DirectRunner by default, any runner through ``--beam-arg=--runner=...``.
 - ``data synth``: the synthetic VWW-like data set (edgenas_keras/data/synth.py), drawn in this process;
-  the embedded default data set of the main job is made by it.
+  the embedded default data set of the main job is made by it. ``--num-classes N`` draws N shape classes.
 
 Both write ``OUT/Split-train/*.gz``, ``OUT/Split-eval/*.gz`` and, last, ``OUT/stats.json``.
 """
@@ -18,14 +18,22 @@ from pipeline.commands._util import emit, existing_file
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("data", help="build VWW data sets (ingest real images, or synthesise)")
+    p = subparsers.add_parser("data", help="build data sets (ingest real images, or synthesise)")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
     ing = sub.add_parser(
         "ingest",
-        help="ingest COCO 2014 or MLPerf Tiny images into TFRecord shards (Apache Beam)",
-        description="Label, resize and shard real VWW images. Every image Pillow opens is converted to "
+        help="ingest COCO 2014, MLPerf Tiny or your own image folders into TFRecord shards (Apache Beam)",
+        description="Label, resize and shard real images. Sources: coco (COCO 2014 + instances "
+        "annotations, the VWW person rule), mlperf-tiny (person/ and non_person/), folders (your own data "
+        "set, any number of classes: every subfolder of --images is a class, named by the folder, labels in "
+        "sorted name order or in the order of --classes; nested folders belong to their class; optional "
+        "pre-split train/ and eval/ (or val/) folders each holding the class folders, else a stable hash "
+        "split; gs://B/P is read through the GCS FUSE mount /gcs/B/P). OUT/stats.json records the classes "
+        "in label order, counts per class and split, and for folders warns (also on stderr) when a class "
+        "has fewer than 20 images or under 1% of them, or the largest class has over 10x the smallest. "
+        "Every image Pillow opens is converted to "
         "8-bit RGB (or L) by one rule: 16-bit samples keep their high byte (v >> 8), 12-bit TIFFs are "
         "scaled by their bit depth, 32-bit integer and float images only by the range the file declares "
         "(TIFF SMinSampleValue/SMaxSampleValue), transparency is composited over white, EXIF "
@@ -34,13 +42,20 @@ def register(subparsers) -> None:
         "listed in OUT/stats.json and --json, never clipped. Pass-through Beam options take the "
         "'=' form: --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ...",
     )
-    ing.add_argument("--source", choices=["coco", "mlperf-tiny"], required=True)
+    ing.add_argument("--source", choices=["coco", "mlperf-tiny", "folders"], required=True)
     ing.add_argument(
         "--images",
         action="append",
         required=True,
         metavar="DIR",
-        help="image folder (coco: repeat with --annotations, e.g. train2014 and val2014)",
+        help="image folder (coco: repeat with --annotations, e.g. train2014 and val2014; folders: the "
+        "folder holding one subfolder per class, or train/ and eval/ with them)",
+    )
+    ing.add_argument(
+        "--classes",
+        metavar="A,B,...",
+        help="folders only: the class folders in label order (default: folder names sorted); must name "
+        "every class folder",
     )
     ing.add_argument(
         "--annotations",
@@ -101,6 +116,14 @@ def register(subparsers) -> None:
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--eval-fraction", type=float, default=0.1)
     syn.add_argument("--grayscale", action="store_true", help="store 1-channel images")
+    syn.add_argument(
+        "--num-classes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw N shape classes (2..24: circle, square, triangle, star, cross, ring, crescent, hexagon, "
+        "then striped and dotted ones) instead of the VWW person scenes (default 0: VWW)",
+    )
     syn.add_argument("--json", action="store_true", help="print one JSON object")
     syn.set_defaults(func=cmd_synth)
 
@@ -115,14 +138,22 @@ def _check_common(args) -> None:
 
 
 def _summary(stats: dict) -> dict:
-    return {"written": stats["written"], "labels": stats["labels"], "quarantined": stats["quarantined"]}
+    out = {"written": stats["written"], "labels": stats["labels"], "quarantined": stats["quarantined"]}
+    if "warnings" in stats:  # data sets with their own classes (folders, N-class synth)
+        out.update(classes=stats["classes"], class_counts=stats["class_counts"], warnings=stats["warnings"])
+    return out
 
 
 def _human(stats: dict, out: str) -> str:
     w, lab = stats["written"], stats["labels"]
+    if "warnings" in stats:
+        per_class = ", ".join(f"{name}: {c['total']}" for name, c in stats["class_counts"].items())
+        counts = f"{len(stats['classes'])} classes, {per_class}"
+    else:
+        counts = f"label 1: {lab['1']}, label 0: {lab['0']}"
     lines = [
         f"wrote {w['train']} train + {w['eval']} eval examples to {out} "
-        f"(label 1: {lab['1']}, label 0: {lab['0']}); fingerprint {stats['fingerprint'][:16]}"
+        f"({counts}); fingerprint {stats['fingerprint'][:16]}"
     ]
     q = stats["quarantined"]
     if q:
@@ -141,8 +172,30 @@ def cmd_ingest(args) -> int:
     _check_common(args)
     if args.area_threshold < 0 or args.area_threshold >= 1:
         raise UserError(f"--area-threshold {args.area_threshold} must be in [0, 1)")
-    options = {"source": args.source, "images": [str(Path(d).resolve()) for d in args.images]}
-    if args.source == "coco":
+    options = {
+        "source": args.source,
+        "images": [d if d.startswith("gs://") else str(Path(d).resolve()) for d in args.images],
+    }
+    classes = None
+    if args.classes is not None and args.source != "folders":
+        raise UserError("--classes applies to --source folders only")
+    if args.source == "folders":
+        if args.annotations or args.minival_ids:
+            raise UserError("--annotations and --minival-ids apply to --source coco only")
+        if len(args.images) != 1:
+            raise UserError("--source folders takes one --images folder (holding one subfolder per class)")
+        if args.area_threshold != 0.005:
+            raise UserError("--area-threshold applies to --source coco only")
+        presplit = sources.is_presplit(args.images[0])
+        if presplit and args.eval_fraction is not None:
+            raise UserError(
+                f"--eval-fraction does not apply: {args.images[0]} is pre-split into train/ and eval/ (or val/)"
+            )
+        eval_fraction = sources.DEFAULT_EVAL_FRACTION if args.eval_fraction is None else args.eval_fraction
+        wanted = None if args.classes is None else args.classes.split(",")
+        classes, srcs = sources.folder_sources(args.images[0], wanted, eval_fraction)
+        options.update(classes=classes, presplit=presplit, eval_fraction=None if presplit else eval_fraction)
+    elif args.source == "coco":
         if len(args.annotations) != len(args.images):
             raise UserError(
                 f"--source coco needs one --annotations per --images (got {len(args.images)} --images and "
@@ -195,6 +248,7 @@ def cmd_ingest(args) -> int:
         args.direct_num_workers,
         args.beam_arg,
         exif_transpose=args.exif_transpose,
+        classes=classes,
     )
     emit(args, _summary(stats), _human(stats, args.out))
     return 0
@@ -208,8 +262,12 @@ def cmd_synth(args) -> int:
     _check_common(args)
     if args.n < 1:
         raise UserError(f"--n {args.n} must be at least 1")
-    spec = SynthSpec(args.n, args.seed, args.resolution, args.grayscale, args.eval_fraction)
+    spec = SynthSpec(
+        args.n, args.seed, args.resolution, args.grayscale, args.eval_fraction, num_classes=args.num_classes
+    )
     with tqdm(total=args.n, desc="synth", unit="img", file=sys.stderr, mininterval=1.0) as bar:
         stats = write_synth(args.out, spec, progress=lambda i: bar.update(1))
+    for warning in stats.get("warnings", ()):
+        print(f"warning: {warning}", file=sys.stderr)
     emit(args, _summary(stats), _human(stats, args.out))
     return 0
