@@ -4,7 +4,8 @@ Only a blessed model is bundled and pushed: without the blessing the component s
 is not an error, the model simply did not meet its budgets) and records ``pushed = 0``. The bundle is
 ``edgenas_keras.bundle.make_bundle`` with the pipeline's provenance in its manifest (architecture, LUT
 sha256, budgets, data fingerprint, validation figures) and the input preprocessing the trainer recorded in
-``metrics.json`` beside the model (``bundle.recorded_preprocessing``: the reader's rule, never restated here);
+``metrics.json`` beside the model (``bundle.recorded_preprocessing``: the reader's rule, never restated here)
+and the data set's class names as the labels (``bundle_labels``: the Examples artifact's ``class_names``);
 publishing is ``deploy.push.push_bundle``
 (versioned, complete or absent, ``LATEST`` written last). ``PushedModel`` carries TFX's standard custom
 properties ``pushed``, ``pushed_destination`` and ``pushed_version``.
@@ -18,6 +19,24 @@ from components.validator import VALIDATION_FILE
 
 BUNDLE_DIR = "bundle"
 PUSH_FILE = "push.json"
+
+
+def bundle_labels(examples, preprocessing) -> list[str]:
+    """The class names the bundle states, in output order: the data set's (the Examples artifact's
+    ``class_names``, label ``i`` is ``names[i]``), else the labels training recorded with the model
+    (``metrics.json`` preprocessing), else VWW's for artifacts older than both. A disagreement between the
+    first two is logged (the data's names are used)."""
+    from edgenas_keras.data.preprocessing import LABELS
+
+    data = None
+    if examples.has_custom_property("class_names"):
+        value = examples.get_json_value_custom_property("class_names")
+        data = [str(v) for v in value] if value else None
+    recorded = list(preprocessing.labels) if preprocessing is not None and preprocessing.labels else None
+    if data and recorded and data != recorded:
+        log("TfliteMicroPusher", f"warning: the examples name the classes {data}, the model was trained with "
+            f"{recorded}; the bundle states the examples' names")
+    return data or recorded or list(LABELS)
 
 
 @tfx.dsl.components.component
@@ -41,7 +60,6 @@ def TfliteMicroPusher(
     from components import params
     from deploy.push import push_bundle
     from edgenas_keras.bundle import make_bundle, recorded_preprocessing
-    from edgenas_keras.data.preprocessing import LABELS
 
     blessed = blessing.get_int_custom_property("blessed") == 1
     with output_dir(pushed_model.uri) as out:
@@ -63,13 +81,13 @@ def TfliteMicroPusher(
         if preprocessing is None:
             log("TfliteMicroPusher", "warning: the model has no recorded preprocessing (trained by an older "
                 "EdgeNAS); the bundle states it as unknown")
+        labels = bundle_labels(examples, preprocessing)
         bundle = make_bundle(
             model_file,
             out / BUNDLE_DIR,
             name=model_name.replace("-", "_").replace(".", "_").lower(),
             device=device,
-            extra_manifest={"labels": list(preprocessing.labels if preprocessing and preprocessing.labels
-                                           else LABELS), **provenance},
+            extra_manifest={"labels": labels, **provenance},
             preprocessing=preprocessing,
         )
         result = push_bundle(bundle.out_dir, params.push_dest(dest), model_name, device)

@@ -3,7 +3,9 @@
 The search itself is ``edgenas_keras.search.run_search``. This adapter:
 - refuses to search data that ExampleValidator found anomalous (a broken ingest stops here, before hours
   of compute), naming the split and the features;
-- rebuilds the search space, the LUT and the library's search configuration from the parameters;
+- rebuilds the search space, the LUT and the library's search configuration from the parameters; the
+  space's head gets as many outputs as the examples have classes (``stats.json``'s ``classes``: the data
+  wins over the space's ``num_classes``), and ``space.json`` in the artifact records that space;
 - runs the search in a *stable* working folder keyed by its inputs (the examples' fingerprint, the LUT's
   sha256, the space and the configuration), not in the execution's output folder, which TFX renames per
   attempt: an interrupted run restarted with the same inputs resumes from the search's checkpoint;
@@ -89,6 +91,7 @@ def SupernetSearch(
     ``seed`` are the run-time parameters ``budgets_*`` and ``seed`` of a compiled spec."""
     from components import params
     from edgenas_keras import lut as lut_lib
+    from edgenas_keras.classes import dataset_class_names, space_for_data
     from edgenas_keras.search import run_search, search_config_from, space_with_blocks
     from edgenas_keras.space import SearchSpace
 
@@ -96,6 +99,9 @@ def SupernetSearch(
     seed = params.seed(seed)
     check_anomalies(anomalies)
     space = SearchSpace.from_dict(json.loads(space_config), source="pipeline config")
+    data_dir = input_dir(examples.uri)
+    # the head has as many outputs as the data has classes (the data wins over the space's num_classes)
+    space = space_for_data(space, dataset_class_names(data_dir), warn=lambda m: log("SupernetSearch", m))
     table = lut_lib.load(input_dir(lut.uri) / "lut.json")
     config = search_config_from(json.loads(search_config), model_budgets(budgets, table.device), seed)
     key = {
@@ -114,7 +120,7 @@ def SupernetSearch(
         work = work_dir(architecture.uri, key)
     work.mkdir(parents=True, exist_ok=True)
     log("SupernetSearch", f"searching {space.name} at {space.resolution}px on {table.device} (work: {work})")
-    result = run_search(str(input_dir(examples.uri)), table, config, str(work), space=space)
+    result = run_search(str(data_dir), table, config, str(work), space=space)
     with output_dir(architecture.uri) as out:
         for p in sorted(work.iterdir()):
             if p.is_file() and not p.name.startswith("."):

@@ -258,7 +258,28 @@ def _variables_note(name: str, model: TfliteModel) -> str:
 
 
 def _c_string(s: str) -> str:
-    return json.dumps(s)  # a JSON string literal is a valid C string literal for printable text
+    """``s`` as a C/C++ narrow string literal holding its UTF-8 bytes, for any text (class names come from
+    users' folder names): printable ASCII as is, except ``"`` and ``\\`` (escaped) and ``?`` (``\\?``, so no
+    trigraph forms); every other byte (control characters, each byte of a non-ASCII character) as a
+    three-digit octal escape, which never runs into the next character as ``\\x`` escapes can. The literal
+    has no line break, so it is safe inside a ``//`` comment too. (A JSON literal is not: its ``\\uXXXX``
+    escapes of control characters and surrogate pairs are not valid C.)"""
+    out = []
+    for b in s.encode("utf-8"):
+        ch = chr(b)
+        if ch in '"\\?':
+            out.append("\\" + ch)
+        elif 0x20 <= b < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _md_label(label: str) -> str:
+    """A label for the README's text: as is when it is plain words, else as a quoted JSON string (so a
+    newline, backtick or markup character in a user's class name cannot break the page)."""
+    return label if re.fullmatch(r"[\w .+-]+", label) else json.dumps(label, ensure_ascii=False)
 
 
 def pixel_to_int8_offset(pre: Preprocessing, scale: float, zero_point: int) -> int | None:
@@ -483,7 +504,7 @@ interpreter.AllocateTensors();  // check the status: kTfLiteOk
 {_readme_preprocessing(name, model, manifest["preprocessing"])}
 ## Output
 
-- Output: {out.elements} int8 values; `x = (q - ({out.zero_point[0]})) * {out.scale[0]:.8g}`. Labels, in order: {", ".join(labels)}.
+- Output: {out.elements} int8 values; `x = (q - ({out.zero_point[0]})) * {out.scale[0]:.8g}`. Labels, in order: {", ".join(_md_label(v) for v in labels)}.
 """
 
 

@@ -16,6 +16,20 @@ TFLite-operator granularity by ``edgenas_keras.ops.lut_key``.
 Shipped tables live in ``lut_assets/`` with a ``manifest.json`` of sha256 checksums that ``load_device``
 verifies. A LUT may also carry an analytical model (``model`` in the metadata) that prices keys the table does
 not list; measured tables do not, and a missing key is an error that lists the keys and the build command.
+
+One exception, the classifier head: a table built for the default space lists ``FULLY_CONNECTED`` from
+1x1xC to 2 outputs and ``SOFTMAX`` over 2 values only (the emulated tables also one 64 -> 10 and a softmax
+over 10), and a data set with N classes needs those operators at N. A keys-only table (measured, emulated)
+prices such a missing head key (``FULLY_CONNECTED`` from 1x1xC when it lists that C at another output
+count, ``SOFTMAX`` over N when it lists another N) from its own entries of the same operator and
+attributes (``_head_price``): where they hold two or more output counts, a least-
+squares fit of ``a + b*N + c*C*N`` (``FULLY_CONNECTED``; ``a + b*N`` for ``SOFTMAX``); otherwise the
+entry with the same input and the nearest output count scaled in proportion to N, which
+over-states the cost because every kernel also has a fixed part (shipped emulated Cortex-M7 table without
+its 64 -> 10 entry: 3,080 cycles for the emulated 2,053). The head is a few thousand cycles of a model's
+millions, so the estimate does not decide a verdict; ``head_estimated(keys)`` names the keys priced this
+way, and the search, ``analyze`` and ``validate`` report them. Any other missing key (a head over input
+channels the table never saw, any other operator) is still refused.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +117,22 @@ class Lut:
                          "estimate (analyze --allow-estimate)")
         return hint
 
-    def missing(self, keys: Iterable[str]) -> list[str]:
+    def head_estimated(self, keys: Iterable[str]) -> list[str]:
+        """The keys of ``keys`` this table prices with the classifier-head estimate (module docstring): a
+        keys-only table's missing ``FULLY_CONNECTED`` keys from 1x1xC whose C it lists at another output
+        count, and ``SOFTMAX`` keys over 1x1xN when it lists a softmax over another N (same attributes).
+        Empty for tables with an analytical model."""
         if self.estimator is not None:
             return []
-        return sorted({k for k in keys if k not in self.entries})
+        listed = {_head_basis(k) for k in self.entries if is_head_key(k)}
+        return sorted({k for k in keys if k not in self.entries and is_head_key(k) and _head_basis(k) in listed})
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys of ``keys`` this table cannot price (neither listed nor estimated)."""
+        if self.estimator is not None:
+            return []
+        keys = set(keys)
+        return sorted({k for k in keys if k not in self.entries} - set(self.head_estimated(keys)))
 
     def require(self, keys: Iterable[str]) -> None:
         miss = self.missing(keys)
@@ -121,6 +148,8 @@ class Lut:
             value = e.value
         elif self.estimator is not None:
             value = self.estimator(key)
+        elif self.head_estimated([key]):
+            value = _head_price(self.entries, key)
         else:
             raise MissingLutKeysError(self.source, [key], self.build_hint)
         reb = self.metadata.get("rebase")   # a host table re-based to this machine (host_rebase)
@@ -154,6 +183,53 @@ class Lut:
         tmp.write_text(text)
         tmp.replace(p)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+HEAD_OPS = ("FULLY_CONNECTED", "SOFTMAX")
+
+
+def is_head_key(key: str) -> bool:
+    """True for a classifier-head operator key: ``FULLY_CONNECTED`` or ``SOFTMAX`` on a 1x1xC input."""
+    op, _, rest = key.partition("|")
+    return op in HEAD_OPS and rest.startswith("in=1x1x")
+
+
+_HEAD_RE = re.compile(r"^(FULLY_CONNECTED|SOFTMAX)\|in=1x1x(\d+)\|out=(\d+)\|(.*)$")
+
+
+def _head_parts(key: str) -> tuple[tuple[str, str], int, int]:
+    """(operator and attributes after ``out``, input channels C, outputs N) of a head key."""
+    m = _HEAD_RE.match(key)
+    if m is None:
+        return ("", ""), 0, 0
+    return (m.group(1), m.group(4)), int(m.group(2)), int(m.group(3))
+
+
+def _head_basis(key: str) -> tuple:
+    """What a head key shares with the entries it may be estimated from: the operator and its attributes,
+    and for ``FULLY_CONNECTED`` the input channels (the output count is what differs)."""
+    kind, c, _ = _head_parts(key)
+    return (kind, c) if kind[0] == "FULLY_CONNECTED" else (kind,)
+
+
+def _head_price(entries: dict[str, LutEntry], key: str) -> float:
+    """A head key's value from the table's entries of the same operator and attributes (module docstring)."""
+    kind, c, n = _head_parts(key)
+    basis = [(bc, bn, e.value) for k, e in entries.items() if is_head_key(k)
+             for (bkind, bc, bn) in [_head_parts(k)] if bkind == kind]
+    fc = kind[0] == "FULLY_CONNECTED"
+    if len({bn for _, bn, _ in basis}) >= 2:
+        import numpy as np  # noqa: PLC0415
+
+        rows = np.array([[1.0, bn, bc * bn] if fc else [1.0, bn] for bc, bn, _ in basis])
+        coef, _, rank, _ = np.linalg.lstsq(rows, np.array([v for _, _, v in basis]), rcond=None)
+        if rank == rows.shape[1]:
+            value = float(np.dot([1.0, n, c * n] if fc else [1.0, n], coef))
+            if value > 0:
+                return value
+    work = (lambda bc, bn: bc * bn) if fc else (lambda bc, bn: bn)
+    bc, bn, v = min(basis, key=lambda b: (abs(b[0] - c), abs(b[1] - n), b[0], b[1]))
+    return v * work(c, n) / work(bc, bn)
 
 
 def _lut_calibrate():

@@ -76,7 +76,7 @@ from edgenas_keras.cost import (
 )
 from edgenas_keras.errors import UserError
 from edgenas_keras.lut import Lut
-from edgenas_keras.ops import OpNode, OpSpec
+from edgenas_keras.ops import OpNode, OpSpec, reachable_keys
 from edgenas_keras.space import FACTORS, Arch, SearchSpace
 
 KB = 1024  # budgets in kB are KiB: 1 kB = 1024 bytes
@@ -574,8 +574,18 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
 
     ``data`` overrides reading ``data_dir`` (tests, notebooks); ``on_epoch_end(epoch)`` runs after each
     epoch's checkpoint. Writes result.json, history.json, config.json, ckpt/ and tb/ under ``out_dir``.
+
+    The head has as many outputs as the data set has classes (``classes.dataset_class_names(data_dir)``,
+    from its ``stats.json``): the data wins over the space's ``head.num_classes``, with a warning on stderr
+    when they differ (``classes.space_for_data``). Head operators a keys-only LUT lacks for that class count
+    are priced by ``Lut``'s head estimate, with a warning naming them.
     """
-    space = space_with_blocks(space or SearchSpace.load(), config.num_blocks)
+    space = space or SearchSpace.load()
+    if data_dir is not None:
+        from edgenas_keras.classes import dataset_class_names, space_for_data
+
+        space = space_for_data(space, dataset_class_names(data_dir), warn=_stderr)
+    space = space_with_blocks(space, config.num_blocks)
     out = Path(out_dir)
     resolved = {"search": config.as_dict(), "space": space.to_dict(), "device": lut.device,
                 "lut_sha256": lut.sha256, "lut_source": str(lut.source),
@@ -596,6 +606,10 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
             return SearchResult.from_dict(json.loads((out / "result.json").read_text()))
 
     floor = check_feasible(space, lut, config)
+    estimated = lut.head_estimated(reachable_keys(space))
+    if estimated:
+        _stderr(f"warning: LUT {lut.source} lacks the {space.num_classes}-class head's keys ({', '.join(estimated)}); "
+                "they are estimated from its other head entries (edgenas_keras.lut, head estimate)")
     if data is None:
         from edgenas_keras.data.reader import split_files
 

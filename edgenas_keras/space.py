@@ -252,6 +252,17 @@ class SearchSpace:
         d["resolution"] = resolution
         return SearchSpace.from_dict(d, source=self.source)
 
+    def with_classes(self, num_classes: int) -> SearchSpace:
+        """This space with a head of ``num_classes`` outputs (the data set's class count: it wins over the
+        space file's ``head.num_classes``, see ``classes.space_for_data``). ``ValueError`` below 2."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"a classifier head needs at least 2 classes, got {num_classes!r}")
+        if num_classes == self.num_classes:
+            return self
+        d = self.to_dict()
+        d["head"] = {"num_classes": num_classes}
+        return SearchSpace.from_dict(d, source=self.source)
+
     def to_dict(self) -> dict:
         return {
             "name": self.name,

@@ -35,6 +35,7 @@ looks finished.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -183,28 +184,69 @@ def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limi
     return ds
 
 
-def tflm_accuracy(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model") -> tuple[float, int]:
-    """Top-1 accuracy of a full-int8 model on the eval split, run image by image in the TFLM runtime.
+TOP5_MIN_CLASSES = 6   # top-5 accuracy is reported for data sets of more than 5 classes (it is 1.0 below)
+
+
+def per_class_table(names, correct, counts) -> list[dict]:
+    """Per-class accuracy rows in label order: ``{"label", "class", "correct", "count", "accuracy"}``, where
+    ``accuracy`` is the share of that class's eval images the model labels correctly (per-class recall;
+    ``None`` for a class without eval images)."""
+    return [{"label": i, "class": str(n), "correct": int(c), "count": int(k),
+             "accuracy": (c / k if k else None)} for i, (n, c, k) in enumerate(zip(names, correct, counts))]
+
+
+def tflm_evaluate(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model",
+                  class_names: list[str] | None = None) -> dict:
+    """Accuracy of a full-int8 model on the eval split, run image by image in the TFLM runtime.
 
     Images are read as uint8 pixels at the model's own input resolution and channel count and mapped to int8
     exactly as the firmware bundle tells firmware to (``Preprocessing.to_int8`` with the model's input scale
-    and zero point: ``q = pixel - 128`` when that offset is exact), so this figure is the one a device
-    following the bundle gets. Returns (accuracy, number of images)."""
+    and zero point: ``q = pixel - 128`` when that offset is exact), so these figures are the ones a device
+    following the bundle gets. ``class_names`` (default: the data set's, ``classes.dataset_class_names``)
+    must have one name per model output, else ``UserError``.
+
+    Returns ``{"accuracy": top-1, "examples": images, "per_class": per_class_table(...)}`` and, for more
+    than 5 classes, ``"top5_accuracy"`` (the label among the 5 largest outputs; ties broken by index)."""
+    from edgenas_keras.classes import dataset_class_names   # noqa: PLC0415
+
     model = parse(bytes(model_bytes), source).require_int8()
     inp = model.input_details()[0]
     _, res, _, ch = inp["shape"]
+    names = list(class_names) if class_names is not None else dataset_class_names(data_dir)
+    outputs = model.tensors[model.outputs[0]].elements
+    if outputs != len(names):
+        raise UserError(f"{source} has {outputs} outputs but the data set in {data_dir} has {len(names)} classes "
+                        f"({', '.join(names)}); evaluate it on the data it was trained for")
     runner = tflm.Runner(model_bytes, source=source)
-    correct = total = 0
+    correct = np.zeros(len(names), np.int64)
+    counts = np.zeros(len(names), np.int64)
+    top5 = 0
     pre = reader.preprocessing(ch)
     for x, y in eval_dataset(data_dir, res, ch, 64, limit, normalized=False):
         q = pre.to_int8(x.numpy(), inp["scale"][0], inp["zero_point"][0])
         for img, label in zip(q, y.numpy()):
-            out = runner(img[None])[0]
-            correct += int(np.argmax(out.reshape(-1)) == label)
-            total += 1
+            if not 0 <= label < len(names):
+                raise UserError(f"{data_dir} holds label {int(label)} outside 0..{len(names) - 1} (its stats.json "
+                                f"names {len(names)} classes); rerun `edgenas data ingest`")
+            out = runner(img[None])[0].reshape(-1)
+            counts[label] += 1
+            correct[label] += int(np.argmax(out) == label)
+            top5 += int(label in np.argsort(-out.astype(np.int64), kind="stable")[:5])
+    total = int(counts.sum())
     if total == 0:
         raise UserError(f"{data_dir} Split-eval holds no records")
-    return correct / total, total
+    result = {"accuracy": float(correct.sum()) / total, "examples": total,
+              "per_class": per_class_table(names, correct, counts)}
+    if len(names) >= TOP5_MIN_CLASSES:
+        result["top5_accuracy"] = top5 / total
+    return result
+
+
+def tflm_accuracy(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model") -> tuple[float, int]:
+    """Top-1 accuracy of a full-int8 model on the eval split in the TFLM runtime (``tflm_evaluate``).
+    Returns (accuracy, number of images)."""
+    r = tflm_evaluate(model_bytes, data_dir, limit, source)
+    return r["accuracy"], r["examples"]
 
 
 # -- training ----------------------------------------------------------------------------------------------
@@ -216,10 +258,14 @@ def _schedule(peak: float, steps: int, warmup: int, final_fraction: float):
     return keras.optimizers.schedules.CosineDecay(peak, max(1, steps), alpha=final_fraction)
 
 
-def _compile(model, schedule, weight_decay: float):
+def _compile(model, schedule, weight_decay: float, num_classes: int = 2):
+    """Adam(W) on sparse categorical cross-entropy over ``num_classes``; metrics: top-1 ``accuracy`` and,
+    for more than 5 classes, ``top5_accuracy``."""
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    if num_classes >= TOP5_MIN_CLASSES:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=metrics)
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -269,7 +315,15 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
                      config: TrainConfig = TrainConfig(),
                      progress: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``arch`` on ``data_dir`` (an Examples folder: ``Split-train``, ``Split-eval``), quantise, export
-    and evaluate it; write the outputs listed in the module docstring to ``out_dir``."""
+    and evaluate it; write the outputs listed in the module docstring to ``out_dir``.
+
+    The model's head has one output per class of the data set (``classes.dataset_class_names``): the data
+    wins over ``space.num_classes``, with a warning through ``progress`` when they differ. ``metrics.json``
+    records the class names (``class_names``, and as the ``preprocessing`` labels the bundle states), the
+    int8 model's per-class accuracy in the TFLM runtime (``per_class_int8_tflm``, ``tflm_evaluate``) and,
+    for more than 5 classes, top-5 accuracies beside the top-1 ones."""
+    from edgenas_keras.classes import dataset_class_names, space_for_data   # noqa: PLC0415
+
     space.check(arch)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
@@ -277,9 +331,12 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
     info = dataset_info(data_dir)
     if info["train"] < 1 or info["eval"] < 1:
         raise UserError(f"{data_dir} needs records in both Split-train and Split-eval, has {info}")
+    say = progress or (lambda _msg: None)
+    names = dataset_class_names(data_dir)
+    space = space_for_data(space, names, warn=say)
+    top5 = len(names) >= TOP5_MIN_CLASSES
     res = config.resolution or space.resolution
     ch = space.in_channels
-    say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -297,7 +354,8 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         model = build_model(space, arch, res, dropout=config.dropout)
         total = steps * config.epochs
         warmup = min(round(steps * config.warmup_epochs), total // 2)
-        _compile(model, _schedule(config.lr, total, warmup, config.final_lr_fraction), config.weight_decay)
+        _compile(model, _schedule(config.lr, total, warmup, config.final_lr_fraction), config.weight_decay,
+                 space.num_classes)
         say(f"float training: {config.epochs} epoch(s) x {steps} steps of {config.batch_size}")
         h_float = model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
                             callbacks=[_EpochLog("float", config.epochs, progress)])
@@ -305,7 +363,8 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         bn_ds = reader.make_dataset(data_dir, "train", config.batch_size, res, ch, shuffle_seed=config.seed + 1)
         recalibrate_batch_norm(model, bn_ds, config.bn_batches)
         timings["float_train_s"] = time.perf_counter() - t
-        acc_float = float(model.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+        ev_float = model.evaluate(eval_ds, verbose=0, return_dict=True)
+        acc_float = float(ev_float["accuracy"])
         say(f"float accuracy {acc_float:.4f}")
         model.save(stage / "float_model.keras")
 
@@ -313,13 +372,15 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
         rep_images = representative_images(data_dir, res, ch, config.representative_samples, config.seed)
         qmodel = qat.quantize_model(model)
         qat.calibrate_ranges(qmodel, model, _batches(rep_images, config.batch_size))
-        _compile(qmodel, _schedule(config.qat_lr, steps * config.qat_epochs, 0, 0.0), config.weight_decay)
+        _compile(qmodel, _schedule(config.qat_lr, steps * config.qat_epochs, 0, 0.0), config.weight_decay,
+                 space.num_classes)
         say(f"QAT fine-tune: {config.qat_epochs} epoch(s)")
         h_qat = qmodel.fit(train_ds, epochs=config.qat_epochs, steps_per_epoch=steps, verbose=0,
                            callbacks=[_EpochLog("qat", config.qat_epochs, progress)])
         recalibrate_batch_norm(qmodel, bn_ds, config.bn_batches)
         timings["qat_train_s"] = time.perf_counter() - t
-        acc_qat = float(qmodel.evaluate(eval_ds, verbose=0, return_dict=True)["accuracy"])
+        ev_qat = qmodel.evaluate(eval_ds, verbose=0, return_dict=True)
+        acc_qat = float(ev_qat["accuracy"])
         say(f"QAT accuracy (TensorFlow) {acc_qat:.4f}")
         with warnings.catch_warnings():   # HDF5 is deliberate here (module docstring); don't warn the user
             warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
@@ -336,8 +397,9 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
 
         t = time.perf_counter()
         say("evaluating both int8 models in the TFLM runtime")
-        acc_int8, n_eval = tflm_accuracy(int8, data_dir, config.eval_limit, "model_int8.tflite")
-        acc_ptq, _ = tflm_accuracy(ptq, data_dir, config.eval_limit, "model_ptq_int8.tflite")
+        ev_int8 = tflm_evaluate(int8, data_dir, config.eval_limit, "model_int8.tflite", names)
+        ev_ptq = tflm_evaluate(ptq, data_dir, config.eval_limit, "model_ptq_int8.tflite", names)
+        acc_int8, n_eval, acc_ptq = ev_int8["accuracy"], ev_int8["examples"], ev_ptq["accuracy"]
         timings["tflm_eval_s"] = time.perf_counter() - t
 
         history = {"float": _history(h_float), "qat": _history(h_qat)}
@@ -356,10 +418,18 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
             "ptq_model_bytes": len(ptq),
             "ptq_int8_sha256": hashlib.sha256(ptq).hexdigest(),
             # what the reader fed both models: `edgenas bundle` states it to the firmware (matched by sha256)
-            "preprocessing": reader.preprocessing(ch).to_dict(),
+            # ... with the data set's class names as its labels, in output order
+            "preprocessing": dataclasses.replace(reader.preprocessing(ch), labels=tuple(names)).to_dict(),
+            "class_names": list(names),
+            "per_class_int8_tflm": ev_int8["per_class"],
             "params": int(model.count_params()),
             "seconds": {k: round(v, 1) for k, v in timings.items()},
         }
+        if top5:
+            metrics.update({"top5_accuracy_float": float(ev_float["top5_accuracy"]),
+                            "top5_accuracy_qat": float(ev_qat["top5_accuracy"]),
+                            "top5_accuracy_int8_tflm": ev_int8["top5_accuracy"],
+                            "top5_accuracy_ptq_int8_tflm": ev_ptq["top5_accuracy"]})
         resolved = {"arch": encode(arch), "space": space.name, "resolution": res, "data_dir": str(data_dir),
                     "dataset_fingerprint": info["fingerprint"], "train": config.to_dict()}
         _write_json(stage / "history.json", history)

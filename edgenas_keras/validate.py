@@ -19,9 +19,13 @@ and its verdict, and ``reasons`` names every failing one. Checks:
   the maximum is the conservative figure.
 - ``flash``: the model's bytes plus the TFLM runtime's own code and constant data for the device
   (``RUNTIME_FLASH``, with sources; override with ``runtime_flash_bytes`` when a link map gives the real one).
-- ``accuracy``: int8 top-1 on the eval split, run in the TFLM runtime (``train.tflm_accuracy``). Without a
-  data folder, the figure recorded by ``edgenas train`` in ``metrics.json`` next to the model is used if that
-  file describes this very model (same sha256); otherwise the check fails for lack of a figure.
+- ``accuracy``: int8 top-1 on the eval split, run in the TFLM runtime (``train.tflm_evaluate``), with the
+  per-class accuracy beside it in the check's details (``per_class``: for each class in label order, the
+  share of its eval images labelled correctly, and the counts) and, for more than 5 classes,
+  ``top5_accuracy``. The class names are the data set's (``stats.json``); a model with another number of
+  outputs is a ``UserError``. Without a data folder, the figures recorded by ``edgenas train`` in
+  ``metrics.json`` next to the model are used if that file describes this very model (same sha256);
+  otherwise the check fails for lack of a figure.
 
 Budgets are in bytes for memory (the CLI takes KiB, 1024 bytes), milliseconds for latency, and a fraction in
 [0, 1] for accuracy. ``checks`` maps each check's name to its figure, budget, unit, verdict and details.
@@ -120,6 +124,12 @@ def _check(checks: dict, name: str, figure, budget, unit: str, ok: bool, **detai
 
 def recorded_accuracy(model_path: Path, sha256: str) -> tuple[float, str] | None:
     """The int8 TFLM accuracy ``edgenas train`` recorded beside this very model, if any."""
+    m = _recorded_metrics(model_path, sha256)
+    return (float(m["accuracy_int8_tflm"]), str(model_path.parent / "metrics.json")) if m else None
+
+
+def _recorded_metrics(model_path: Path, sha256: str) -> dict | None:
+    """``metrics.json`` beside the model when it describes this very model (its QAT int8 sha256), else None."""
     metrics = model_path.parent / "metrics.json"
     if not metrics.is_file():
         return None
@@ -127,8 +137,8 @@ def recorded_accuracy(model_path: Path, sha256: str) -> tuple[float, str] | None
         m = json.loads(metrics.read_text())
     except json.JSONDecodeError:
         return None
-    if m.get("int8_sha256") == sha256 and "accuracy_int8_tflm" in m:
-        return float(m["accuracy_int8_tflm"]), str(metrics)
+    if isinstance(m, dict) and m.get("int8_sha256") == sha256 and "accuracy_int8_tflm" in m:
+        return m
     return None
 
 
@@ -163,8 +173,10 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
     checks: dict[str, dict] = {}
 
     lat = lut.latency_ms(graph.keys)
+    estimated = lut.head_estimated(graph.keys)   # an N-class head on a table built for 2 (lut module docstring)
     _check(checks, "latency", round(lat, 4), budgets.latency_ms, "ms", lat <= budgets.latency_ms,
-           source=f"LUT {lut.source}", operators=len(graph.nodes))
+           source=f"LUT {lut.source}", operators=len(graph.nodes),
+           **({"estimated_head_keys": estimated} if estimated else {}))
     if measure_host_latency if measure_host_latency is not None else lut.device == HOST_DEVICE:
         timing = tflm.time_invoke(data)
         measured = timing.net_s * 1000
@@ -206,15 +218,23 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                model_bytes=len(data), runtime_bytes=footprint.bytes, runtime_source=footprint.source)
 
     if data_dir is not None:
-        from edgenas_keras.train import tflm_accuracy  # noqa: PLC0415  (TensorFlow only for this check)
+        from edgenas_keras.train import tflm_evaluate  # noqa: PLC0415  (TensorFlow only for this check)
 
-        acc, n = tflm_accuracy(data, data_dir, eval_limit, str(model_path))
+        ev = tflm_evaluate(data, data_dir, eval_limit, str(model_path))
+        acc = ev["accuracy"]
+        top5 = {"top5_accuracy": round(ev["top5_accuracy"], 6)} if "top5_accuracy" in ev else {}
         _check(checks, "accuracy", round(acc, 6), budgets.min_accuracy, "fraction", acc >= budgets.min_accuracy,
-               eval_examples=n, data_dir=str(data_dir), source="int8 model run in the TFLM runtime, eval split")
-    elif (rec := recorded_accuracy(model_path, sha)) is not None:
-        acc, src = rec
+               eval_examples=ev["examples"], data_dir=str(data_dir),
+               source="int8 model run in the TFLM runtime, eval split", per_class=_rounded(ev["per_class"]), **top5)
+    elif (rec := _recorded_metrics(model_path, sha)) is not None:
+        acc, src = float(rec["accuracy_int8_tflm"]), str(model_path.parent / "metrics.json")
+        extra = {}
+        if isinstance(rec.get("per_class_int8_tflm"), list):
+            extra["per_class"] = _rounded(rec["per_class_int8_tflm"])
+        if isinstance(rec.get("top5_accuracy_int8_tflm"), (int, float)):
+            extra["top5_accuracy"] = round(float(rec["top5_accuracy_int8_tflm"]), 6)
         _check(checks, "accuracy", round(acc, 6), budgets.min_accuracy, "fraction", acc >= budgets.min_accuracy,
-               source=f"recorded by edgenas train in {src}")
+               source=f"recorded by edgenas train in {src}", **extra)
     else:
         _check(checks, "accuracy", None, budgets.min_accuracy, "fraction", False,
                source="none: pass --data DIR (no metrics.json from `edgenas train` describes this model)")
@@ -232,6 +252,21 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                 "clock_mhz": lut.metadata.get("clock_mhz")},
         "budgets": asdict(budgets),
     }
+
+
+def _rounded(per_class: list[dict]) -> list[dict]:
+    return [{**row, "accuracy": None if row.get("accuracy") is None else round(float(row["accuracy"]), 6)}
+            for row in per_class]
+
+
+def per_class_lines(doc: dict, indent: str = "        ") -> list[str]:
+    """The accuracy check's per-class figures as text lines (``class: accuracy (correct/count)``), for the
+    CLI; empty when the document has none."""
+    rows = ((doc.get("checks") or {}).get("accuracy") or {}).get("detail", {}).get("per_class") or []
+    width = max((len(r["class"]) for r in rows), default=0)
+    return [f"{indent}{r['class']:{width}}  " + ("no eval images" if r["accuracy"] is None
+                                                 else f"{r['accuracy']:.4f} ({r['correct']}/{r['count']})")
+            for r in rows]
 
 
 def _emulated_latency(footprint: dict | None, lut: Lut) -> tuple[float, dict] | None:

@@ -3,7 +3,8 @@ firmware bundle states.
 
 ``PREPROCESSING``: ``x = pixel / 127.5 - 1`` on 8-bit RGB samples ([0, 255] -> [-1, 1], the MobileNet
 convention), the whole image stretched to the model's square input with antialiased bilinear resizing, labels
-``no_person``, ``person``. ``edgenas_keras.data.reader`` normalises and resizes with these constants, training
+``no_person``, ``person`` (VWW's; training records the data set's own class names as the labels, in output
+order: ``edgenas_keras.train``). ``edgenas_keras.data.reader`` normalises and resizes with these constants, training
 records them beside the model it exports (``metrics.json``, key ``preprocessing``), and
 ``edgenas_keras.bundle`` writes them into ``manifest.json``, ``<name>_model_settings.h`` and the bundle's
 README. No TensorFlow here, so the bundle does not pay its import.

@@ -66,10 +66,14 @@ def cmd_analyze(args) -> int:
         estimate = dataclasses.replace(table, estimator=lut_models.scaled_estimator(table))
         print(f"warning: {len(missing)} operator key(s) are not in LUT {table.source}; their latency is an "
               "estimate (scaled analytical model)", file=sys.stderr)
+    head_est = set(table.head_estimated(graph.keys))
+    if head_est:
+        print(f"warning: {len(head_est)} classifier-head key(s) are not in LUT {table.source}; their latency is "
+              "the table's head estimate (scaled analytical model)", file=sys.stderr)
     ops = []
     for i, node in enumerate(graph.nodes):
         s = node.spec
-        est = s.key in missing
+        est = s.key in missing or s.key in head_est
         us = (estimate if est else table).op_us(s.key)
         ops.append({"index": i, "op": s.op, "key": s.key, "in_shape": list(s.in_shape),
                     "out_shape": list(s.out_shape), "macs": s.macs, "params": s.params,

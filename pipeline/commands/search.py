@@ -18,7 +18,10 @@ def register(sub) -> None:
         "config.json, TensorBoard scalars (tb/) and checkpoints (ckpt/) under --out; rerunning with the same "
         "--out resumes. With `strategy: evolution` or `derive: proxy` in --config, children in the budget "
         "window are scored with the supernet's inherited weights (BN recomputed per child) and the best is "
-        "returned; candidates.json lists them.")
+        "returned; candidates.json lists them. The head has one output per class of --data (its stats.json "
+        "names them): a --space that states another head.num_classes is overridden, with a warning. A LUT "
+        "built for the 2-class head prices an N-class head from its own head entries (a warning names the "
+        "estimated keys).")
     p.add_argument("--data", required=True, metavar="DIR", help="Examples folder (Split-train/*.gz)")
     p.add_argument("--device", metavar="NAME", help="shipped device LUT (see `edgenas lut list`)")
     p.add_argument("--lut", metavar="FILE", help="a LUT file instead of a shipped device")

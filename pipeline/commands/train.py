@@ -11,8 +11,12 @@ def register(sub) -> None:
         "train", help="train an architecture (float, then QAT) and export it to int8",
         description="Train ARCH from scratch in float, fine-tune it with quantization-aware training, export "
         "full-int8 TFLite models (QAT, and plain post-training quantisation as the baseline) and evaluate all of "
-        "them, the int8 ones in the TFLite Micro runtime. Writes float_model.keras, qat_model.h5, "
-        "model_int8.tflite, model_ptq_int8.tflite, history.json, metrics.json and config.json to --out.")
+        "them, the int8 ones in the TFLite Micro runtime. The model has one output per class of --data (the "
+        "class names in its stats.json; a --space that states another head.num_classes is overridden, with a "
+        "warning): top-1 accuracy for all, top-5 too for more than 5 classes, and the int8 model's per-class "
+        "accuracy. Writes float_model.keras, qat_model.h5, model_int8.tflite, model_ptq_int8.tflite, "
+        "history.json, metrics.json (with class_names and the preprocessing labels the bundle states) and "
+        "config.json to --out.")
     t.add_argument("--arch", required=True, metavar="ARCH", help="architecture string (see `edgenas arch check`)")
     t.add_argument("--data", required=True, metavar="DIR",
                    help="Examples folder with Split-train and Split-eval (from `edgenas data synth|ingest`)")
@@ -32,7 +36,9 @@ def register(sub) -> None:
         "validate", help="check an int8 model against a device's budgets and decide its blessing",
         description="Check an int8 .tflite against latency (the device LUT; for host-tflm also measured), SRAM "
         "(the larger of the predicted on-target arena and the arena TFLM needs on this host), flash (model + the "
-        "TFLM runtime's documented footprint) and int8 accuracy in the TFLM runtime. Exit status 0 if blessed, "
+        "TFLM runtime's documented footprint) and int8 accuracy in the TFLM runtime: top-1 (the check), with "
+        "per-class accuracy (share of each class's eval images labelled correctly, classes named from the data "
+        "set's stats.json) and, for more than 5 classes, top-5 beside it. Exit status 0 if blessed, "
         "1 if not (the reasons name the failing checks), 2 on a usage error.")
     v.add_argument("model", metavar="MODEL.tflite", help="full-int8 TFLite model")
     g = v.add_mutually_exclusive_group(required=True)
@@ -42,7 +48,8 @@ def register(sub) -> None:
     v.add_argument("--sram-kb", type=float, required=True, help="SRAM budget for the arena (KiB)")
     v.add_argument("--flash-kb", type=float, required=True, help="flash budget: model + TFLM runtime (KiB)")
     v.add_argument("--min-accuracy", type=float, required=True,
-                   help="minimum int8 top-1 accuracy on the eval split, a fraction (0.8 = 80%%)")
+                   help="minimum int8 top-1 accuracy on the eval split, a fraction (0.8 = 80%%); per-class "
+                   "accuracy is reported, not checked")
     v.add_argument("--data", metavar="DIR", help="Examples folder whose Split-eval measures accuracy (default: "
                    "the figure `edgenas train` recorded in metrics.json beside the model, if it is this model's)")
     v.add_argument("--eval-limit", type=int, help="measure accuracy on the first N eval images only")
@@ -71,6 +78,15 @@ def cmd_train(args) -> int:
              f"  accuracy int8 QAT (TFLM)  {m['accuracy_int8_tflm']:.4f}\n"
              f"  accuracy int8 PTQ (TFLM)  {m['accuracy_ptq_int8_tflm']:.4f}\n"
              f"  eval images {m['eval_examples']}, int8 model {m['model_bytes']} bytes")
+    if "top5_accuracy_int8_tflm" in m:
+        human += f"\n  top-5 int8 QAT (TFLM)     {m['top5_accuracy_int8_tflm']:.4f}"
+    rows = m.get("per_class_int8_tflm") or []
+    if rows:
+        width = max(len(r["class"]) for r in rows)
+        human += "\n  per-class accuracy, int8 QAT (TFLM):" + "".join(
+            f"\n    {r['class']:{width}}  " + ("no eval images" if r["accuracy"] is None
+                                              else f"{r['accuracy']:.4f} ({r['correct']}/{r['count']})")
+            for r in rows)
     emit(args, {**m, "out_dir": str(result.out_dir)}, human)
     return 0
 
@@ -78,7 +94,7 @@ def cmd_train(args) -> int:
 def cmd_validate(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras.errors import UserError
-    from edgenas_keras.validate import Budgets, validate_model, write_blessing
+    from edgenas_keras.validate import Budgets, per_class_lines, validate_model, write_blessing
 
     model = existing_file(args.model, "model file")
     if args.data is not None:
@@ -107,6 +123,10 @@ def cmd_validate(args) -> int:
     for name, c in doc["checks"].items():
         figure = "no figure" if c["figure"] is None else f"{c['figure']} {c['unit']}"
         lines.append(f"  {c['verdict']:4}  {name:17} {figure} (budget {c['budget']} {c['unit']})")
+        if name == "accuracy":
+            if "top5_accuracy" in c["detail"]:
+                lines.append(f"        top-5 {c['detail']['top5_accuracy']}")
+            lines += per_class_lines(doc)
     lines += [f"  reason: {r}" for r in doc["reasons"]]
     emit(args, doc, "\n".join(lines))
     return 0 if doc["blessed"] else 1
