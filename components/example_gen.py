@@ -88,7 +88,7 @@ def VwwExampleGen(
     minival_ids: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Ingest VWW images or draw the synthetic set.
+    """Ingest VWW images or a user's image folders (any number of classes), or draw the synthetic set.
 
     ``data_config`` is the config's ``data`` section (JSON) without its paths; ``images`` and ``annotations``
     (JSON lists, or one path) and ``minival_ids`` are separate parameters, the run-time parameters

@@ -225,13 +225,14 @@ def class_warnings(counts: dict[str, int]) -> list[str]:
     """Balance warnings for per-class image counts (``{name: images}``, every split together).
 
     A class with fewer than ``TINY_CLASS_IMAGES`` images or under ``TINY_CLASS_SHARE`` of the total is
-    tiny; largest / smallest above ``UNBALANCED_RATIO`` is unbalanced (an empty class counts as tiny, the
-    ratio is then not stated). Returns one sentence per finding, in label order.
-    """
+    tiny; largest / smallest above ``UNBALANCED_RATIO`` is unbalanced (a class without images gets its own
+    warning, and no ratio is stated). Returns one sentence per finding, in label order."""
     total = sum(counts.values())
     out = []
     for name, n in counts.items():
-        if n < TINY_CLASS_IMAGES or n < TINY_CLASS_SHARE * total:
+        if n == 0:
+            out.append(f"class {name!r} has no images written (every one quarantined?); it cannot be learned")
+        elif n < TINY_CLASS_IMAGES or n < TINY_CLASS_SHARE * total:
             out.append(
                 f"class {name!r} is tiny: {n} of {total} images (fewer than {TINY_CLASS_IMAGES} or under "
                 f"{TINY_CLASS_SHARE:.0%}); its accuracy will be noisy"

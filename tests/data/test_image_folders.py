@@ -164,6 +164,10 @@ def test_balance_warnings_thresholds():
     assert "is tiny" in class_warnings({"a": TINY_CLASS_IMAGES - 1, "b": TINY_CLASS_IMAGES})[0]
     assert class_warnings({"a": int(UNBALANCED_RATIO * 30), "b": 30}) == []
     assert "unbalanced" in class_warnings({"a": int(UNBALANCED_RATIO * 30) + 1, "b": 30})[0]
+    # a class whose every image was quarantined
+    assert class_warnings({"a": 50, "b": 0}) == [
+        "class 'b' has no images written (every one quarantined?); it cannot be learned"
+    ]
 
 
 def _bad_trees(t):
