@@ -609,6 +609,12 @@ def _verdict_section(summary: dict, validation: dict | None, metrics: dict | Non
                      "QatTrainer's metrics.json"])
     if rows:
         sec.tables.append(Table(["check", "figure", "budget", "passed", "source"], rows))
+        per_class = ((((validation or {}).get("checks") or {}).get("accuracy") or {}).get("detail") or {}).get(
+            "per_class") or []
+        if per_class:   # beside top-1: each class's share of its eval images labelled correctly
+            sec.tables.append(Table(["class", "label", "int8 accuracy (TFLM)", "correct", "eval images"], [
+                [str(r.get("class")), str(r.get("label")), _acc(r.get("accuracy")), str(r.get("correct")),
+                 str(r.get("count"))] for r in per_class], title="Per-class accuracy"))
     else:
         b = summary.get("budgets") or {}
         sec.tables.append(Table(["figure", "value", "budget"], [

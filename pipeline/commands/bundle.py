@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--host-arena", action="store_true",
                    help="size kTensorArenaSize from the 64-bit host bisection even where the core can be emulated")
     p.add_argument("--labels", help="comma-separated class labels in output order (default: the labels "
-                   "training recorded, else class_0, class_1, ...)")
+                   "training recorded, i.e. the class names of the data set it trained on, else class_0, "
+                   "class_1, ...); any text: the header escapes each as a C string literal of its UTF-8 bytes")
     p.add_argument("--input-range", metavar="LO,HI",
                    help="the float range the model's input expects for pixels 0..255 (linear: x = LO + pixel * "
                    "(HI - LO) / 255), for a model without recorded preprocessing; write it with '=' when LO is "

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,42 @@ def test_five_class_folders_reach_the_bundle_in_order(tree, run, capsys):
     decoded = [re.sub(rb"\\([0-7]{3})", lambda g: bytes([int(g.group(1), 8)]), s.encode()).decode("utf-8")
                for s in literals]
     assert decoded == CLASSES and '"caf\\303\\251"' in body
+
+
+def test_pipeline_carries_the_datas_class_names_to_the_pushed_bundle(tmp_path, capsys):
+    """`edgenas run` on 5-class synthetic shapes (data.num_classes: 5) with a LUT built for the 2-class head:
+    the search sizes the head from the Examples, the validator reports per-class accuracy, and the pusher
+    writes the data's class names (not VWW's) into the pushed bundle, in label order."""
+    from tiny_pipeline import write_config
+
+    from edgenas_keras.data.synth import shape_class_names
+
+    names = shape_class_names(5)
+    lut_file = tmp_path / "host.json"
+    lut = fixture_lut(SearchSpace.load().with_resolution(RES), device="host-tflm")
+    lut.metadata.update(unit="us", clock_mhz=1.0)
+    lut.save(lut_file)
+    config = write_config(tmp_path, data={"num_classes": 5, "synth_images": 200},
+                          lut={"device": "host-tflm", "file": str(lut_file)}, push={"model_name": "shapes-tiny"})
+    out = tmp_path / "run"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["run", "--config", config, "--output", str(out), "--json"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    summary = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert summary["blessed"] is True, summary.get("reasons")
+    assert "the data wins" in err   # the space (2 classes) was overridden by the data (5), said on stderr
+    validation = json.loads((Path(summary["artifacts"]["blessing"]) / "validation.json").read_text())
+    rows = validation["checks"]["accuracy"]["detail"]["per_class"]
+    assert [r["class"] for r in rows] == names
+    assert validation["checks"]["accuracy"]["figure"] == pytest.approx(
+        sum(r["correct"] for r in rows) / sum(r["count"] for r in rows), abs=1e-6)
+    bundle = Path(summary["bundle_dir"])
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["labels"] == names and manifest["preprocessing"]["labels"] == names
+    header = next(bundle.glob("*_model_settings.h")).read_text()
+    assert "constexpr int kCategoryCount = 5;" in header
+    assert re.findall(r'^\s+"([^"]*)",?$', header, re.M) == names
+    space = json.loads((Path(summary["artifacts"]["search"]) / "space.json").read_text())
+    assert space["head"] == {"num_classes": 5}
