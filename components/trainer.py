@@ -3,7 +3,9 @@
 The training, quantization-aware fine-tuning and full-integer export are
 ``edgenas_keras.train.train_and_export``; this adapter rebuilds the search space the architecture was found
 in (``space.json`` in the architecture artifact), decodes the architecture string and hands the library a
-local output folder that becomes the ``Model`` artifact (``model_int8.tflite``, ``metrics.json`` ...).
+local output folder that becomes the ``Model`` artifact (``model_int8.tflite``, ``metrics.json`` ...). The
+model's head has one output per class of the examples (the search's ``space.json`` already says so; the
+library checks it against the examples' ``stats.json``), and ``metrics.json`` records the class names.
 """
 
 import json

@@ -1,7 +1,8 @@
 """BudgetValidator: int8 model + LUT + budgets + eval examples -> a standard ``ModelBlessing``.
 
 The checks (the int8 model's latency on the LUT's device, its SRAM and flash against the budgets, its
-accuracy on the eval split) are ``edgenas_keras.validate``; this adapter writes the validation JSON into the
+accuracy on the eval split, with the per-class accuracy beside top-1 under the examples' class names) are
+``edgenas_keras.validate``; this adapter writes the validation JSON into the
 blessing artifact with TFX's own convention next to it, an empty ``BLESSED`` or ``NOT_BLESSED`` file and
 the ``blessed`` custom property (1/0), so TFX tooling and our pusher read the verdict the same way.
 """

@@ -139,3 +139,37 @@ def test_any_class_name_reaches_the_header_as_a_c_string_that_compiles(six_class
         subprocess.run([gxx, std, "-Wall", "-Werror", "-I", str(b.out_dir), str(main), "-o", str(exe)], check=True)
         out = subprocess.run([str(exe)], capture_output=True, check=True).stdout
         assert out.split(b"\0")[:-1] == [label.encode("utf-8") for label in LABELS]
+
+
+def _jpeg_dataset(out, classes, per_class=6, res=32):
+    """A small Examples folder of noise JPEGs, ``per_class`` per class, every third one in eval."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from edgenas_keras.data.records import vww_record
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for label in range(len(classes)):
+        for i in range(per_class):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (res, res, 3), dtype=np.uint8)).save(buf, "JPEG")
+            key = f"{label}-{i}"
+            recs.append(vww_record(key, "eval" if i % 3 == 0 else "train", label, buf.getvalue(), res, key, key))
+    return write_dataset(out, recs, {"source": "test"}, classes=classes)
+
+
+def test_tflm_evaluation_reports_per_class_and_top5_and_refuses_a_class_count_mismatch(six_class_model, tmp_path):
+    from edgenas_keras.train import tflm_evaluate
+
+    _jpeg_dataset(tmp_path / "six", LABELS)
+    r = tflm_evaluate(six_class_model.read_bytes(), tmp_path / "six", source="six.tflite")
+    assert [row["class"] for row in r["per_class"]] == LABELS and [row["count"] for row in r["per_class"]] == [2] * 6
+    assert r["examples"] == 12 and r["accuracy"] == sum(row["correct"] for row in r["per_class"]) / 12
+    assert all(row["accuracy"] == row["correct"] / 2 for row in r["per_class"])
+    assert r["accuracy"] <= r["top5_accuracy"] <= 1.0 and r["top5_accuracy"] >= 4 / 12  # 5 of 6 outputs
+    _jpeg_dataset(tmp_path / "five", LABELS[:5])
+    with pytest.raises(UserError, match="has 6 outputs but the data set .* has 5 classes"):
+        tflm_evaluate(six_class_model.read_bytes(), tmp_path / "five", source="six.tflite")
