@@ -126,7 +126,7 @@ TARGETS: dict[str, Target] = {
     "cortex-m33": _arm("cortex-m33", "cortex-m33", "mps2-an505", "mps2-an505", 50),
     "riscv32": Target("riscv32", "edgenas_riscv32", "riscv32", "reference", "riscv64-unknown-elf-",
                       "qemu-system-riscv32", "virt", "riscv32-virt", 1, RISCV_PACKAGES, "qemu-system-misc",
-                      ("-march=rv32imc", "-mabi=ilp32", "-mcmodel=medany", "--specs=picolibc.specs")),
+                      ("-march=rv32imc", "-mabi=ilp32", "-mcmodel=medlow", "--specs=picolibc.specs")),
 }
 # Which emulated core stands for each device name of the LUTs (lut_assets/*.json).
 DEVICE_TARGETS = {"cortex-m4": "cortex-m4", "cortex-m7": "cortex-m7", "cortex-m33": "cortex-m33",
@@ -655,7 +655,7 @@ def link_flags(target: Target, lib: TflmLibrary | None, map_file: Path | None = 
             "-Wl,--gc-sections"]
     else:
         # Link with the rv32imac multilib of picolibc (Debian has no rv32imc one); TFLM objects are rv32imc.
-        flags = ["-march=rv32imac", "-mabi=ilp32", "-mcmodel=medany", "--specs=picolibc.specs",
+        flags = ["-march=rv32imac", "-mabi=ilp32", "-mcmodel=medlow", "--specs=picolibc.specs",
                  "--oslib=semihost", "--crt0=semihost", "-mno-relax", "-Wl,--gc-sections", *RISCV_LINK]
     if map_file is not None:
         flags.append(f"-Wl,-Map={map_file}")
