@@ -124,8 +124,11 @@ class Lut:
         Empty for tables with an analytical model."""
         if self.estimator is not None:
             return []
+        wanted = {k for k in keys if k not in self.entries and is_head_key(k)}
+        if not wanted:   # the common case (every key listed): no walk over the entries
+            return []
         listed = {_head_basis(k) for k in self.entries if is_head_key(k)}
-        return sorted({k for k in keys if k not in self.entries and is_head_key(k) and _head_basis(k) in listed})
+        return sorted(k for k in wanted if _head_basis(k) in listed)
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The keys of ``keys`` this table cannot price (neither listed nor estimated)."""
