@@ -220,7 +220,7 @@ def tflm_evaluate(model_bytes: bytes, data_dir, limit: int | None = None, source
     runner = tflm.Runner(model_bytes, source=source)
     correct = np.zeros(len(names), np.int64)
     counts = np.zeros(len(names), np.int64)
-    top5 = 0
+    top5, want_top5 = 0, len(names) >= TOP5_MIN_CLASSES
     pre = reader.preprocessing(ch)
     for x, y in eval_dataset(data_dir, res, ch, 64, limit, normalized=False):
         q = pre.to_int8(x.numpy(), inp["scale"][0], inp["zero_point"][0])
@@ -231,13 +231,14 @@ def tflm_evaluate(model_bytes: bytes, data_dir, limit: int | None = None, source
             out = runner(img[None])[0].reshape(-1)
             counts[label] += 1
             correct[label] += int(np.argmax(out) == label)
-            top5 += int(label in np.argsort(-out.astype(np.int64), kind="stable")[:5])
+            if want_top5:
+                top5 += int(label in np.argsort(-out.astype(np.int64), kind="stable")[:5])
     total = int(counts.sum())
     if total == 0:
         raise UserError(f"{data_dir} Split-eval holds no records")
     result = {"accuracy": float(correct.sum()) / total, "examples": total,
               "per_class": per_class_table(names, correct, counts)}
-    if len(names) >= TOP5_MIN_CLASSES:
+    if want_top5:
         result["top5_accuracy"] = top5 / total
     return result
 
