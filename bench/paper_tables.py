@@ -377,6 +377,106 @@ class Bench:
                 "ablations": rows}
 
 
+# -- the README's tables from a result file --------------------------------------------------------------
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def _diff(d: dict | None) -> str:
+    if not d:
+        return "-"
+    text = f"{d['mean_diff_points']:+.2f} ({d['ci95_low']:+.2f}..{d['ci95_high']:+.2f})"
+    return f"**{text}**" if d["ci95_low"] > 0 or d["ci95_high"] < 0 else text
+
+
+def _arch_cell(n: dict) -> str:
+    return f"`{n['arch']}`" if isinstance(n["arch"], str) else f"one per seed, e.g. `{n['arch'][0]}`"
+
+
+def _kib(n: dict, key: str) -> str:
+    return "-" if n.get(key) is None else f"{n[key] / KB:.1f}"
+
+
+def budget_markdown(t: dict, title: str) -> str:
+    """One budget table (``table1``, ``table1_tight``, a ``table2`` device) as GitHub Markdown: per network its
+    architecture, worst latency / SRAM / flash over the seeds, int8 accuracy per seed, mean and 95% CI, and
+    EdgeNAS minus it paired by seed (bold when the interval excludes zero)."""
+    from tabulate import tabulate
+
+    rows = []
+    for n in t["networks"]:
+        if "accuracy_int8" not in n:
+            rows.append([n["name"], n["kind"], _arch_cell(n), "-", "-", "-", "does not fit", "-", "-"])
+            continue
+        ci = n.get("accuracy_int8_ci95") or [None, None]
+        rows.append([n["name"], n["kind"], _arch_cell(n), f"{n['latency_ms']:.2f}", _kib(n, "sram_bytes"),
+                     _kib(n, "flash_bytes"), " / ".join(_pct(a) for a in n["accuracy_int8"]),
+                     f"{_pct(n['accuracy_int8_mean'])} ({_pct(ci[0])}..{_pct(ci[1])})",
+                     "-" if n["kind"] == "edgenas" else _diff(t.get("edgenas_minus", {}).get(n["name"]))])
+    head = ["network", "kind", "architecture", "latency (ms)", "SRAM (KiB)", "flash (KiB)",
+            "int8 accuracy per seed (%)", "mean (95% CI)", "EdgeNAS minus it, paired (95% CI)"]
+    return (f"{title}: {t['device']} at {t['budget_ms']:g} ms ({t.get('budget_rule', '')}), seeds "
+            f"{', '.join(map(str, t['seeds']))}, {t['eval_images']} eval images\n\n"
+            + tabulate(rows, head, tablefmt="github", disable_numparse=True))
+
+
+def markdown(doc: dict) -> str:
+    """The README's view of a ``paper_tables.json`` document: Tables 1-4 as GitHub Markdown (the tables a
+    run did not make are left out)."""
+    from tabulate import tabulate
+
+    parts = [f"Command: `{doc['command']}`; date {doc['date']}; load average (1 min) {doc['load']['start'][0]} at the "
+             f"start, {doc['load']['end'][0]} at the end; "
+             f"{doc['data'].get('train_images')} train / {doc['data'].get('eval_images')} eval images, majority "
+             f"class {100 * doc['data'].get('majority_class_rate', 0):.1f}%."]
+    for key, title in (("table1", "Table 1"), ("table1_tight", "Table 1, tighter budget")):
+        if key in doc:
+            parts.append(budget_markdown(doc[key], title))
+    if "table2" in doc:
+        rows = []
+        for t in doc["table2"]["devices"]:
+            by = {n["name"]: n for n in t["networks"]}
+            hand = doc["table2"]["hand"][0] if doc["table2"]["hand"] else None
+            rows.append([t["device"], f"{t['budget_ms']:g}", *[_pct(by[k]["accuracy_int8_mean"]) if k in by and
+                                                               "accuracy_int8" in by[k] else "-" for k in
+                                                               ("edgenas", "random-search", "fill", hand)],
+                         _diff(t["edgenas_vs_random"]), _diff(t["edgenas_minus"].get(hand))])
+        parts.append("Table 2: int8 accuracy means (%) per device, EdgeNAS minus random search and minus the best "
+                     f"hand network of Table 1 ({', '.join(doc['table2']['hand'])}), paired by seed\n\n"
+                     + tabulate(rows, ["device", "budget (ms)", "EdgeNAS", "random search", "fill",
+                                       "best hand network", "EdgeNAS - random", "EdgeNAS - hand"],
+                                tablefmt="github", disable_numparse=True))
+    if "table3" in doc:
+        t = doc["table3"]
+        rows = [[p["seed"], p["supernet_cpu_s"], p["alpha_cpu_s"], p["derivation_cpu_s"], p["search_cpu_s"],
+                 p["retraining_cpu_s"], p["random_search_cpu_s"], p["random_search_scored"]] for p in t["per_seed"]]
+        h = t["hil_equivalent"]
+        parts.append("Table 3: search cost in CPU seconds (time.process_time)\n\n"
+                     + tabulate(rows, ["seed", "set-up + warm-up", "alpha epochs", "derivation", "search total",
+                                       "retraining", "random search", "random candidates scored"],
+                                tablefmt="github", disable_numparse=True)
+                     + f"\n\nPricing one architecture: LUT {1e3 * h['lut_s_per_arch']:.2f} ms, build + convert + "
+                       f"time in the TFLM runtime {h['hil_s_per_arch']:.1f} s; the search's {h['search_sampled_paths']} "
+                       f"sampled paths would cost {h['search_paths_hil_s']:.0f} s measured instead of "
+                       f"{h['search_paths_lut_s']:.2f} s from the LUT; random search priced "
+                       f"{h['random_search_priced']:.0f} architectures ({h['random_search_hil_s']:.0f} s measured).")
+    if "table4" in doc:
+        t = doc["table4"]
+        rows = [["full method", _arch_cell(t["full"]), f"{t['full']['latency_ms']:.2f}",
+                 " / ".join(_pct(a) for a in t["full"]["accuracy_int8"]), _pct(t["full"]["accuracy_int8_mean"]), "-"]]
+        for n in t["ablations"]:
+            rows.append([n["name"], _arch_cell(n), f"{n['latency_ms']:.2f}",
+                         " / ".join(_pct(a) for a in n["accuracy_int8"]), _pct(n["accuracy_int8_mean"]),
+                         _diff(n["full_minus_ablation"])])
+        parts.append(f"Table 4: ablations on {t['device']} at {t['budget_ms']:g} ms\n\n"
+                     + tabulate(rows, ["search", "architecture", "latency (ms)", "int8 accuracy per seed (%)",
+                                       "mean (%)", "full minus ablation, paired (95% CI)"],
+                                tablefmt="github", disable_numparse=True))
+    return "\n\n".join(parts) + "\n"
+
+
 def schedule(args) -> dict:
     s = json.loads(json.dumps(SCALES[args.scale]))
     if args.seeds:
@@ -439,6 +539,8 @@ def main(argv=None) -> int:
     ap.add_argument("--emulated", dest="emulated", action="store_true", default=None,
                     help="SRAM, flash and a latency from the model run on the emulated core (full's default)")
     ap.add_argument("--no-emulated", dest="emulated", action="store_false")
+    ap.add_argument("--markdown", metavar="RESULT_JSON",
+                    help="print the README's tables (GitHub Markdown) of a finished result file and exit")
     ap.add_argument("--debug", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -451,6 +553,14 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
+    if args.markdown:
+        try:
+            doc = json.loads(Path(args.markdown).read_text())
+            text = markdown(doc)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{args.markdown} is not a readable bench/paper_tables.py result ({exc})") from None
+        print(text, end="")
+        return 0
     tables = {int(t) for t in args.tables.split(",") if t}
     sched = schedule(args)
     load0, t0 = bm.load_average(), time.perf_counter()

@@ -109,3 +109,22 @@ def test_smoke_run_has_the_tables_and_a_rerun_trains_nothing(tmp_path):
     assert [{k: n[k] for k in same} for n in again["table1"]["networks"]] == \
         [{k: n[k] for k in same} for n in doc["table1"]["networks"]]
     assert all(r["reused"] for n in again["table1"]["networks"] for r in n["per_seed"])
+
+    # --markdown: the README's tables, rendered from the result file (no run)
+    md = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_tables.py"), "--markdown", str(out)],
+                        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert md.returncode == 0, md.stderr[-2000:]
+    text = md.stdout
+    for title in ("Table 1:", "Table 2:", "Table 3:", "Table 4:"):
+        assert title in text
+    en_row = next(line for line in text.splitlines() if line.startswith("| edgenas "))
+    assert f"{100 * kinds['edgenas']['accuracy_int8_mean']:.2f}" in en_row
+    rs_row = next(line for line in text.splitlines() if line.startswith("| random-search "))
+    assert f"{vs['mean_diff_points']:+.2f} ({vs['ci95_low']:+.2f}..{vs['ci95_high']:+.2f})" in rs_row
+    assert "| no-latency-penalty " in text
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_tables.py"), "--markdown", str(broken)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith(f"error: {broken} is not a readable")
