@@ -70,3 +70,27 @@ def test_validate_checks_the_emulated_arena_and_the_linked_image(tmp_path):
     assert sram["verdict"] == "pass" and sram["detail"]["host_arena_bytes"] > 81 * 1024
     assert flash["figure"] == fp["flash_bytes"] == fp["runtime_flash_bytes"] + PERSON.stat().st_size
     assert "linked image" in flash["detail"]["runtime_source"]
+
+
+def test_validate_needs_no_documented_runtime_figure_when_the_linked_image_is_measured(tmp_path):
+    """A board of the user's own (a table whose device has no entry in ``RUNTIME_FLASH``) validated with the
+    footprint measured on an emulated core: flash is the linked image, and the missing documented runtime
+    figure is not an error (it used to be, before the linked image was even read)."""
+    require_target("cortex-m33")
+    from deploy.emulate import measured_footprint
+    from edgenas_keras import lut as lutmod
+    from edgenas_keras.validate import RUNTIME_FLASH, validate_model
+
+    doc = json.loads((ROOT / "lut_assets" / "cortex-m33.json").read_text())
+    doc["metadata"]["device"] = "my-m33-board"
+    table = tmp_path / "my-m33-board.json"
+    table.write_text(json.dumps(doc))
+    lut = lutmod.load(table)
+    assert lut.device == "my-m33-board" and lut.device not in RUNTIME_FLASH
+    fp, note = measured_footprint(PERSON, "cortex-m33", progress=None)
+    assert fp is not None, note
+    report = validate_model(PERSON, lut, {"latency_ms": 1e6, "sram_bytes": 1 << 20, "flash_bytes": 1 << 22,
+                                          "min_accuracy": 0.0}, target_footprint=fp)
+    flash = report["checks"]["flash"]
+    assert flash["figure"] == fp["flash_bytes"] == fp["runtime_flash_bytes"] + PERSON.stat().st_size
+    assert flash["verdict"] == "pass" and "linked image" in flash["detail"]["runtime_source"]

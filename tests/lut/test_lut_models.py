@@ -216,3 +216,17 @@ def test_an_alias_bundles_and_pushes_as_its_device(tmp_path, capsys):
                  "cortex-m7-analytical", "--json"]) == 0
     capsys.readouterr()
     assert [p.name for p in (tmp_path / "dest" / "pd").iterdir()] == ["cortex-m7"]
+
+
+def test_every_shipped_device_has_a_runtime_flash_figure():
+    """Every device with a shipped table (cortex-m33 included: it has an emulated table and core) prices model +
+    runtime flash: the pipeline's model budget, `edgenas search` and `validate` all need the figure (before this
+    the benchmark's Table 2 stopped on cortex-m33 with "no documented TFLM runtime flash footprint")."""
+    from edgenas_keras.validate import runtime_footprint
+
+    devices = lutmod.shipped_devices()
+    assert "cortex-m33" in devices
+    for name in devices:
+        fp = runtime_footprint(name)
+        assert fp.bytes > 0 and fp.source, name
+    assert runtime_footprint("cortex-m33") == runtime_footprint("cortex-m4")   # same Thumb-2 CMSIS-NN code
