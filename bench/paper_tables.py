@@ -429,6 +429,12 @@ def markdown(doc: dict) -> str:
              f"start, {doc['load']['end'][0]} at the end; "
              f"{doc['data'].get('train_images')} train / {doc['data'].get('eval_images')} eval images, majority "
              f"class {100 * doc['data'].get('majority_class_rate', 0):.1f}%."]
+    yard = doc["data"].get("yardstick")
+    if yard:
+        ends = [f"{name} `{yard[name]['arch']}` ({yard[name]['latency_ms']:.1f} ms) "
+                f"{_pct(yard[name]['accuracy_int8_mean'])}%" for name in ("smallest", "largest")]
+        parts.append(f"Yardstick (the space's ends, seeds {', '.join(map(str, yard['seeds']))}): {'; '.join(ends)}; "
+                     f"spread {yard['spread_points']:.1f} points.")
     for key, title in (("table1", "Table 1"), ("table1_tight", "Table 1, tighter budget")):
         if key in doc:
             parts.append(budget_markdown(doc[key], title))

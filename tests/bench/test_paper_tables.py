@@ -117,6 +117,9 @@ def test_smoke_run_has_the_tables_and_a_rerun_trains_nothing(tmp_path):
     text = md.stdout
     for title in ("Table 1:", "Table 2:", "Table 3:", "Table 4:"):
         assert title in text
+    yard = doc["data"]["yardstick"]
+    assert (f"largest `{yard['largest']['arch']}`" in text
+            and f"spread {yard['spread_points']:.1f} points" in text)
     en_row = next(line for line in text.splitlines() if line.startswith("| edgenas "))
     assert f"{100 * kinds['edgenas']['accuracy_int8_mean']:.2f}" in en_row
     rs_row = next(line for line in text.splitlines() if line.startswith("| random-search "))
