@@ -137,12 +137,12 @@ class Bench:
     def lut(self, device: str):
         return lutmod.load_device(device, PAPER_CLOCK_MHZ.get(device))
 
-    def runtime_bytes(self, device: str) -> tuple[int, str]:
-        """The TFLM runtime's documented flash on ``device`` (every shipped device has one) and its device."""
-        return runtime_footprint(device).bytes, device
+    def runtime_bytes(self, device: str) -> int:
+        """The TFLM runtime's documented flash on ``device`` in bytes (every shipped device has one)."""
+        return runtime_footprint(device).bytes
 
     def search_config(self, device: str, budget_ms: float, seed: int, **override) -> SearchConfig:
-        runtime, _ = self.runtime_bytes(device)
+        runtime = self.runtime_bytes(device)
         return SearchConfig.from_dict({**self.s["search"], "latency_ms": float(budget_ms),
                                        "sram_kb": self.budgets["sram_bytes"] / KB,
                                        "flash_kb": (self.budgets["flash_bytes"] - runtime) / KB,
@@ -158,7 +158,6 @@ class Bench:
     def figures(self, space, arch: str, lut, budget_ms: float, model_dir: str) -> dict:
         """Latency, SRAM and flash: the validator's on the trained int8 model when it runs at the priced
         resolution (with the emulated core's figures under --emulated), else the cost models'."""
-        runtime, runtime_src = self.runtime_bytes(lut.device)
         if self.train_res == space.resolution:
             model = Path(model_dir) / "model_int8.tflite"
             key = f"{lut.device}-{lut.sha256[:12]}-{hashlib.sha256(model.read_bytes()).hexdigest()[:16]}"
@@ -175,7 +174,6 @@ class Bench:
                 if footprint is None:
                     say(f"no emulated figures for {lut.device}: {note}")
             doc = validate_model(model, lut, {**self.budgets, "latency_ms": budget_ms},
-                                 runtime_flash_bytes=None if footprint or runtime_src == lut.device else runtime,
                                  target_footprint=footprint)
             c = doc["checks"]
             fig = {"latency_ms": c["latency"]["figure"], "sram_bytes": c["sram"]["figure"],
@@ -189,10 +187,11 @@ class Bench:
             path.write_text(json.dumps(fig))
             return fig
         cost = arch_cost(space, decode(arch), lut)
+        runtime = self.runtime_bytes(lut.device)
         return {"latency_ms": round(cost.latency_ms, 4), "sram_bytes": cost.sram_bytes,
                 "flash_bytes": cost.flash_bytes + runtime,
                 "figures": f"cost models at {space.resolution} px (LUT sum, predicted TFLM arena, model flash + "
-                           f"{runtime_src} runtime {runtime} B): the network was trained at {self.train_res} px"}
+                           f"{lut.device} runtime {runtime} B): the network was trained at {self.train_res} px"}
 
     def network(self, name: str, kind: str, space, lut, budget_ms: float, archs: dict, seeds, **extra) -> dict:
         """Train ``archs[seed]`` for every seed (reused when stored) and summarise one table row."""
