@@ -148,6 +148,14 @@ class Bench:
                                        "flash_kb": (self.budgets["flash_bytes"] - runtime) / KB,
                                        "seed": seed, **override}, source="benchmark search schedule")
 
+    def random_proxy(self, cfg: SearchConfig) -> dict:
+        """The short training random search scores its candidates with: the search's own fitness when it
+        trains children (``fitness: trained``: same steps and validation batches, at its resolution), else
+        the schedule's ``proxy``."""
+        if cfg.fitness == "trained":
+            return {"steps": cfg.fitness_steps, "val_batches": cfg.score_batches}
+        return dict(self.s["proxy"])
+
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig.from_dict({**self.s["train"], "seed": seed}, source="benchmark training schedule")
 
@@ -246,14 +254,17 @@ class Bench:
             key = {"budgets": cfg.budgets(), "lut": lut.sha256, "data": self.data_fp, "seed": seed,
                    "proxy": self.s["proxy"], "space": self.space.to_dict(), "window": RANDOM_WINDOW,
                    "search": cfg.as_dict()}
+            proxy = self.random_proxy(cfg)
+            key["proxy"] = proxy
             rs = self.store.random_search(pricer, data, cfg.train_resolution or self.space.resolution, key,
-                                          s["cost"]["total_cpu_s"], RANDOM_WINDOW, self.s["proxy"]["steps"],
-                                          self.s["proxy"]["val_batches"], seed)
+                                          s["cost"]["total_cpu_s"], RANDOM_WINDOW, proxy["steps"],
+                                          proxy["val_batches"], seed)
             archs[seed] = rs["best"]
             logs.append({"seed": seed, **rs})
         nets.append(self.network("random-search", "random-search", self.space, lut, budget_ms, archs,
                                  self.s["seeds"], random_search={"window": [RANDOM_WINDOW, 1.0],
-                                                                 "proxy": self.s["proxy"], "per_seed": logs}))
+                                                                 "proxy": self.random_proxy(cfg),
+                                                                 "per_seed": logs}))
         pricer = self.pricer(self.space, lut, self.search_config(device, budget_ms, 0))
         fill = str(bm.fill_from_cheapest(pricer))
         nets.append(self.network("fill", "fill", self.space, lut, budget_ms, dict.fromkeys(self.s["seeds"], fill),
@@ -492,6 +503,12 @@ def schedule(args) -> dict:
         v = getattr(args, flag)
         if v is not None:
             (s[where] if where else s)[key] = v
+    for item in args.search_set or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise UserError(f"--search-set takes KEY=VALUE (a search: field of the pipeline config), got {item!r}")
+        s["search"][k] = yaml.safe_load(v)
+    SearchConfig.from_dict({**s["search"], "latency_ms": 1.0}, source="--search-set")   # fail before any work
     for flag in ("devices", "hand", "ablations"):
         v = getattr(args, flag)
         if v is not None:
@@ -528,7 +545,11 @@ def main(argv=None) -> int:
     ap.add_argument("--train-resolution", type=int, help="retraining input side (default: the space's, 96)")
     ap.add_argument("--search-epochs", type=int)
     ap.add_argument("--search-steps", type=int, help="weight steps per search epoch")
-    ap.add_argument("--proxy-steps", type=int, help="random search: training steps per candidate")
+    ap.add_argument("--proxy-steps", type=int, help="random search: training steps per candidate (a search "
+                    "with fitness: trained makes random search use its own fitness_steps instead)")
+    ap.add_argument("--search-set", action="append", metavar="KEY=VALUE",
+                    help="set a field of the search schedule (SearchConfig; VALUE read as YAML), e.g. "
+                    "--search-set strategy=evolution --search-set fitness=trained; repeatable")
     ap.add_argument("--hil-archs", type=int, help="Table 3: architectures timed the HIL way (full: 5)")
     ap.add_argument("--yardstick-seeds", type=int, help="seeds for the smallest/largest yardstick networks (0: skip them; the largest trains for about an hour per seed at the full scale)")
     ap.add_argument("--devices", help=f"Table 2 devices (full: {','.join(DEVICES)})")

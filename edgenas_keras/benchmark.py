@@ -22,12 +22,14 @@ predicted TFLM arena and the model's flash):
 - **Fill** (``fill_from_cheapest``): the search's own fill step (``search.fill``) started from the space's
   cheapest architecture with no preference (all log-probabilities equal): upgrades in the space's fixed
   order, block by block, while every budget holds. The "largest that fits" without any learning.
-- **Random search at equal compute** (``window_sampler`` + ``proxy_score``): architectures drawn close to
+- **Random search at equal compute** (``window_sampler`` + ``selection.train_and_score``): architectures drawn close to
   uniformly from those whose latency lies in [``lo`` B, B] and that meet every other budget (a random walk
   restricted to that window: uniform draws from the whole space almost never land in it); each one is scored by a short proxy the search could use: ``steps`` weight steps from
   scratch on the search's training subset at the search's training resolution, then top-1 on the search's
   validation subset (``search.reader_data``: the eval split is never read). The caller keeps drawing while
-  the CPU seconds spent (sampling and scoring) are below the search's, then retrains the best.
+  the CPU seconds spent (sampling and scoring) are below the search's, then retrains the best. Against a
+  search with ``fitness: trained`` the proxy is the search's own (its steps, resolution and validation
+  batches), so both spend their seconds on the same kind of evidence.
 
 Statistics: ``mean_ci`` (Student t interval, ``scipy.stats.t``) and ``paired_diff`` (the same over per-seed
 differences, in accuracy points).
@@ -254,22 +256,6 @@ def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int =
                 yield space.from_indices(idx), priced
 
 
-def proxy_score(space: SearchSpace, arch: Arch, data, resolution: int, steps: int, val_batches: int,
-                seed: int, lr: float = 3e-3) -> float:
-    """Top-1 on ``val_batches`` batches of the search's validation subset after ``steps`` Adam steps from
-    scratch on its training subset (``data``: ``search.SearchData``), at ``resolution``. Fraction in [0, 1]."""
-    import tf_keras as keras
-
-    from edgenas_keras.builder import build_model
-
-    keras.utils.set_random_seed(seed)
-    model = build_model(space, arch, resolution)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.SparseCategoricalCrossentropy(),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    model.fit(data.train(0).repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
-    return float(model.evaluate(data.val(0).take(val_batches), verbose=0, return_dict=True)["accuracy"])
-
-
 # -- statistics ------------------------------------------------------------------------------------------
 
 
@@ -386,12 +372,14 @@ class Store:
         reused = len(log["candidates"])
         self.counts["proxy_reused"] += reused
         sampler = window_sampler(pricer, lo, seed)
+        from edgenas_keras.selection import train_and_score
+
         for _ in range(reused):
             next(sampler)                         # the fixed order: skip what was scored already
         while (spent < cpu_budget_s or not log["candidates"]) and len(log["candidates"]) < max_candidates:
             c0 = time.process_time()
             arch, priced = next(sampler)
-            score = proxy_score(pricer.space, arch, data, resolution, steps, val_batches, seed)
+            score = train_and_score(pricer.space, arch, data, resolution, steps, val_batches, seed)["accuracy"]
             dt = time.process_time() - c0
             spent += dt
             log["candidates"].append({"arch": str(arch), "score": score, "cpu_s": round(dt, 3),
@@ -412,4 +400,4 @@ def load_average() -> list[float]:
 
 
 __all__ = ["HAND_DESIGNED", "HandNet", "Store", "fill_from_cheapest", "fits_all", "hand_arch", "load_average",
-           "mean_ci", "paired_diff", "proxy_score", "scale_to_budget", "snap", "window_sampler"]
+           "mean_ci", "paired_diff", "scale_to_budget", "snap", "window_sampler"]

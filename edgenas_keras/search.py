@@ -84,6 +84,7 @@ VAL_SALT = "search-val"
 PROXIES = ("lut", "macs")
 STRATEGIES = ("differentiable", "evolution")
 DERIVATIONS = ("argmax", "proxy")
+FITNESS = ("inherited", "trained")
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class SearchConfig:
     population: int = 16            # evolution's population
     bn_batches: int = 2             # training batches a child's BN statistics are recomputed on
     score_batches: int = 8          # validation batches a child is scored on
+    fitness: str = "inherited"      # evolution's score: "inherited" supernet weights or "trained" from scratch
+    fitness_steps: int = 250        # fitness "trained": Adam steps of each child's stand-alone training
 
     def __post_init__(self):
         def positive(name, allow_none=False):
@@ -140,7 +143,7 @@ class SearchConfig:
         for name in ("sram_kb", "flash_kb"):
             positive(name, allow_none=True)
         for name in ("epochs", "batch_size", "check_every", "candidates", "population", "bn_batches",
-                     "score_batches"):
+                     "score_batches", "fitness_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"search config: {name} must be an integer >= 1, got {v!r}")
@@ -159,6 +162,11 @@ class SearchConfig:
             raise UserError(f"search config: strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.derive not in DERIVATIONS:
             raise UserError(f"search config: derive must be one of {DERIVATIONS}, got {self.derive!r}")
+        if self.fitness not in FITNESS:
+            raise UserError(f"search config: fitness must be one of {FITNESS}, got {self.fitness!r}")
+        if self.fitness == "trained" and self.strategy != "evolution":
+            raise UserError("search config: fitness 'trained' needs strategy 'evolution' (the differentiable "
+                            f"strategy scores alpha's candidates with the supernet's weights), got {self.strategy!r}")
         if (isinstance(self.window_low, bool) or not isinstance(self.window_low, (int, float))
                 or not 0 <= self.window_low < 1):
             raise UserError(f"search config: window_low must be a number in [0, 1), got {self.window_low!r}")
@@ -622,6 +630,8 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
     if data is None:
         data = reader_data(data_dir, config, res, space.in_channels)
     pricer = Pricer(space, lut, config, exact_tables)
+    if config.fitness == "trained":   # no supernet: every child is trained on its own (selection.TrainedScorer)
+        return _select(space, lut, config, pricer, None, None, data, out, floor, [])
     paths = None
     if config.strategy == "evolution":
         paths = _training_paths(pricer, config)
@@ -853,7 +863,8 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
     """Derivation by accuracy evidence (``derive: proxy`` or ``strategy: evolution``): children in the budget
     window scored with inherited weights, BN recomputed per child (``edgenas_keras.selection``); the best
     scored one is returned. Writes ``candidates.json`` (every scored child, best first)."""
-    from edgenas_keras.selection import ChildScorer, Window, canonical_indices, evolve, key_of
+    from edgenas_keras.selection import (ChildScorer, TrainedScorer, Window, canonical_indices, evolve, key_of,
+                                         max_len)
     from edgenas_keras.supernet import legal_mask
 
     t0 = time.time()
@@ -883,10 +894,17 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
         extra.update({"repair_moves": repairs, "fill_moves": fills, "repaired_latency_ms": repaired_latency,
                       "alpha_arch": str(space.from_indices(alpha_answer))})
     else:
-        flat = np.zeros_like(probs)   # the largest that fits: fill from the cheapest, no preference
+        # the largest that fits: fill from the cheapest, no preference
+        flat = np.zeros((space.num_blocks, len(FACTORS), max_len(space)))
         seeds.append((fill(pricer, cheapest_indices(space), flat)[0], "fill-from-cheapest"))
-    calib, held = _scoring_batches(data, config)
-    scorer = ChildScorer(net, space, calib, held)
+    if config.fitness == "trained":
+        scorer = TrainedScorer(space, data, config.train_resolution or space.resolution, config.fitness_steps,
+                               config.score_batches, config.seed, out / "fitness.jsonl", _stderr)
+        how = f"trained {config.fitness_steps} steps each"
+    else:
+        calib, held = _scoring_batches(data, config)
+        scorer = ChildScorer(net, space, calib, held)
+        how = "scored with inherited weights"
     scored = evolve(window, scorer.score, seeds, config.candidates, config.population, rng, _stderr)
     if not scored:   # nothing in the window (a tight memory budget): fall back to alpha's answer / the fill
         _stderr(f"no candidate in the window [{config.window_low:g} B, B] meets every budget; returning the "
@@ -912,7 +930,8 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
     arch: Arch = space.from_indices(idx)
     cost = pricer.cost(idx)
     first = derived if derived is not None else idx
-    extra.update({"strategy": config.strategy, "derive": "proxy", "proxy_accuracy": best["score"]["accuracy"],
+    extra.update({"strategy": config.strategy, "derive": "proxy", "fitness": config.fitness,
+                  "proxy_accuracy": best["score"]["accuracy"],
                   "proxy_ce": best["score"]["ce"], "proxy_images": best["score"]["images"],
                   "origin": best["origin"], "candidates_scored": scorer.scored,
                   "selection_seconds": round(time.time() - t0, 1), "floor_latency_ms": floor.latency_ms,
@@ -926,7 +945,7 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
     _write_json(out / "result.json", result.as_dict())
     _stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
             f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB; proxy accuracy "
-            f"{best['score']['accuracy']:.4f} (best of {scorer.scored} children scored with inherited weights)")
+            f"{best['score']['accuracy']:.4f} (best of {scorer.scored} children {how})")
     return result
 
 

@@ -168,3 +168,44 @@ def test_pipeline_config_validates_the_strategy_fields():
         with_search("  window_low: 1.2\n")
     with pytest.raises(UserError, match=r"search.population must be an integer >= 2"):
         with_search("  population: 1\n")
+
+
+@pytest.mark.slow
+def test_trained_fitness_evolution_returns_the_best_trained_child_and_resumes(space, lut, data_dir, tmp_path):
+    from edgenas_keras.selection import train_and_score
+
+    probe = _pricer(space, lut, 1e9)
+    budget = _mid_budget(space, probe)
+    cfg = small_config(latency_ms=budget, strategy="evolution", fitness="trained", fitness_steps=3,
+                       candidates=5, population=3, window_low=0.7, score_batches=2)
+    out = tmp_path / "t"
+    r = run_search(data_dir, lut, cfg, out, space=space)
+    lat = arch_cost(space, decode(r.arch), lut).latency_ms
+    assert r.feasible and 0.7 * budget <= lat <= budget
+    assert r.extra["fitness"] == "trained" and r.extra["candidates_scored"] == 5
+    assert not (out / "ckpt").exists() and not (out / "history.json").exists()   # no supernet was trained
+    rows = json.loads((out / "candidates.json").read_text())
+    assert len(rows) == 5 and rows[0]["arch"] == r.arch
+    assert rows[0]["accuracy"] == max(row["accuracy"] for row in rows)
+    assert all(0.7 * budget <= row["latency_ms"] <= budget and row["images"] == 2 * 8 for row in rows)
+    # The pick's score is a short stand-alone training: retrained here from the same seed, it scores the same.
+    data = reader_data(data_dir, cfg, space.resolution, space.in_channels)
+    again = train_and_score(space, decode(r.arch), data, space.resolution, 3, 2, cfg.seed)
+    assert again["accuracy"] == pytest.approx(rows[0]["accuracy"]) and again["ce"] == pytest.approx(rows[0]["ce"])
+    # Interrupted after scoring (no result yet, a half-written last line): the rerun retrains nothing.
+    log = out / "fitness.jsonl"
+    assert len(log.read_text().splitlines()) == 5
+    (out / "result.json").unlink()
+    with log.open("a") as f:
+        f.write('{"arch": "skip-dws_k3')
+    r2 = run_search(data_dir, lut, cfg, out, space=space)
+    assert r2.arch == r.arch and len(log.read_text().splitlines()) == 6   # nothing appended
+
+
+def test_trained_fitness_needs_the_evolution_strategy():
+    with pytest.raises(UserError, match="fitness 'trained' needs strategy 'evolution'"):
+        SearchConfig(latency_ms=10.0, fitness="trained")
+    with pytest.raises(UserError, match="fitness must be one of"):
+        SearchConfig(latency_ms=10.0, strategy="evolution", fitness="supernet")
+    with pytest.raises(UserError, match="fitness_steps must be an integer >= 1"):
+        SearchConfig(latency_ms=10.0, strategy="evolution", fitness="trained", fitness_steps=0)
