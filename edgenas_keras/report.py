@@ -277,12 +277,68 @@ def _entropies(entry: dict) -> list[float] | None:
     return None
 
 
-def search_history_section(history: list[dict] | None, result: dict | None) -> Section:
+def evolution_history_section(candidates: list[dict], result: dict | None) -> Section:
+    """A search that chose by accuracy evidence and stepped no alpha (``strategy: evolution``, either
+    fitness): every scored candidate (``candidates.json``, best first) in the order it was scored, its proxy
+    accuracy (fraction; inherited weights or a short stand-alone training, ``result.json``'s ``fitness``)
+    against that order and against its LUT latency in ms with the search's latency budget, coloured by
+    generation."""
+    sec = Section("search", "Search history")
+    budgets = (result or {}).get("budgets") or {}
+    lat_b = budgets.get("latency_ms")
+    fitness = (result or {}).get("fitness", "inherited")
+    how = {"trained": "short stand-alone training", "inherited": "inherited supernet weights"}.get(fitness, fitness)
+    order = sorted(range(len(candidates)), key=lambda n: (int(candidates[n].get("generation", 0)), n))
+    gens = sorted({int(c.get("generation", 0)) for c in candidates})
+    fig, axes = _figure(9.0, 3.2, 1, 2)
+    for g in gens:
+        pos = [k for k, n in enumerate(order) if int(candidates[n].get("generation", 0)) == g]
+        rows = [candidates[order[k]] for k in pos]
+        label = "first population" if g == 0 else f"generation {g}"
+        axes[0][0].scatter([k + 1 for k in pos], [r["accuracy"] for r in rows], s=14, label=label)
+        axes[0][1].scatter([r["latency_ms"] for r in rows], [r["accuracy"] for r in rows], s=14, label=label)
+    best = candidates[0]
+    axes[0][0].set_xlabel("candidate (order scored)")
+    axes[0][0].set_title(f"proxy accuracy ({how})", fontsize=9)
+    axes[0][1].scatter([best["latency_ms"]], [best["accuracy"]], s=60, facecolors="none", edgecolors="#d62728",
+                       label="returned")
+    if lat_b:
+        axes[0][1].axvline(lat_b, color="#d62728", linestyle="--", label=f"budget {lat_b:g} ms")
+    axes[0][1].set_xlabel("latency (LUT, ms)")
+    axes[0][1].set_title("proxy accuracy against latency", fontsize=9)
+    for a in axes[0]:
+        a.set_ylabel("accuracy")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=6, loc="best")
+    sec.svg = _svg(fig, "search")
+    sec.facts["strategy"] = ("strategy", f"{(result or {}).get('strategy', 'evolution')}, fitness {fitness}")
+    sec.facts["candidates_scored"] = ("candidates scored", str(len(candidates)))
+    sec.facts["generations"] = ("generations after the first population", str(max(gens) if gens else 0))
+    sec.facts["best_proxy_accuracy"] = ("best proxy accuracy", _acc(best["accuracy"]))
+    sec.facts["returned_arch"] = ("returned", str(best.get("arch")))
+    sec.facts["search_latency_budget_ms"] = ("latency budget (search)", _ms(lat_b) if lat_b else "-")
+    sec.caption = (f"{len(candidates)} candidates scored by {how}, in [window_low B, B]; the best, "
+                   f"{_acc(best['accuracy'])} at {_ms(best['latency_ms'])}, is returned.")
+    sec.tables.append(Table(["rank", "architecture", "proxy accuracy", "cross-entropy", "latency", "SRAM",
+                             "flash (model)", "origin", "generation"],
+                            [[str(n + 1), str(c.get("arch")), _acc(c.get("accuracy")), _num(c.get("ce"), 4),
+                              _ms(c.get("latency_ms")), _bytes(c.get("sram_bytes")), _bytes(c.get("flash_bytes")),
+                              str(c.get("origin", "-")), str(c.get("generation", "-"))]
+                             for n, c in enumerate(candidates)], open_=len(candidates) <= 40))
+    return sec
+
+
+def search_history_section(history: list[dict] | None, result: dict | None,
+                           candidates: list[dict] | None = None) -> Section:
     """The search's epochs (``history.json``): expected latency and memory against the search's budgets
     (``result.json``'s ``budgets``: latency in ms, SRAM and flash in KiB; the flash budget is the model's
     share, the device budget minus the TFLM runtime), the penalty multipliers mu (latency), nu (SRAM) and
     the flash multiplier, and the entropy of alpha per block in nats (``alpha_entropy``; computed from
-    ``probs`` for older histories). The derivation (alpha's argmax, repair, fill) from ``result.json``."""
+    ``probs`` for older histories). The derivation (alpha's argmax, repair, fill) from ``result.json``. A search
+    with ``strategy: evolution`` (no alpha steps) and its ``candidates`` shows the evolution instead
+    (``evolution_history_section``)."""
+    if candidates and (not history or (result or {}).get("strategy") == "evolution"):
+        return evolution_history_section(candidates, result)
     sec = Section("search", "Search history")
     if not history:
         sec.missing = "no search history (history.json) in this run"
@@ -552,7 +608,8 @@ class RunInputs:
     """The plain files of one pipeline run a report reads; any may be ``None`` (its section then says so).
 
     ``summary``: the run's summary (``summary.json``: ``arch``, ``device``, ``budgets``, figures, ...).
-    ``search_dir``: ``result.json`` and ``history.json`` of the search. ``model_dir``: ``model_int8.tflite``
+    ``search_dir``: ``result.json``, ``history.json`` and (accuracy-evidence searches) ``candidates.json`` of
+    the search. ``model_dir``: ``model_int8.tflite``
     and ``metrics.json``. ``validation``: the final model's ``validation.json``. ``validations``: every
     ``validation.json`` of the output folder (earlier configurations' models too), for the accuracy-latency
     figure. ``lut_file``: the ``lut.json`` the run priced with. ``lut_rows``: the table's validation rows.
@@ -634,6 +691,7 @@ def run_report(inputs: RunInputs) -> Report:
     search = inputs.search_dir
     history = _optional_json(search / "history.json", "search history") if search else None
     result = _optional_json(search / "result.json", "search result") if search else None
+    candidates = _optional_json(search / "candidates.json", "search candidates") if search else None
     validation = _optional_json(inputs.validation, "validation report")
     metrics = _optional_json(inputs.model_dir / "metrics.json", "model metrics") if inputs.model_dir else None
     final_sha = (validation or {}).get("model_sha256")
@@ -661,7 +719,7 @@ def run_report(inputs: RunInputs) -> Report:
     sections = [
         _verdict_section(s, validation, metrics),
         acc_sec,
-        search_history_section(history, result),
+        search_history_section(history, result, candidates),
         per_operator_section(inputs.model_dir / "model_int8.tflite" if inputs.model_dir else None, inputs.lut_file,
                              validation),
         lut_validation_section(inputs.lut_rows, inputs.lut_label),

@@ -123,7 +123,8 @@ def run_dir(tmp_path_factory):
                              "lut": str(lut_dir)}}
     (run / "summary.json").write_text(json.dumps(summary))
     (run / "config.resolved.yaml").write_text(yaml.safe_dump({"lut": {"device": "cortex-m7", "file": ""}}))
-    return {"run": run, "lut": lut, "budget": budget, "search": search, "blessings": blessings}
+    return {"run": run, "lut": lut, "budget": budget, "search": search, "blessings": blessings, "data": data,
+            "space": space}
 
 
 @needs_chromium
@@ -271,3 +272,34 @@ def test_a_run_folder_moved_elsewhere_still_reports_its_artifacts(run_dir, tmp_p
     html = (moved / "report.html").read_text()
     assert "data-missing" not in html and html.count("<svg") == 4
     assert 'data-fact="epochs">3<' in html
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_an_evolution_searchs_report_shows_its_scored_candidates(run_dir, tmp_path):
+    """A run whose search trained no alpha (``strategy: evolution``, ``fitness: trained``): the search section
+    plots the scored candidates instead of saying the history is missing."""
+    from edgenas_keras.search import SearchConfig, run_search
+
+    run = tmp_path / "evolution-run"
+    shutil.copytree(run_dir["run"], run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["artifacts"] = {k: v.replace(str(run_dir["run"]), str(run)) for k, v in summary["artifacts"].items()}
+    (run / "summary.json").write_text(json.dumps(summary))
+    search = Path(summary["artifacts"]["search"])
+    shutil.rmtree(search)
+    cfg = SearchConfig(latency_ms=run_dir["budget"], strategy="evolution", fitness="trained", fitness_steps=2,
+                       candidates=4, population=2, window_low=0.5, batch_size=8, score_batches=1,
+                       num_blocks=3, train_resolution=None)
+    result = run_search(run_dir["data"], run_dir["lut"], cfg, search, space=run_dir["space"])
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    dom, png = chromium(out, tmp_path)
+    assert_picture(png)
+    f = facts(dom)
+    rows = json.loads((search / "candidates.json").read_text())
+    assert f["candidates_scored"] == str(len(rows)) == "4"
+    assert f["returned_arch"] == result.arch == rows[0]["arch"]
+    assert f["best_proxy_accuracy"] == f"{rows[0]['accuracy']:.4f}"
+    assert f["strategy"] == "evolution, fitness trained"
+    assert "no search history" not in dom and dom.count("<svg") == 4
