@@ -131,3 +131,19 @@ def test_smoke_run_has_the_tables_and_a_rerun_trains_nothing(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith(f"error: {broken} is not a readable")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("strategy", "--search-set takes KEY=VALUE"),
+    ("bogus=1", "--search-set: unknown field(s) bogus"),
+    ("fitness=trained", "fitness 'trained' needs strategy 'evolution'"),
+    ("fitness_steps=0", "fitness_steps must be an integer >= 1"),
+])
+def test_a_bad_search_setting_is_one_error_line_before_any_work(tmp_path, setting, message):
+    work = tmp_path / "work"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_tables.py"), "--work", str(work),
+                        "--search-set", setting], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines[-1]
+    assert not work.exists()
