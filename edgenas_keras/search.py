@@ -631,6 +631,9 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
         data = reader_data(data_dir, config, res, space.in_channels)
     pricer = Pricer(space, lut, config, exact_tables)
     if config.fitness == "trained":   # no supernet: every child is trained on its own (selection.TrainedScorer)
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
         return _select(space, lut, config, pricer, None, None, data, out, floor, [])
     paths = None
     if config.strategy == "evolution":
@@ -861,8 +864,9 @@ def _scoring_batches(data: SearchData, config: SearchConfig):
 def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, floor: ArchCost,
             history) -> SearchResult:
     """Derivation by accuracy evidence (``derive: proxy`` or ``strategy: evolution``): children in the budget
-    window scored with inherited weights, BN recomputed per child (``edgenas_keras.selection``); the best
-    scored one is returned. Writes ``candidates.json`` (every scored child, best first)."""
+    window scored with inherited weights, BN recomputed per child, or (``fitness: trained``, ``net`` None)
+    each trained from scratch for ``fitness_steps`` steps (``edgenas_keras.selection``); the best scored one
+    is returned. Writes ``candidates.json`` (every scored child, best first)."""
     from edgenas_keras.selection import (ChildScorer, TrainedScorer, Window, canonical_indices, evolve, key_of,
                                          max_len)
     from edgenas_keras.supernet import legal_mask

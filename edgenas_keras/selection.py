@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras.errors import UserError
 from edgenas_keras.space import FACTORS, Arch, SearchSpace, decode
 
 MUTATION_PROB = 0.15   # per block and factor
@@ -150,10 +151,11 @@ def train_and_score(space: SearchSpace, arch: Arch, data, resolution: int, steps
                     seed: int, lr: float = 3e-3) -> dict:
     """Train ``arch`` from scratch for ``steps`` Adam steps (learning rate ``lr``) on the search's training
     subset at ``resolution`` px (``data``: ``search.SearchData``; the training batches repeat as needed), then
-    score it on the first ``val_batches`` batches of the validation subset. Deterministic for ``seed``.
+    score it on the first ``val_batches`` batches of the validation subset (which repeats: a subset smaller
+    than ``val_batches`` batches is scored more than once). Deterministic for ``seed``.
 
     Returns ``{"accuracy": top-1 fraction, "ce": mean cross-entropy in nats, "images": images scored}``.
-    Raises ``ValueError`` when the validation subset yields no batch."""
+    Raises ``UserError`` when the validation subset is empty."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -172,7 +174,7 @@ def train_and_score(space: SearchSpace, arch: Arch, data, resolution: int, steps
         ce += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, p)))
         n += int(y.shape[0])
     if not n:
-        raise ValueError("train_and_score: the validation subset yields no batch")
+        raise UserError("scoring a candidate needs a validation subset: use more data or a larger val_fraction")
     return {"accuracy": correct / n, "ce": ce / n, "images": n}
 
 
@@ -182,7 +184,8 @@ class TrainedScorer:
     ``log_path``: a JSON-lines file of the scores so far (``{"arch", "accuracy", "ce", "images", "cpu_s"}``
     per line), read at start and appended to after every child, so a rerun reuses them; a truncated last line
     (an interrupted write) is ignored. ``scored`` counts the distinct architectures scored, ``cpu_s`` the
-    process CPU seconds their trainings took (reused ones included)."""
+    process CPU seconds their trainings took (reused ones included). Raises ``UserError`` when the training
+    subset yields no full batch."""
 
     def __init__(self, space: SearchSpace, data, resolution: int, steps: int, val_batches: int, seed: int,
                  log_path: Path | None = None, log: Callable[[str], None] = lambda _m: None):
@@ -190,6 +193,9 @@ class TrainedScorer:
         self.steps, self.val_batches, self.seed = steps, val_batches, seed
         self.log_path, self.log = (Path(log_path) if log_path else None), log
         self.cache: dict[bytes, dict] = {}
+        if next(iter(data.train(0).take(1)), None) is None:
+            raise UserError("training a candidate needs at least one full batch of the search's training subset: "
+                            "use more data or a smaller batch_size")
         if self.log_path and self.log_path.is_file():
             for line in self.log_path.read_text().splitlines():
                 try:

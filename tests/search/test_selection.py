@@ -209,3 +209,11 @@ def test_trained_fitness_needs_the_evolution_strategy():
         SearchConfig(latency_ms=10.0, strategy="evolution", fitness="supernet")
     with pytest.raises(UserError, match="fitness_steps must be an integer >= 1"):
         SearchConfig(latency_ms=10.0, strategy="evolution", fitness="trained", fitness_steps=0)
+
+
+def test_trained_fitness_without_a_full_training_batch_is_a_user_error(space, lut, data_dir, tmp_path):
+    probe = _pricer(space, lut, 1e9)
+    cfg = small_config(latency_ms=_mid_budget(space, probe), strategy="evolution", fitness="trained",
+                       fitness_steps=1, candidates=2, population=2, window_low=0.7, batch_size=512)
+    with pytest.raises(UserError, match="at least one full batch of the search's training subset"):
+        run_search(data_dir, lut, cfg, tmp_path / "t", space=space)
