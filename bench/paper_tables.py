@@ -440,7 +440,9 @@ def markdown(doc: dict) -> str:
              f"{doc['data'].get('train_images')} train / {doc['data'].get('eval_images')} eval images, majority "
              f"class {100 * doc['data'].get('majority_class_rate', 0):.1f}%."]
     yard = doc["data"].get("yardstick")
-    if yard:
+    if yard and "skipped" in yard:
+        parts.append(f"Yardstick not run ({yard['skipped']}).")
+    elif yard:
         ends = [f"{name} `{yard[name]['arch']}` ({yard[name]['latency_ms']:.1f} ms) "
                 f"{_pct(yard[name]['accuracy_int8_mean'])}%" for name in ("smallest", "largest")]
         parts.append(f"Yardstick (the space's ends, seeds {', '.join(map(str, yard['seeds']))}): {'; '.join(ends)}; "
@@ -488,6 +490,10 @@ def markdown(doc: dict) -> str:
                      + tabulate(rows, ["search", "architecture", "latency (ms)", "int8 accuracy per seed (%)",
                                        "mean (%)", "full minus ablation, paired (95% CI)"],
                                 tablefmt="github", disable_numparse=True))
+    notes = [f"{key}: {doc[key]['measured_with']}" for key in ("table1", "table1_tight", "table2", "table3", "table4")
+             if isinstance(doc.get(key), dict) and doc[key].get("measured_with")]
+    if notes:   # tables carried over from an earlier run of another search (the JSON says which)
+        parts.append("Carried over from an earlier run:\n\n" + "\n".join(f"- {n}" for n in notes))
     return "\n\n".join(parts) + "\n"
 
 

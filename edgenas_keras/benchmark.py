@@ -332,16 +332,22 @@ class Store:
         """``search.run_search`` in a folder keyed by its inputs, timed in CPU seconds: (result, cost) with
         cost ``{"supernet_cpu_s"`` (set-up and the weight-only warm-up epochs), ``"alpha_cpu_s"`` (the search
         epochs: alternating weight and alpha steps), ``"derivation_cpu_s"`` (argmax, repair, fill, exact
-        pricing), ``"total_cpu_s"``, ``"alpha_steps"``, ``"complete"`` (False when the search resumed from a
-        checkpoint, so the figures cover only the resumed part)}."""
+        pricing; with ``fitness: trained`` the whole search, every candidate's training included, since no
+        supernet trains), ``"total_cpu_s"``, ``"alpha_steps"`` (0 unless ``strategy: differentiable``),
+        ``"complete"`` (False when the search resumed from a checkpoint, so the figures cover only the resumed
+        part)}."""
         from edgenas_keras.search import run_search
 
         key = {"search": config.as_dict(), "space": space.to_dict(), "lut": lut.sha256, "data": data_fp}
         out = self.root / "searches" / digest(key)
         cost_path = out / "cost.json"
+        # alpha is stepped only by the differentiable strategy (evolution trains paths or no supernet at all)
+        alpha_steps = ((config.steps_per_epoch or 0) * (config.epochs - config.warmup_epochs)
+                       if config.strategy == "differentiable" else 0)
         if cost_path.is_file() and (out / "result.json").is_file():
             self.counts["searches_reused"] += 1
-            return run_search(data_dir, lut, config, out, space=space), json.loads(cost_path.read_text())
+            cost = {**json.loads(cost_path.read_text()), "alpha_steps": alpha_steps}
+            return run_search(data_dir, lut, config, out, space=space), cost
         resumed = (out / "ckpt").is_dir()
         marks: list[tuple[int, float]] = []
         self.progress(f"searching (seed {config.seed}, {out.name})")
@@ -352,10 +358,9 @@ class Store:
         warm = [t for e, t in marks if e < config.warmup_epochs]
         last = marks[-1][1] if marks else c0
         supernet_end = warm[-1] if warm else (marks[0][1] if marks and config.warmup_epochs else c0)
-        steps = config.steps_per_epoch or 0
         cost = {"supernet_cpu_s": round(supernet_end - c0, 2), "alpha_cpu_s": round(last - supernet_end, 2),
                 "derivation_cpu_s": round(c_end - last, 2), "total_cpu_s": round(c_end - c0, 2),
-                "alpha_steps": steps * (config.epochs - config.warmup_epochs), "complete": not resumed}
+                "alpha_steps": alpha_steps, "complete": not resumed}
         _write_json(cost_path, cost)
         self.counts["searches_run"] += 1
         return result, cost

@@ -125,6 +125,12 @@ def test_smoke_run_has_the_tables_and_a_rerun_trains_nothing(tmp_path):
     rs_row = next(line for line in text.splitlines() if line.startswith("| random-search "))
     assert f"{vs['mean_diff_points']:+.2f} ({vs['ci95_low']:+.2f}..{vs['ci95_high']:+.2f})" in rs_row
     assert "| no-latency-penalty " in text
+    skipped = tmp_path / "no-yardstick.json"    # a run with --yardstick-seeds 0 renders too
+    skipped.write_text(json.dumps({**doc, "data": {**doc["data"], "yardstick": {"skipped": "--yardstick-seeds 0"}}}))
+    md0 = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_tables.py"), "--markdown", str(skipped)],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert md0.returncode == 0, md0.stderr[-2000:]
+    assert "Yardstick not run (--yardstick-seeds 0)." in md0.stdout and "Table 1:" in md0.stdout
     broken = tmp_path / "broken.json"
     broken.write_text("{}")
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "paper_tables.py"), "--markdown", str(broken)],
