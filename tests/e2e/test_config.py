@@ -119,7 +119,7 @@ def test_valid_files_load_with_their_values(tmp_path):
     assert cfg.search["steps_per_epoch"] is None and cfg.search["tau_end"] == 1.0
     assert isinstance(cfg.search["tau_end"], float) and cfg.train["warmup_epochs"] == 0.0
     default = load()
-    assert default.name == "edgenas-vww" and default.search["epochs"] == 3 and default.train["epochs"] == 15
+    assert default.name == "edgenas-vww" and default.search["fitness"] == "trained" and default.train["epochs"] == 15
     # the main job prices with the shipped Cortex-M7 table, the one timed on the emulated core
     assert default.lut.device == "cortex-m7" and not default.lut.file
     from edgenas_keras.lut import load_device

@@ -158,8 +158,12 @@ def test_bad_strategy_and_window_are_refused():
 def test_pipeline_config_validates_the_strategy_fields():
     from pipeline.config import default_text, loads
 
-    def with_search(extra):
-        return loads(default_text().replace("search:\n", "search:\n" + extra, 1), "job.yaml")
+    def with_search(extra):   # the default job with these search: fields set (replacing the default's)
+        import yaml
+
+        doc = yaml.safe_load(default_text())
+        doc["search"].update(yaml.safe_load(extra))
+        return loads(yaml.safe_dump(doc), "job.yaml")
 
     assert with_search("  strategy: evolution\n  candidates: 32\n").search["strategy"] == "evolution"
     with pytest.raises(UserError, match=r"job.yaml: search.strategy must be one of"):
