@@ -298,7 +298,7 @@ def evolution_history_section(candidates: list[dict], result: dict | None) -> Se
         axes[0][0].scatter([k + 1 for k in pos], [r["accuracy"] for r in rows], s=14, label=label)
         axes[0][1].scatter([r["latency_ms"] for r in rows], [r["accuracy"] for r in rows], s=14, label=label)
     best = candidates[0]
-    axes[0][0].set_xlabel("candidate (order scored)")
+    axes[0][0].set_xlabel("candidate (by generation, best first within one)")
     axes[0][0].set_title(f"proxy accuracy ({how})", fontsize=9)
     axes[0][1].scatter([best["latency_ms"]], [best["accuracy"]], s=60, facecolors="none", edgecolors="#d62728",
                        label="returned")
