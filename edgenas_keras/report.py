@@ -279,9 +279,9 @@ def _entropies(entry: dict) -> list[float] | None:
 
 def evolution_history_section(candidates: list[dict], result: dict | None) -> Section:
     """A search that chose by accuracy evidence and stepped no alpha (``strategy: evolution``, either
-    fitness): every scored candidate (``candidates.json``, best first) in the order it was scored, its proxy
-    accuracy (fraction; inherited weights or a short stand-alone training, ``result.json``'s ``fitness``)
-    against that order and against its LUT latency in ms with the search's latency budget, coloured by
+    fitness): every scored candidate (``candidates.json``, best first), its proxy accuracy (fraction;
+    inherited weights or a short stand-alone training, ``result.json``'s ``fitness``) by generation (best
+    first within one) and against its LUT latency in ms with the search's latency budget, coloured by
     generation."""
     sec = Section("search", "Search history")
     budgets = (result or {}).get("budgets") or {}
