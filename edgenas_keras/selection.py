@@ -183,8 +183,7 @@ class TrainedScorer:
 
     ``log_path``: a JSON-lines file of the scores so far (``{"arch", "accuracy", "ce", "images", "cpu_s"}``
     per line), read at start and appended to after every child, so a rerun reuses them; a truncated last line
-    (an interrupted write) is ignored. ``scored`` counts the distinct architectures scored, ``cpu_s`` the
-    process CPU seconds their trainings took (reused ones included). Raises ``UserError`` when the training
+    (an interrupted write) is dropped from the file. ``scored`` counts the distinct architectures scored. Raises ``UserError`` when the training
     subset yields no full batch."""
 
     def __init__(self, space: SearchSpace, data, resolution: int, steps: int, val_batches: int, seed: int,
@@ -197,7 +196,11 @@ class TrainedScorer:
             raise UserError("training a candidate needs at least one full batch of the search's training subset: "
                             "use more data or a smaller batch_size")
         if self.log_path and self.log_path.is_file():
-            for line in self.log_path.read_text().splitlines():
+            text = self.log_path.read_text()
+            if text and not text.endswith("\n"):   # an interrupted write: drop it so appends start on a new line
+                text = text[:text.rfind("\n") + 1]
+                self.log_path.write_text(text)
+            for line in text.splitlines():
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
@@ -208,10 +211,6 @@ class TrainedScorer:
     @property
     def scored(self) -> int:
         return len(self.cache)
-
-    @property
-    def cpu_s(self) -> float:
-        return float(sum(r["cpu_s"] for r in self.cache.values()))
 
     def score(self, idx: np.ndarray) -> dict:
         k = key_of(idx)
