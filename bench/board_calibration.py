@@ -27,9 +27,10 @@ from pathlib import Path
 
 import edgenas_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgenas_keras import lut as lutmod
-from edgenas_keras import lut_calibrate, machine
-from edgenas_keras.cost import graph_latency_ms
-from edgenas_keras.tflite_model import read_int8_model
+from edgenas_keras import machine
+from edgenas_keras.lut import calibrate as lut_calibrate
+from edgenas_keras.cost.estimate import graph_latency_ms
+from edgenas_keras.tflite.model import read_int8_model
 
 DEFAULT_ANCHORS = Path(__file__).resolve().parent.parent.parent / "shared" / "board_anchors.json"
 

@@ -28,15 +28,15 @@ sys.path.insert(0, str(ROOT))
 
 import edgenas_keras  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from deploy.emulate import emulate, emulate_bundle  # noqa: E402
-from edgenas_keras.bundle import make_bundle  # noqa: E402
-from edgenas_keras.space import SearchSpace, encode  # noqa: E402
+from edgenas_keras.tflite.bundle import make_bundle  # noqa: E402
+from edgenas_keras.arch.space import SearchSpace, encode  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "reference_models"
 
 
 def sampled_models(n: int, seed: int, out: Path) -> list[tuple[str, Path]]:
-    from edgenas_keras.builder import build_model
-    from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite
+    from edgenas_keras.model.builder import build_model
+    from edgenas_keras.model.export import calibrate_untrained, random_representative, to_int8_tflite
 
     space = SearchSpace.load(None)
     shape = (space.resolution, space.resolution, space.in_channels)
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--targets", default="cortex-m7,cortex-m4,riscv32")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args()
-    from edgenas_keras import tflm
+    from edgenas_keras.tflite import tflm
 
     rows = []
     t_start = time.time()

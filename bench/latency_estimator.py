@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from edgenas_keras import lut as lutmod  # noqa: E402
-from edgenas_keras.cost import LatencyTables, arch_latency_ms  # noqa: E402
-from edgenas_keras.space import SearchSpace  # noqa: E402
+from edgenas_keras.cost.estimate import LatencyTables, arch_latency_ms  # noqa: E402
+from edgenas_keras.arch.space import SearchSpace  # noqa: E402
 
 
 def main() -> None:

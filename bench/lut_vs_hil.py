@@ -17,9 +17,9 @@ import time
 
 import edgenas_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from edgenas_keras import lut as lutmod
-from edgenas_keras import lut_build
-from edgenas_keras.ops import arch_graph
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.lut import measure as lut_build
+from edgenas_keras.cost.graph import arch_graph
+from edgenas_keras.arch.space import SearchSpace
 
 
 def main() -> None:

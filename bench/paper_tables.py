@@ -43,17 +43,13 @@ import edgenas_keras  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from edgenas_keras import benchmark as bm  # noqa: E402
 from edgenas_keras import lut as lutmod  # noqa: E402
 from edgenas_keras import machine  # noqa: E402
-from edgenas_keras.cost import LatencyTables, arch_cost  # noqa: E402
+from edgenas_keras.cost.estimate import LatencyTables, arch_cost  # noqa: E402
 from edgenas_keras.errors import UserError  # noqa: E402
-from edgenas_keras.search import (  # noqa: E402
-    KB,
-    Pricer,
-    SearchConfig,
-    cheapest_indices,
-    reader_data,
-    space_with_blocks,
-)
-from edgenas_keras.space import SearchSpace, decode  # noqa: E402
+from edgenas_keras.search.config import KB  # noqa: E402
+from edgenas_keras.search.derive import Pricer, cheapest_indices  # noqa: E402
+from edgenas_keras.search import SearchConfig, space_with_blocks  # noqa: E402
+from edgenas_keras.search.loop import reader_data  # noqa: E402
+from edgenas_keras.arch.space import SearchSpace, decode  # noqa: E402
 from edgenas_keras.train import TrainConfig  # noqa: E402
 from edgenas_keras.validate import runtime_footprint, validate_model  # noqa: E402
 
@@ -293,7 +289,7 @@ class Bench:
     def yardstick(self, lut, budget_ms: float) -> dict:
         """The space's smallest and largest architectures trained with the same schedule: how far apart
         architectures can be on this data (their ``fits`` against ``budget_ms`` is not the point)."""
-        from edgenas_keras.supernet import largest_arch
+        from edgenas_keras.model.supernet import largest_arch
 
         seeds = self.s["seeds"][: self.s["yardstick_seeds"]]
         small = str(self.space.from_indices(cheapest_indices(self.space)))
@@ -314,8 +310,8 @@ class Bench:
         path = self.work / f"hil-{bm.digest(archs)}.json"
         if path.is_file():
             return json.loads(path.read_text())
-        from edgenas_keras import lut_build
-        from edgenas_keras.ops import arch_graph
+        from edgenas_keras.lut import measure as lut_build
+        from edgenas_keras.cost.graph import arch_graph
 
         say(f"hardware-in-the-loop equivalent: {len(archs)} architecture(s) built, converted, timed")
         many = [decode(a) for a in archs] * max(1, 500 // len(archs))

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import edgenas_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 from edgenas_keras import lut as lutmod
-from edgenas_keras.cost import arch_cost
-from edgenas_keras.search import SearchConfig, cheapest_indices, run_search
-from edgenas_keras.space import SearchSpace, decode
-from edgenas_keras.supernet import largest_arch
+from edgenas_keras.cost.estimate import arch_cost
+from edgenas_keras.search import SearchConfig, run_search
+from edgenas_keras.search.derive import cheapest_indices
+from edgenas_keras.arch.space import SearchSpace, decode
+from edgenas_keras.model.supernet import largest_arch
 
 ROOT = Path(__file__).resolve().parent.parent
 

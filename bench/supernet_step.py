@@ -23,9 +23,9 @@ import edgenas_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 import tensorflow as tf
 import tf_keras as keras
 
-from edgenas_keras.builder import build_model
-from edgenas_keras.space import SearchSpace
-from edgenas_keras.supernet import Supernet, largest_arch
+from edgenas_keras.model.builder import build_model
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.model.supernet import Supernet, largest_arch
 
 
 def timed(step, n):

@@ -35,10 +35,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 
 import paper_tables as pt  # noqa: E402
-from edgenas_keras.builder import build_model  # noqa: E402
+from edgenas_keras.model.builder import build_model  # noqa: E402
 from edgenas_keras.data import reader  # noqa: E402
-from edgenas_keras.selection import Window, spearman  # noqa: E402
-from edgenas_keras.space import decode  # noqa: E402
+from edgenas_keras.search.selection import Window, spearman  # noqa: E402
+from edgenas_keras.arch.space import decode  # noqa: E402
 
 BATCH = 64
 INITS = (0, 1)

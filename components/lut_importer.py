@@ -31,7 +31,7 @@ def LutImporter(
 
     table = lut_lib.load(lut_file) if lut_file else lut_lib.load_device(device)
     if machine.is_host_measured(table):   # timed on another machine: re-based here (one stderr line)
-        from edgenas_keras import host_rebase
+        from edgenas_keras.lut import host_rebase
 
         table = host_rebase.for_this_machine(table)
     with output_dir(lut.uri) as out:

@@ -2,7 +2,7 @@
 
 Only a blessed model is bundled and pushed: without the blessing the component still completes (the run
 is not an error, the model simply did not meet its budgets) and records ``pushed = 0``. The bundle is
-``edgenas_keras.bundle.make_bundle`` with the pipeline's provenance in its manifest (architecture, LUT
+``edgenas_keras.tflite.bundle.make_bundle`` with the pipeline's provenance in its manifest (architecture, LUT
 sha256, budgets, data fingerprint, validation figures) and the input preprocessing the trainer recorded in
 ``metrics.json`` beside the model (``bundle.recorded_preprocessing``: the reader's rule, never restated here)
 and the data set's class names as the labels (``bundle_labels``: the Examples artifact's ``class_names``);
@@ -59,7 +59,7 @@ def TfliteMicroPusher(
     run-time parameters ``push_dest`` and ``budgets_*`` of a compiled spec)."""
     from components import params
     from deploy.push import push_bundle
-    from edgenas_keras.bundle import make_bundle, recorded_preprocessing
+    from edgenas_keras.tflite.bundle import make_bundle, recorded_preprocessing
 
     blessed = blessing.get_int_custom_property("blessed") == 1
     with output_dir(pushed_model.uri) as out:

@@ -91,9 +91,9 @@ def SupernetSearch(
     ``seed`` are the run-time parameters ``budgets_*`` and ``seed`` of a compiled spec."""
     from components import params
     from edgenas_keras import lut as lut_lib
-    from edgenas_keras.classes import dataset_class_names, space_for_data
+    from edgenas_keras.data.classes import dataset_class_names, space_for_data
     from edgenas_keras.search import run_search, search_config_from, space_with_blocks
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.arch.space import SearchSpace
 
     budgets = params.budgets(latency_ms, sram_bytes, flash_bytes)
     seed = params.seed(seed)

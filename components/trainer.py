@@ -29,7 +29,7 @@ def QatTrainer(
 
     ``seed`` is the run-time parameter ``seed`` of a compiled spec (``train.seed`` in the config wins)."""
     from components import params
-    from edgenas_keras.space import SearchSpace, decode
+    from edgenas_keras.arch.space import SearchSpace, decode
     from edgenas_keras.train import TrainConfig, train_and_export
 
     seed = params.seed(seed)

@@ -1,7 +1,7 @@
 """``edgenas emulate``: a firmware bundle built into a Cortex-M / RISC-V image and run once in QEMU.
 
 What runs: the bundle's exact files (``<name>_model_data.cc``, ``<name>_op_resolver.h``,
-``<name>_model_settings.h`` from ``edgenas_keras.bundle.make_bundle``) with the application
+``<name>_model_settings.h`` from ``edgenas_keras.tflite.bundle.make_bundle``) with the application
 ``deploy/firmware/app/main.cc``, linked against TFLM's ``microlite`` library for the target (CMSIS-NN kernels
 on Cortex-M, reference kernels on RV32; built and cached by ``deploy.tflm_build``), the platform's start-up
 code and linker script, on QEMU's ``mps2-an386`` (Cortex-M4), ``mps2-an500`` (Cortex-M7), ``mps2-an505``
@@ -19,7 +19,7 @@ loop of 1,000,000 instructions and checks the scale (``counter.calibration``). R
 exact. QEMU is not cycle-accurate: these are instructions, not cycles.
 
 ``output_matches_host``: the int8 outputs are byte-identical to the host TFLM Python runtime's
-(``tflite_micro.runtime`` via ``edgenas_keras.tflm.run``) on the same input.
+(``tflite_micro.runtime`` via ``edgenas_keras.tflite.tflm.run``) on the same input.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class EmulationResult:
 
 def default_input(model_bytes: bytes, seed: int = 0) -> np.ndarray:
     """A deterministic input for the model's first input tensor: int8 values drawn with ``seed``."""
-    from edgenas_keras.tflite_model import parse
+    from edgenas_keras.tflite.model import parse
 
     m = parse(model_bytes)
     t = m.tensors[m.inputs[0]]
@@ -99,8 +99,8 @@ def default_input(model_bytes: bytes, seed: int = 0) -> np.ndarray:
 def load_input(path: str | Path, model_bytes: bytes) -> np.ndarray:
     """An input tensor from a ``.npy`` file: already quantised (the model's integer type), or float values
     (quantised with the input's scale and zero point). Its size must be the input tensor's."""
-    from edgenas_keras import tflm
-    from edgenas_keras.tflite_model import parse
+    from edgenas_keras.tflite import tflm
+    from edgenas_keras.tflite.model import parse
 
     try:
         x = np.load(path, allow_pickle=False)
@@ -194,8 +194,8 @@ def emulate_bundle(bundle_dir: str | Path, target: str, input_array: np.ndarray 
     temporary directory is removed). Raises ``ToolchainMissing``, ``BuildError``, ``EmulationError`` (all
     ``UserError``s). The library build on first use takes minutes (cached afterwards).
     """
-    from edgenas_keras import tflm
-    from edgenas_keras.tflite_model import parse
+    from edgenas_keras.tflite import tflm
+    from edgenas_keras.tflite.model import parse
 
     t = tb.get_target(target)
     tb.check_tools(t)
@@ -269,7 +269,7 @@ def emulate(model_path: str | Path, target: str, input_path: str | Path | None =
             progress: Callable[[str], None] | None = tb._stderr) -> EmulationResult:
     """Bundle the int8 model at ``model_path`` (``make_bundle``, host-measured arena) into a temporary
     directory and ``emulate_bundle`` it on ``target``; ``input_path``: an optional ``.npy`` input."""
-    from edgenas_keras.bundle import make_bundle
+    from edgenas_keras.tflite.bundle import make_bundle
 
     t = tb.get_target(target)
     tb.check_tools(t)
@@ -307,7 +307,7 @@ def measured_footprint(model_path: str | Path, device: str | None,
     kernels, start-up, libc and the model), ``runtime_flash_bytes`` (the same without the model),
     ``model_bytes``, ``image_text_bytes``, ``instructions`` (the whole invoke), ``per_op`` (``index``, ``op``,
     ``lut_key``, ``instructions`` of each operator), ``instructions_by_class`` (the invoke split by operator
-    class, ``lut_calibrate.instructions_by_class``: what an emulated table's class factors weigh) and
+    class, ``lut.calibrate.instructions_by_class``: what an emulated table's class factors weigh) and
     ``library_key``. It is ``None`` when the
     device has no emulated core or its toolchain/QEMU is not installed; ``note`` then says why (the caller
     falls back to the host bisection and records the note); so it is when the library build or the run fails
@@ -325,8 +325,8 @@ def measured_footprint(model_path: str | Path, device: str | None,
         tb.check_tools(t)
     except tb.ToolchainMissing as exc:
         return None, f"no toolchain for {target}: {exc}"
-    from edgenas_keras import tflm
-    from edgenas_keras.lut_calibrate import instructions_by_class
+    from edgenas_keras.tflite import tflm
+    from edgenas_keras.lut.calibrate import instructions_by_class
 
     data = Path(model_path).read_bytes()
     sha = hashlib.sha256(data).hexdigest()

@@ -2,7 +2,7 @@
 cycles-per-instruction fit to public board measurements, and the end-to-end check of such a table
 (``edgenas lut validate --emulated``).
 
-What is timed: the same single-operator int8 models the host table is built from (``lut_build.single_op_model``,
+What is timed: the same single-operator int8 models the host table is built from (``lut.measure.single_op_model``,
 cached per key under ``cache_root()/lut_models``), written as profile sets (``deploy.lut_profiler``) and run by
 the LUT profiler firmware (``deploy/firmware/lut_profiler``) linked with the target's TFLM library (CMSIS-NN on
 Cortex-M, reference kernels on RV32) in QEMU, its UART on a pseudo-terminal, collected through protocol v1
@@ -19,7 +19,7 @@ give cycles = latency x clock; the same model run end to end on the emulated cor
 cached) gives instructions. One constant cycles-per-instruction (CPI) per target is fitted to its anchors by
 least squares on the relative error: ``cpi = sum(r) / sum(r^2)`` with ``r = weighted instructions / cycles``.
 One operator class differs: on the CMSIS-NN cores an im2col convolution (CONV_2D with a kernel larger than
-1x1, class ``conv`` of ``lut_calibrate.op_class``) costs more cycles per instruction on the boards than the
+1x1, class ``conv`` of ``lut.calibrate.op_class``) costs more cycles per instruction on the boards than the
 rest (plausibly the extra loads and stores per MAC through the im2col buffer; the anchors show the effect, not
 its cause). One factor for
 that class, shared by the Cortex-M4, M7 and M33 tables, is fitted to every CMSIS-NN board with two anchors
@@ -28,7 +28,7 @@ depthwise), each board keeping its own scale (``_pooled_class_factor``): 1.097, 
 leave-one-out errors from up to 22% to about 13%. Those errors are therefore not out of sample: the public
 anchors have no third model per board to check the factor on. RV32 runs TFLM's reference kernels and has one
 board: no class factor. The table's entries are ``(instructions - overhead) x cpi x class factor`` in
-``cycles`` at the anchor board's clock (``lut_calibrate.fitted_cycles`` prices an end-to-end run the same
+``cycles`` at the anchor board's clock (``lut.calibrate.fitted_cycles`` prices an end-to-end run the same
 way); ``metadata.fit`` says what was fitted to what and ``metadata.emulation`` how the instructions were counted.
 """
 
@@ -197,7 +197,7 @@ def anchor_fit(device: str, progress: Callable[[str], None] | None = tb._stderr)
     "leave_one_out_pct", "skipped", "method", "per_class"}``. Each anchor model runs once in QEMU
     (``deploy.emulate.measured_footprint``, cached per model and library); the pooled class factor runs the
     other CMSIS-NN cores' anchors too. Raises ``UserError`` when no anchor of the core can be emulated here."""
-    from edgenas_keras.lut_calibrate import CLASSES, fitted_cycles
+    from edgenas_keras.lut.calibrate import CLASSES, fitted_cycles
 
     t = target_of(device)
     rows, skipped = _anchor_rows(t, progress)
@@ -244,7 +244,7 @@ def rescale_entries(entries: dict[str, lutmod.LutEntry], old_fit: dict, new_fit:
     """Entries of an emulated table in ``old_fit``'s cycles converted to ``new_fit``'s (per key: divided by
     the old fit's cycles per instruction of its class, multiplied by the new one's). Used when a table is
     extended or re-fitted without timing its keys again."""
-    from edgenas_keras.lut_calibrate import op_class
+    from edgenas_keras.lut.calibrate import op_class
 
     def per_instr(fit: dict, key: str) -> float:
         return float(fit["cycles_per_instruction"]) * float((fit.get("class_factors") or {}).get(op_class(key), 1.0))
@@ -272,10 +272,11 @@ def model_cache_dir() -> Path:
 
 
 def cached_model(key: str) -> bytes:
-    """The single-operator model of ``key`` (``lut_build.single_op_model``), converted once and cached (the
+    """The single-operator model of ``key`` (``lut.measure.single_op_model``), converted once and cached (the
     conversion takes seconds; the same model is timed on every target). ``OVERHEAD_KEY`` gives the one-RESHAPE
     model (``tflm.trivial_model_bytes``)."""
-    from edgenas_keras import lut_build, tflm
+    from edgenas_keras.lut import measure as lut_build
+    from edgenas_keras.tflite import tflm
 
     if key == OVERHEAD_KEY:
         return tflm.trivial_model_bytes()
@@ -292,7 +293,7 @@ def cached_model(key: str) -> bytes:
 
 
 def _arena(key: str, data: bytes) -> int:
-    from edgenas_keras import tflm
+    from edgenas_keras.tflite import tflm
 
     p = model_cache_dir() / "arena.jsonl"
     sha = hashlib.sha256(data).hexdigest()
@@ -379,8 +380,8 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
     generator cannot build, toolchain missing, no anchor to fit), ``BuildError``/``EmulationError``."""
     import time
 
-    from edgenas_keras.lut_build import TOOL_VERSION, unbuildable_reason
-    from edgenas_keras.lut_calibrate import op_class
+    from edgenas_keras.lut.measure import TOOL_VERSION, unbuildable_reason
+    from edgenas_keras.lut.calibrate import op_class
 
     t = target_of(device)
     tb.check_tools(t)
@@ -452,7 +453,7 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
     # a re-fit (nothing timed now) keeps the old table's line on how its keys were timed
     timed = [line for line in (keep_metadata or {}).get("sources", [])[:1] if keep] if not todo else []
     timed = timed or [
-        f"instructions: single-operator int8 models (edgenas_keras.lut_build.single_op_model) run by "
+        f"instructions: single-operator int8 models (edgenas_keras.lut.measure.single_op_model) run by "
         f"deploy/firmware/lut_profiler linked with TFLM ({kernels}, library {lib.info.get('key')}) in QEMU "
         f"{t.machine} with -icount shift=0, one invoke after one warm-up, minus the per-invoke overhead "
         f"(one-RESHAPE model); `edgenas lut build --device {device} --method emulated`"]
@@ -491,8 +492,8 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
                       progress: Callable[[str], None] | None = tb._stderr, jobs: int = 1) -> tuple[dict, list[dict]]:
     """Sample ``n`` architectures of ``space``, price each from ``table`` and run its int8 model end to end on
     the table's emulated core (``deploy.emulate``); measured ms = the run's cycles under the table's fit
-    (``lut_calibrate.fitted_cycles``: instructions by operator class x the fit's cycles per instruction) /
-    clock. Returns ``lut_build.accuracy`` figures (plus ``cycles_per_instruction``) and the rows (``arch``,
+    (``lut.calibrate.fitted_cycles``: instructions by operator class x the fit's cycles per instruction) /
+    clock. Returns ``lut.measure.accuracy`` figures (plus ``cycles_per_instruction``) and the rows (``arch``,
     ``predicted_ms``, ``measured_ms``, ``instructions``, ``instructions_by_class``, ``output_matches_host``).
     Resumable through ``rows_path`` like ``validate_host``. ``jobs`` > 1 converts and runs that many
     architectures at once in worker processes (the conversion dominates: about 30 s an architecture on an
@@ -500,10 +501,10 @@ def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Pa
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    from edgenas_keras.lut_build import accuracy, read_validation_rows
-    from edgenas_keras.lut_calibrate import fitted_cycles, instructions_by_class
-    from edgenas_keras.ops import arch_graph
-    from edgenas_keras.space import encode
+    from edgenas_keras.lut.measure import accuracy, read_validation_rows
+    from edgenas_keras.lut.calibrate import fitted_cycles, instructions_by_class
+    from edgenas_keras.cost.graph import arch_graph
+    from edgenas_keras.arch.space import encode
 
     t = target_of(table.device)
     tb.check_tools(t)
@@ -553,7 +554,7 @@ def _run_arch(space, arch, seed: int, target: str) -> dict:
     """One architecture of ``validate_emulated``: its int8 model (``_arch_model``, cached) run end to end on
     ``target`` in QEMU; ``{instructions, per_op, output_matches_host}``. Top level so worker processes can run it."""
     from deploy.emulate import emulate
-    from edgenas_keras.lut_build import arch_int8_model
+    from edgenas_keras.lut.measure import arch_int8_model
 
     with tempfile.TemporaryDirectory(prefix="edgenas-lut-validate-") as tmp:
         path = Path(tmp) / "arch.tflite"
@@ -563,10 +564,10 @@ def _run_arch(space, arch, seed: int, target: str) -> dict:
 
 
 def _arch_model(space, arch, seed: int, build: Callable) -> bytes:
-    """``lut_build.arch_int8_model(space, arch, seed)``, cached under ``cache_root()/lut_models/archs`` by the
+    """``lut.measure.arch_int8_model(space, arch, seed)``, cached under ``cache_root()/lut_models/archs`` by the
     space, the architecture and the seed (the same models are run on every target)."""
-    from edgenas_keras.lut_build import TOOL_VERSION
-    from edgenas_keras.space import encode
+    from edgenas_keras.lut.measure import TOOL_VERSION
+    from edgenas_keras.arch.space import encode
 
     ident = json.dumps([TOOL_VERSION, repr(space), encode(arch), seed])
     p = model_cache_dir() / "archs" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".tflite")

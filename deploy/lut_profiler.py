@@ -74,7 +74,8 @@ def write_profile_set(keys: list[str], out_dir: Path, device: str,
     bisection; ``deploy.lut_emulated`` passes its cached figures)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from edgenas_keras import lut_build, tflm  # noqa: PLC0415
+    from edgenas_keras.lut import measure as lut_build  # noqa: PLC0415
+    from edgenas_keras.tflite import tflm
 
     model_fn = model_fn or lut_build.single_op_model
     out_dir = Path(out_dir)

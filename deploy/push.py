@@ -22,7 +22,7 @@ Why this shape:
   path, of every file except the bundle's ``manifest.json``: that file is provenance (source path, git
   revision, tool versions) and differs between two runs that produce byte-identical firmware files, which
   must count as the same model. The manifest is still pushed, checked and listed in ``PUSHED.json``.
-- If the bundle carries a ``manifest.json`` (edgenas_keras.bundle writes one) with ``{"files": {"<relative
+- If the bundle carries a ``manifest.json`` (edgenas_keras.tflite.bundle writes one) with ``{"files": {"<relative
   path>": "<sha256>"}}``, every listed file must exist and match before anything is uploaded: a corrupt
   bundle is never pushed.
 """

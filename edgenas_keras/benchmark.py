@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas_keras.space import Arch, Block, SearchSpace, decode, encode
+from edgenas_keras.arch.space import Arch, Block, SearchSpace, decode, encode
 
 # -- hand-designed networks ------------------------------------------------------------------------------
 
@@ -179,8 +179,8 @@ def scale_to_budget(space: SearchSpace, net: HandNet, fits: Callable[[Arch], boo
 
 def fill_from_cheapest(pricer) -> Arch:
     """The search's fill step from the space's cheapest architecture with no learned preference."""
-    from edgenas_keras.search import cheapest_indices, fill
-    from edgenas_keras.space import FACTORS
+    from edgenas_keras.search.derive import cheapest_indices, fill
+    from edgenas_keras.arch.space import FACTORS
 
     space = pricer.space
     flat = np.zeros((space.num_blocks, len(FACTORS), max(len(v) for c in space.choices for v in c.values())))
@@ -208,8 +208,8 @@ def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int =
     proposal is symmetric except around skip). Samples are taken every ``thin`` proposals after ``burn_in``
     proposals inside the window. ``UserError`` after ``max_proposals`` without a sample (an empty window)."""
     from edgenas_keras.errors import UserError
-    from edgenas_keras.search import cheapest_indices
-    from edgenas_keras.space import FACTORS
+    from edgenas_keras.search.derive import cheapest_indices
+    from edgenas_keras.arch.space import FACTORS
 
     space, budget = pricer.space, pricer.config.latency_ms
     rng = np.random.default_rng(seed)
@@ -377,7 +377,7 @@ class Store:
         reused = len(log["candidates"])
         self.counts["proxy_reused"] += reused
         sampler = window_sampler(pricer, lo, seed)
-        from edgenas_keras.selection import train_and_score
+        from edgenas_keras.search.selection import train_and_score
 
         for _ in range(reused):
             next(sampler)                         # the fixed order: skip what was scored already

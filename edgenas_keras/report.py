@@ -271,7 +271,7 @@ def _entropies(entry: dict) -> list[float] | None:
     if entry.get("alpha_entropy") is not None:
         return [float(v) for v in entry["alpha_entropy"]]
     if entry.get("probs") is not None:   # histories written before alpha_entropy was recorded
-        from edgenas_keras.search import block_entropy  # noqa: PLC0415
+        from edgenas_keras.search.loop import block_entropy  # noqa: PLC0415
 
         return block_entropy(entry["probs"])
     return None
@@ -448,7 +448,7 @@ def per_operator_section(model_file: Path | None, lut_file: Path | None, validat
         sec.missing = "no LUT (lut.json) in this run"
         return sec
     from edgenas_keras import lut as lutmod  # noqa: PLC0415
-    from edgenas_keras.tflite_model import read_int8_model  # noqa: PLC0415
+    from edgenas_keras.tflite.model import read_int8_model  # noqa: PLC0415
 
     table = lutmod.load(lut_file)
     graph = read_int8_model(model_file).graph()
@@ -552,7 +552,7 @@ def lut_validation_section(rows_file: Path | None, table_label: str = "") -> Sec
         sec.missing = (f"no validation rows for the LUT{' ' + table_label if table_label else ''} "
                        "(<table>-validation.jsonl beside the table file; `edgenas lut validate --rows FILE` writes them)")
         return sec
-    from edgenas_keras.lut_build import read_validation_rows  # noqa: PLC0415
+    from edgenas_keras.lut.measure import read_validation_rows  # noqa: PLC0415
 
     rows = [r for r in read_validation_rows(rows_file).values()
             if isinstance(r.get("predicted_ms"), (int, float)) and isinstance(r.get("measured_ms"), (int, float))

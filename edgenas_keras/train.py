@@ -6,7 +6,7 @@ Why the steps are what they are:
 - **From scratch, then QAT.** The supernet's shared weights are not the weights of the discrete network, so
   the chosen architecture is trained anew in float (Adam with decoupled weight decay, linear warm-up then a
   cosine schedule, light augmentation from the data reader), then fine-tuned a few epochs with fake-quant
-  nodes (``edgenas_keras.qat``) at about 1% of the float peak learning rate, so the weights adapt to int8
+  nodes (``edgenas_keras.model.qat``) at about 1% of the float peak learning rate, so the weights adapt to int8
   rounding, without moving away from the float optimum (README.md, "Retraining", has the rates and BatchNorm
   treatments tried).
 - **Activation ranges calibrated before the fine-tune** (``qat.calibrate_ranges``, on the representative
@@ -48,16 +48,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 
-from edgenas_keras import qat, tflm
-from edgenas_keras.builder import build_model
+from edgenas_keras.arch.space import Arch, SearchSpace, encode
 from edgenas_keras.data import reader
 from edgenas_keras.errors import UserError
-from edgenas_keras.export import to_int8_tflite
-from edgenas_keras.space import Arch, SearchSpace, encode
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.model import qat
+from edgenas_keras.model.builder import build_model
+from edgenas_keras.model.export import to_int8_tflite
+from edgenas_keras.tflite.evaluate import TOP5_MIN_CLASSES, dataset_info, eval_dataset, tflm_evaluate
 
 OUTPUT_FILES = ("float_model.keras", "qat_model.h5", "model_int8.tflite", "model_ptq_int8.tflite",
                 "history.json", "config.json", "metrics.json")   # metrics.json last: it marks a finished run
@@ -143,21 +142,6 @@ class TrainResult:
 
 # -- data --------------------------------------------------------------------------------------------------
 
-def dataset_info(data_dir: str | Path) -> dict:
-    """Record counts per split and the data set's fingerprint, from the writer's ``stats.json`` (or, for
-    folders written by other tools, by counting records)."""
-    stats_path = Path(data_dir, "stats.json")
-    if stats_path.is_file():
-        stats = json.loads(stats_path.read_text())
-        return {"train": int(stats["written"]["train"]), "eval": int(stats["written"]["eval"]),
-                "fingerprint": stats.get("fingerprint")}
-    counts = {}
-    for split in ("train", "eval"):
-        files = reader.split_files(data_dir, split)
-        counts[split] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(0, lambda n, _: n + 1))
-    return {**counts, "fingerprint": None}
-
-
 def representative_images(data_dir, resolution: int, channels: int, n: int, seed: int) -> np.ndarray:
     """A seeded sample of ``n`` TRAIN images in the model's input range, unaugmented (converter calibration)."""
     ds = reader.make_dataset(data_dir, "train", 1, resolution, channels, shuffle_seed=seed).unbatch().take(n)
@@ -174,80 +158,6 @@ def representative_fn(images: np.ndarray):
             yield [x[None].astype(np.float32)]
 
     return gen
-
-
-def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limit: int | None,
-                 normalized: bool = True):
-    ds = reader.make_dataset(data_dir, "eval", batch_size, resolution, channels, normalized=normalized)
-    if limit is not None:
-        ds = ds.unbatch().take(limit).batch(batch_size)
-    return ds
-
-
-TOP5_MIN_CLASSES = 6   # top-5 accuracy is reported for data sets of more than 5 classes (it is 1.0 below)
-
-
-def per_class_table(names, correct, counts) -> list[dict]:
-    """Per-class accuracy rows in label order: ``{"label", "class", "correct", "count", "accuracy"}``, where
-    ``accuracy`` is the share of that class's eval images the model labels correctly (per-class recall;
-    ``None`` for a class without eval images)."""
-    return [{"label": i, "class": str(n), "correct": int(c), "count": int(k),
-             "accuracy": (c / k if k else None)} for i, (n, c, k) in enumerate(zip(names, correct, counts))]
-
-
-def tflm_evaluate(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model",
-                  class_names: list[str] | None = None) -> dict:
-    """Accuracy of a full-int8 model on the eval split, run image by image in the TFLM runtime.
-
-    Images are read as uint8 pixels at the model's own input resolution and channel count and mapped to int8
-    exactly as the firmware bundle tells firmware to (``Preprocessing.to_int8`` with the model's input scale
-    and zero point: ``q = pixel - 128`` when that offset is exact), so these figures are the ones a device
-    following the bundle gets. ``class_names`` (default: the data set's, ``classes.dataset_class_names``)
-    must have one name per model output, else ``UserError``.
-
-    Returns ``{"accuracy": top-1, "examples": images, "per_class": per_class_table(...)}`` and, for more
-    than 5 classes, ``"top5_accuracy"`` (the label among the 5 largest outputs; ties broken by index)."""
-    from edgenas_keras.classes import dataset_class_names   # noqa: PLC0415
-
-    model = parse(bytes(model_bytes), source).require_int8()
-    inp = model.input_details()[0]
-    _, res, _, ch = inp["shape"]
-    names = list(class_names) if class_names is not None else dataset_class_names(data_dir)
-    outputs = model.tensors[model.outputs[0]].elements
-    if outputs != len(names):
-        raise UserError(f"{source} has {outputs} outputs but the data set in {data_dir} has {len(names)} classes "
-                        f"({', '.join(names)}); evaluate it on the data it was trained for")
-    runner = tflm.Runner(model_bytes, source=source)
-    correct = np.zeros(len(names), np.int64)
-    counts = np.zeros(len(names), np.int64)
-    top5, want_top5 = 0, len(names) >= TOP5_MIN_CLASSES
-    pre = reader.preprocessing(ch)
-    for x, y in eval_dataset(data_dir, res, ch, 64, limit, normalized=False):
-        q = pre.to_int8(x.numpy(), inp["scale"][0], inp["zero_point"][0])
-        for img, label in zip(q, y.numpy()):
-            if not 0 <= label < len(names):
-                raise UserError(f"{data_dir} holds label {int(label)} outside 0..{len(names) - 1} (its stats.json "
-                                f"names {len(names)} classes); rerun `edgenas data ingest`")
-            out = runner(img[None])[0].reshape(-1)
-            counts[label] += 1
-            correct[label] += int(np.argmax(out) == label)
-            if want_top5:
-                top5 += int(label in np.argsort(-out.astype(np.int64), kind="stable")[:5])
-    total = int(counts.sum())
-    if total == 0:
-        raise UserError(f"{data_dir} Split-eval holds no records")
-    result = {"accuracy": float(correct.sum()) / total, "examples": total,
-              "per_class": per_class_table(names, correct, counts)}
-    if want_top5:
-        result["top5_accuracy"] = top5 / total
-    return result
-
-
-def tflm_accuracy(model_bytes: bytes, data_dir, limit: int | None = None, source: str = "model") -> tuple[float, int]:
-    """Top-1 accuracy of a full-int8 model on the eval split in the TFLM runtime (``tflm_evaluate``).
-    Returns (accuracy, number of images)."""
-    r = tflm_evaluate(model_bytes, data_dir, limit, source)
-    return r["accuracy"], r["examples"]
 
 
 # -- training ----------------------------------------------------------------------------------------------
@@ -323,7 +233,7 @@ def train_and_export(space: SearchSpace, arch: Arch, data_dir: str | Path, out_d
     records the class names (``class_names``, and as the ``preprocessing`` labels the bundle states), the
     int8 model's per-class accuracy in the TFLM runtime (``per_class_int8_tflm``, ``tflm_evaluate``) and,
     for more than 5 classes, top-5 accuracies beside the top-1 ones."""
-    from edgenas_keras.classes import dataset_class_names, space_for_data   # noqa: PLC0415
+    from edgenas_keras.data.classes import dataset_class_names, space_for_data  # noqa: PLC0415
 
     space.check(arch)
     data_dir, out_dir = Path(data_dir), Path(out_dir)

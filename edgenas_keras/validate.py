@@ -39,10 +39,11 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgenas_keras import cost
+from edgenas_keras.cost import estimate as cost
 from edgenas_keras.errors import UserError
-from edgenas_keras.lut import Lut, device_of
-from edgenas_keras.tflite_model import read_int8_model
+from edgenas_keras.lut import device_of
+from edgenas_keras.lut.table import Lut
+from edgenas_keras.tflite.model import read_int8_model
 
 HOST_DEVICE = "host-tflm"
 
@@ -157,7 +158,7 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
     ``runtime_flash_bytes``, ``target``, ``qemu_machine``). When given, ``sram`` is that 32-bit arena and
     ``flash`` the linked image (runtime + model) instead of the prediction/host maximum and ``RUNTIME_FLASH``
     (an explicit ``runtime_flash_bytes`` still wins for flash)."""
-    from edgenas_keras import tflm  # noqa: PLC0415  (loads the TFLM runtime)
+    from edgenas_keras.tflite import tflm  # noqa: PLC0415  (loads the TFLM runtime)
 
     if isinstance(budgets, dict):
         budgets = Budgets.from_dict(budgets)
@@ -221,7 +222,7 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                model_bytes=len(data), runtime_bytes=footprint.bytes, runtime_source=footprint.source)
 
     if data_dir is not None:
-        from edgenas_keras.train import tflm_evaluate  # noqa: PLC0415  (TensorFlow only for this check)
+        from edgenas_keras.tflite.evaluate import tflm_evaluate  # noqa: PLC0415  (TensorFlow only for this check)
 
         ev = tflm_evaluate(data, data_dir, eval_limit, str(model_path))
         acc = ev["accuracy"]
@@ -275,12 +276,12 @@ def per_class_lines(doc: dict, indent: str = "        ") -> list[str]:
 def _emulated_latency(footprint: dict | None, lut: Lut) -> tuple[float, dict] | None:
     """The model's latency on ``lut``'s board from its emulated instruction count (``footprint["instructions"]``,
     the whole invoke in QEMU, and ``footprint["instructions_by_class"]``): the run's cycles under a fit
-    (``lut_calibrate.fitted_cycles``: base cycles per instruction and operator-class factors) / the table's
+    (``lut.calibrate.fitted_cycles``: base cycles per instruction and operator-class factors) / the table's
     clock, in ms. The fit: the table's own (``metadata.fit``, emulated tables: ``deploy.lut_emulated``), else
     the core's anchor fit the caller put in ``footprint`` (``cycles_per_instruction``, ``class_factors``),
     else 1 cycle per instruction for a table in instructions. ``None`` without a footprint, an instruction
     count or a fit."""
-    from edgenas_keras.lut_calibrate import fitted_cycles  # noqa: PLC0415
+    from edgenas_keras.lut.calibrate import fitted_cycles  # noqa: PLC0415
 
     if not footprint or not footprint.get("instructions"):
         return None

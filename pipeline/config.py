@@ -296,8 +296,8 @@ def _lut_covers_space(cfg: PipelineConfig, s: str) -> None:
     of the space at the model resolution, or the search would stop on the first missing key after ingest;
     refused here with the ways out. A space that does not load is reported where it is loaded."""
     from edgenas_keras.lut import device_of, load_device, shipped_devices
-    from edgenas_keras.ops import reachable_keys
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.cost.graph import reachable_keys
+    from edgenas_keras.arch.space import SearchSpace
 
     try:
         space = SearchSpace.load(cfg.space.file or None)

@@ -40,7 +40,7 @@ from pipeline.config import RUNTIME_PARAMETERS, PipelineConfig, runtime_values, 
 def space_dict(config: PipelineConfig) -> dict:
     """The search space the config selects, at the config's model resolution, as a plain dict."""
     from edgenas_keras.errors import UserError
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.arch.space import SearchSpace
 
     try:
         space = SearchSpace.load(config.space.file or None)

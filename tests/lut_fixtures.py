@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from edgenas_keras.lut import Lut, LutEntry
-from edgenas_keras.ops import parse_key, reachable_keys
+from edgenas_keras.cost.graph import parse_key, reachable_keys
 
 
 def fixture_value(key: str) -> float:

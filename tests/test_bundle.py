@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgenas_keras import tflm
-from edgenas_keras.bundle import make_bundle
+from edgenas_keras.tflite import tflm
+from edgenas_keras.tflite.bundle import make_bundle
 from edgenas_keras.errors import UserError
-from edgenas_keras.tflite_model import read_model
+from edgenas_keras.tflite.model import read_model
 
 REF = Path(__file__).parent / "data" / "reference_models"
 MLPERF = REF / "mlperf_tiny_vww_96_int8.tflite"

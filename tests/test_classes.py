@@ -11,11 +11,11 @@ import subprocess
 import pytest
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras.classes import dataset_class_names, space_for_data
+from edgenas_keras.data.classes import dataset_class_names, space_for_data
 from edgenas_keras.data.records import Record, write_dataset
 from edgenas_keras.errors import MissingLutKeysError, UserError
-from edgenas_keras.ops import lut_key, reachable_keys
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.cost.graph import lut_key, reachable_keys
+from edgenas_keras.arch.space import SearchSpace
 
 
 def _tiny_dataset(out, classes):
@@ -90,7 +90,8 @@ def test_keys_only_tables_price_an_n_class_head_from_their_own_head_entries():
 def test_search_prices_a_five_class_space_on_a_measured_host_table():
     """The search's feasibility check prices a 5-class space with the shipped measured host table, which lists
     the head at 2 classes only: no missing-key error, and the larger head costs more."""
-    from edgenas_keras.search import SearchConfig, check_feasible
+    from edgenas_keras.search import SearchConfig
+    from edgenas_keras.search.derive import check_feasible
 
     table = lutmod.load_device("host-tflm")
     five = SearchSpace.load().with_classes(5)
@@ -106,9 +107,9 @@ LABELS = ['9 lives "x"', "café", "back\\slash?", "tab\there", "smile 😀", "pe
 
 @pytest.fixture(scope="module")
 def six_class_model(tmp_path_factory):
-    from edgenas_keras.builder import build_model
-    from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite
-    from edgenas_keras.space import decode
+    from edgenas_keras.model.builder import build_model
+    from edgenas_keras.model.export import calibrate_untrained, random_representative, to_int8_tflite
+    from edgenas_keras.arch.space import decode
 
     space = SearchSpace.load().with_resolution(32).with_classes(len(LABELS))
     model = build_model(space, decode("dws_k3_c16-dws_k3_c24-skip-dws_k3_c32-skip-dws_k3_c48-skip"), 32)
@@ -119,7 +120,7 @@ def six_class_model(tmp_path_factory):
 
 
 def test_any_class_name_reaches_the_header_as_a_c_string_that_compiles(six_class_model, tmp_path):
-    from edgenas_keras.bundle import make_bundle
+    from edgenas_keras.tflite.bundle import make_bundle
 
     b = make_bundle(six_class_model, tmp_path / "bundle", "six", device="cortex-m7",
                     extra_manifest={"labels": LABELS})
@@ -162,7 +163,7 @@ def _jpeg_dataset(out, classes, per_class=6, res=32):
 
 
 def test_tflm_evaluation_reports_per_class_and_top5_and_refuses_a_class_count_mismatch(six_class_model, tmp_path):
-    from edgenas_keras.train import tflm_evaluate
+    from edgenas_keras.tflite.evaluate import tflm_evaluate
 
     _jpeg_dataset(tmp_path / "six", LABELS)
     r = tflm_evaluate(six_class_model.read_bytes(), tmp_path / "six", source="six.tflite")

@@ -7,7 +7,7 @@ import sys
 import pytest
 from lut_fixtures import fixture_lut
 
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.arch.space import SearchSpace
 from pipeline.cli import main
 
 

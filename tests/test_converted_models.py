@@ -3,13 +3,13 @@ to full int8, and compare with what the cost models predict without building any
 
 import pytest
 
-from edgenas_keras.builder import build_model
-from edgenas_keras.cost import HOST_PERSISTENT, flash_bytes, sram_bytes, tflm_reference_scratch
-from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite
-from edgenas_keras.ops import arch_graph
-from edgenas_keras.space import SearchSpace
-from edgenas_keras.tflite_model import parse
-from edgenas_keras.tflm import min_arena_bytes
+from edgenas_keras.model.builder import build_model
+from edgenas_keras.cost.estimate import HOST_PERSISTENT, flash_bytes, sram_bytes, tflm_reference_scratch
+from edgenas_keras.model.export import calibrate_untrained, random_representative, to_int8_tflite
+from edgenas_keras.cost.graph import arch_graph
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.tflite.model import parse
+from edgenas_keras.tflite.tflm import min_arena_bytes
 
 pytestmark = pytest.mark.slow
 

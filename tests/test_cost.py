@@ -7,10 +7,10 @@ import pytest
 from lut_fixtures import fixture_lut
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras.cost import LatencyTables, arch_latency_ms, plan_greedy, planned_bytes
+from edgenas_keras.cost.estimate import LatencyTables, arch_latency_ms, plan_greedy, planned_bytes
 from edgenas_keras.errors import MissingLutKeysError, UserError
-from edgenas_keras.ops import arch_graph, reachable_keys
-from edgenas_keras.space import FACTORS, SearchSpace
+from edgenas_keras.cost.graph import arch_graph, reachable_keys
+from edgenas_keras.arch.space import FACTORS, SearchSpace
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_vectorised_equals_loop(space, lut, tables):
 
 
 def test_expected_latency_one_hot_is_exact(space, lut, tables):
-    from edgenas_keras.cost_tf import ExpectedLatency
+    from edgenas_keras.search.objective import ExpectedLatency
 
     e_tf = ExpectedLatency(tables, space)
     for arch in space.sample(20, seed=12):
@@ -118,7 +118,7 @@ def test_greedy_planner_reuses_dead_buffers():
 
 
 def test_residual_input_stays_alive_across_its_block(space):
-    from edgenas_keras.space import decode
+    from edgenas_keras.arch.space import decode
 
     with_res = arch_graph(space, decode("dws_k3_c16-" + "-".join(["dws_k3_c16"] * 6)))
     # block 1 (stride 1, 16 -> 16 channels) ends in ADD reading the block input: three 48x48x16 tensors live

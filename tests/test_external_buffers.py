@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgenas_keras import tflm
+from edgenas_keras.tflite import tflm
 from edgenas_keras.errors import UserError
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.tflite.model import parse
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def _convert() -> bytes:
     import tf_keras as keras
 
-    from edgenas_keras.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
 
     i = keras.Input((8, 8, 3), batch_size=1)
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(i))
@@ -20,8 +20,8 @@ def _convert() -> bytes:
 
 
 def test_converter_log_is_silent_by_default_and_shown_with_debug(capfd, monkeypatch):
-    from edgenas_keras.tflite_model import parse
-    from edgenas_keras.tflm import DEBUG_ENV
+    from edgenas_keras.tflite.model import parse
+    from edgenas_keras.tflite.tflm import DEBUG_ENV
 
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     assert parse(_convert()).is_int8

@@ -72,13 +72,14 @@ def run_dir(tmp_path_factory):
     """A run folder laid out as a pipeline run's, filled by real library calls on a small input."""
     from lut_fixtures import fixture_lut
 
-    from edgenas_keras.builder import build_model
-    from edgenas_keras.cost import arch_cost
+    from edgenas_keras.model.builder import build_model
+    from edgenas_keras.cost.estimate import arch_cost
     from edgenas_keras.data.synth import SynthSpec, write_synth
-    from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite
-    from edgenas_keras.search import SearchConfig, cheapest_indices, run_search, space_with_blocks
-    from edgenas_keras.space import SearchSpace, decode
-    from edgenas_keras.supernet import largest_arch
+    from edgenas_keras.model.export import calibrate_untrained, random_representative, to_int8_tflite
+    from edgenas_keras.search import SearchConfig, run_search, space_with_blocks
+    from edgenas_keras.search.derive import cheapest_indices
+    from edgenas_keras.arch.space import SearchSpace, decode
+    from edgenas_keras.model.supernet import largest_arch
     from edgenas_keras.validate import validate_model
 
     tmp = tmp_path_factory.mktemp("report")
@@ -130,9 +131,9 @@ def run_dir(tmp_path_factory):
 @needs_chromium
 @pytest.mark.slow
 def test_run_report_renders_every_figure_with_the_runs_numbers(run_dir, tmp_path, capsys):
-    from edgenas_keras.cost import graph_latency_ms
+    from edgenas_keras.cost.estimate import graph_latency_ms
     from edgenas_keras.report import pareto_front
-    from edgenas_keras.tflite_model import read_int8_model
+    from edgenas_keras.tflite.model import read_int8_model
 
     out = tmp_path / "report.html"
     assert main(["report", str(run_dir["run"]), "--out", str(out), "--json"]) == 0
@@ -191,9 +192,9 @@ def test_run_report_renders_every_figure_with_the_runs_numbers(run_dir, tmp_path
 def test_benchmark_report_draws_each_table_with_its_front_and_budget(tmp_path, capsys):
     from lut_fixtures import fixture_lut
 
-    from edgenas_keras.cost import arch_cost
+    from edgenas_keras.cost.estimate import arch_cost
     from edgenas_keras.report import pareto_front
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.arch.space import SearchSpace
 
     space = SearchSpace.load().with_resolution(32)
     lut = fixture_lut(space, device="cortex-m7")

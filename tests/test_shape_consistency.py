@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgenas_keras import tflm
+from edgenas_keras.tflite import tflm
 from edgenas_keras.errors import UserError
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.tflite.model import parse
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ RECIPE = "keras.Input(shape, batch_size=1)"
 def _convert(build, shape=SHAPE, batch=None, seed=0) -> bytes:
     import tf_keras as keras
 
-    from edgenas_keras.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
 
     keras.utils.set_random_seed(seed)
     i = keras.Input(shape, batch_size=batch)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edgenas_keras.space import Arch, Block, SearchSpace, canonical, decode, encode
+from edgenas_keras.arch.space import Arch, Block, SearchSpace, canonical, decode, encode
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgenas_keras import cost, tflm
+from edgenas_keras.cost import estimate as cost
+from edgenas_keras.tflite import tflm
 from edgenas_keras import lut as lutmod
-from edgenas_keras.bundle import make_bundle
-from edgenas_keras.tflite_model import read_model
+from edgenas_keras.tflite.bundle import make_bundle
+from edgenas_keras.tflite.model import read_model
 from edgenas_keras.validate import validate_model
 from pipeline.cli import main
 
@@ -257,7 +258,7 @@ def test_bundle_resolver_registers_the_union_and_compiles(models, tflm_tree, tmp
 def test_control_flow_resolver_header_compiles_with_the_loop_kernels(models, tflm_tree, tmp_path):
     """The WHILE model is not full int8 (the converter keeps its loop variables float), so ``bundle``
     refuses it; the resolver it would need still lists LESS, ADD, TANH ... of the loop's subgraphs."""
-    from edgenas_keras.bundle import _op_resolver_h
+    from edgenas_keras.tflite.bundle import _op_resolver_h
 
     path = models["while_loop"]
     union = set().union(*_tf_schema_view(path.read_bytes())[0])

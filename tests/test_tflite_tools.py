@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgenas_keras import ops, tflm
+from edgenas_keras.cost import graph as ops
+from edgenas_keras.tflite import tflm
 from edgenas_keras.errors import UserError
-from edgenas_keras.tflite_model import hwc, parse, read_int8_model, read_model
+from edgenas_keras.tflite.model import hwc, parse, read_int8_model, read_model
 
 REF = Path(__file__).parent / "data" / "reference_models"
 MLPERF = REF / "mlperf_tiny_vww_96_int8.tflite"
@@ -66,7 +67,7 @@ def converted():
     import tensorflow as tf
     import tf_keras as keras
 
-    from edgenas_keras.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
 
     keras.utils.set_random_seed(0)
     L = keras.layers

@@ -54,8 +54,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from edgenas_keras.export import random_representative, to_int8_tflite
-    from edgenas_keras.tflite_model import parse
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
+    from edgenas_keras.tflite.model import parse
 
     folder = tmp_path_factory.mktemp("unpreparable")
     paths = {}
@@ -69,7 +69,7 @@ def models(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_tflm_reason_reaches_the_library_caller(models, name):
-    from edgenas_keras import tflm
+    from edgenas_keras.tflite import tflm
 
     for check in (tflm.min_arena_bytes, tflm.require_prepares):
         with pytest.raises(UserError) as info:

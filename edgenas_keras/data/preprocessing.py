@@ -6,7 +6,7 @@ convention), the whole image stretched to the model's square input with antialia
 ``no_person``, ``person`` (VWW's; training records the data set's own class names as the labels, in output
 order: ``edgenas_keras.train``). ``edgenas_keras.data.reader`` normalises and resizes with these constants, training
 records them beside the model it exports (``metrics.json``, key ``preprocessing``), and
-``edgenas_keras.bundle`` writes them into ``manifest.json``, ``<name>_model_settings.h`` and the bundle's
+``edgenas_keras.tflite.bundle`` writes them into ``manifest.json``, ``<name>_model_settings.h`` and the bundle's
 README. No TensorFlow here, so the bundle does not pay its import.
 """
 

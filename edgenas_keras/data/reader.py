@@ -5,7 +5,7 @@ zero, which suits int8 quantisation of the input (zero point near 0), and it is 
 this project expects; the int8 converter's representative data must come from this reader for the same
 reason. ``PREPROCESSING`` (``edgenas_keras.data.preprocessing``, free of TensorFlow) is that rule as data
 (pixel divisor and offset, channel order, resize rule, labels): this reader computes with it, training records it beside the model (``metrics.json``) and the firmware
-bundle states it from there (``edgenas_keras.bundle``), so the figures a firmware engineer reads are the ones
+bundle states it from there (``edgenas_keras.tflite.bundle``), so the figures a firmware engineer reads are the ones
 the model was trained and evaluated with. ``INPUT_RANGE`` is its float range.
 
 Augmentation (training only) is light, as for the MLPerf Tiny reference: random horizontal flip and a shift

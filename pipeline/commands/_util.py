@@ -37,7 +37,7 @@ def progress_write(msg: str) -> None:
 
 def load_space(path: str | None):
     """The shipped search space, or a user's YAML (errors become one-line user errors)."""
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.arch.space import SearchSpace
 
     try:
         return SearchSpace.load(path)
@@ -47,7 +47,7 @@ def load_space(path: str | None):
 
 def parse_arch(text: str, space):
     """Decode an architecture string and check it against ``space``; errors name the bad token."""
-    from edgenas_keras.space import decode
+    from edgenas_keras.arch.space import decode
 
     try:
         arch = decode(text)

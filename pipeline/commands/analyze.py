@@ -1,7 +1,7 @@
 """``edgenas analyze MODEL.tflite --device D``: latency, SRAM, host arena and flash of any int8 model.
 
 Works on models nobody on this team trained: the file is parsed to an ``OpGraph``
-(``edgenas_keras.tflite_model``), each operator of subgraph 0 (the one TFLM runs; the others are listed)
+(``edgenas_keras.tflite.model``), each operator of subgraph 0 (the one TFLM runs; the others are listed)
 priced from the device's LUT (an analytical table such as ``cortex-m7-analytical`` prices any
 shape; a measured or emulated table, such as the shipped ``cortex-m7``, lacking a key is an error unless
 ``--allow-estimate``), peak SRAM from the
@@ -46,9 +46,11 @@ def register(sub) -> None:
 
 
 def cmd_analyze(args) -> int:
-    from edgenas_keras import cost, lut_models, tflm
+    from edgenas_keras.cost import estimate as cost
+    from edgenas_keras.lut import analytical as lut_models
+    from edgenas_keras.tflite import tflm
     from edgenas_keras import lut as lutmod
-    from edgenas_keras.tflite_model import read_int8_model
+    from edgenas_keras.tflite.model import read_int8_model
 
     path = existing_file(args.model, "model file")
     model = read_int8_model(path)

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 def cmd_check(args) -> int:
     from edgenas_keras import lut as lutmod
-    from edgenas_keras.cost import arch_cost
+    from edgenas_keras.cost.estimate import arch_cost
     from edgenas_keras.errors import UserError
 
     space = load_space(args.space)

@@ -48,7 +48,7 @@ def _input_range(text: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
-    from edgenas_keras.bundle import make_bundle
+    from edgenas_keras.tflite.bundle import make_bundle
 
     model = existing_file(args.model, "model file")
     extra = {"labels": [s.strip() for s in args.labels.split(",")]} if args.labels else None
@@ -60,7 +60,7 @@ def run(args) -> int:
         args.device = device_of(args.device)
     if args.device and not args.host_arena:
         from deploy.emulate import measured_footprint
-        from edgenas_keras.tflm import require_prepares
+        from edgenas_keras.tflite.tflm import require_prepares
 
         require_prepares(model.read_bytes(), str(model))   # TFLM's own reason before any emulator build
 

@@ -1,5 +1,5 @@
 """``edgenas lut list``, ``edgenas lut show`` (the shipped LUTs and their metadata) and ``edgenas lut calibrate``
-(a LUT scaled to the user's board from end-to-end measurements, ``edgenas_keras.lut_calibrate``). Building,
+(a LUT scaled to the user's board from end-to-end measurements, ``edgenas_keras.lut.calibrate``). Building,
 validating, profiling and collecting LUTs are registered by ``lut_tools`` into the same ``lut`` group."""
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def cmd_calibrate(args) -> int:
     from pathlib import Path
 
     from edgenas_keras import lut as lutmod
-    from edgenas_keras import lut_calibrate
+    from edgenas_keras.lut import calibrate as lut_calibrate
     from edgenas_keras.errors import UserError
     from pipeline.commands._util import existing_file
 

@@ -1,7 +1,7 @@
 """``edgenas lut build | validate | profile-set | collect | qemu-board``: making LUTs and checking them.
 
 Registered into the ``lut`` group of ``pipeline/commands/lut.py`` (``lut list`` / ``lut show`` live there).
-The work is in the library (``edgenas_keras.lut_build``, ``edgenas_keras.lut_models``) and in
+The work is in the library (``edgenas_keras.lut.measure``, ``edgenas_keras.lut.analytical``) and in
 ``deploy.lut_profiler`` (the board side); these functions only parse arguments and print.
 """
 
@@ -140,7 +140,7 @@ def register_lut_subcommands(lsub) -> None:
 
 
 def _keys(space_path, resolutions=None) -> list[str]:
-    from edgenas_keras.ops import reachable_keys
+    from edgenas_keras.cost.graph import reachable_keys
 
     return reachable_keys(load_space(space_path), resolutions)
 
@@ -148,8 +148,8 @@ def _keys(space_path, resolutions=None) -> list[str]:
 def _model_keys(paths: list[str]) -> tuple[list[str], dict[str, str]]:
     """The operator keys of int8 models that the single-operator generator can build, in model order, and
     the others with the reason."""
-    from edgenas_keras.lut_build import unbuildable_reason
-    from edgenas_keras.tflite_model import read_int8_model
+    from edgenas_keras.lut.measure import unbuildable_reason
+    from edgenas_keras.tflite.model import read_int8_model
 
     from pipeline.commands._util import existing_file
 
@@ -179,7 +179,8 @@ def _default_method(device: str) -> str:
 
 def cmd_build(args) -> int:
     from edgenas_keras import lut as lutmod
-    from edgenas_keras import lut_build, lut_models
+    from edgenas_keras.lut import measure as lut_build
+    from edgenas_keras.lut import analytical as lut_models
 
     name, args.device = args.device, lutmod.device_of(args.device)
     if name != args.device:   # a shipped alias (cortex-m7-analytical): its device, and its table's method
@@ -268,7 +269,7 @@ def cmd_build(args) -> int:
 
 def cmd_validate(args) -> int:
     from edgenas_keras import lut as lutmod
-    from edgenas_keras import lut_build
+    from edgenas_keras.lut import measure as lut_build
 
     if args.samples < 2:
         raise UserError("--samples must be at least 2 (Spearman needs two points)")

@@ -68,7 +68,7 @@ def _config(args):
 def cmd_search(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras.search import run_search
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.arch.space import SearchSpace
 
     config = _config(args)
     data = existing_dir(args.data, "data folder")

@@ -106,7 +106,7 @@ def cmd_validate(args) -> int:
     runtime = None if args.runtime_flash_kb is None else int(round(args.runtime_flash_kb * 1024))
     lut = lutmod.resolve(args.device, args.lut, args.clock_mhz)
     from deploy.emulate import measured_footprint
-    from edgenas_keras.tflm import require_prepares
+    from edgenas_keras.tflite.tflm import require_prepares
 
     require_prepares(model.read_bytes(), str(model))   # TFLM's own reason before any emulator build
     # SRAM and flash on the device's emulated core (QEMU) where it has one and its toolchain is installed.

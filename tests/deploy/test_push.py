@@ -28,7 +28,7 @@ T0 = datetime(2026, 11, 26, 17, 12, tzinfo=timezone.utc)
 
 
 def make_bundle(root: Path, seed: int, big: int = 0, source: str = "run-1/model.tflite") -> Path:
-    """A small bundle in the layout of edgenas_keras.bundle (manifest.json: provenance + sha256 of each file);
+    """A small bundle in the layout of edgenas_keras.tflite.bundle (manifest.json: provenance + sha256 of each file);
     ``big`` adds a file of that many bytes sorted after the others."""
     root.mkdir(parents=True)
     (root / "model.tflite").write_bytes(bytes((seed * 7 + i) % 256 for i in range(3000)))

@@ -24,7 +24,7 @@ import yaml
 from lut_fixtures import fixture_lut
 from PIL import Image, ImageDraw
 
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.arch.space import SearchSpace
 from pipeline.cli import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -28,7 +28,7 @@ def write_config(folder, **overrides) -> str:
     """The tiny config (with top-level section overrides merged in) and its fixture LUT, under ``folder``."""
     from lut_fixtures import fixture_lut
 
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.arch.space import SearchSpace
 
     lut_path = folder / "lut.json"
     if not lut_path.exists():

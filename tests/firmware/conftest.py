@@ -13,7 +13,7 @@ def small_int8_model(tmp_path_factory):
     softmax), converted in the test."""
     import tf_keras as keras
 
-    from edgenas_keras.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
 
     keras.utils.set_random_seed(0)
     L = keras.layers

@@ -14,9 +14,9 @@ import pytest
 from firmware_support import require_target
 
 from deploy.emulate import emulate_bundle
-from edgenas_keras import tflm
-from edgenas_keras.bundle import make_bundle
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.tflite import tflm
+from edgenas_keras.tflite.bundle import make_bundle
+from edgenas_keras.tflite.model import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGENAS = [sys.executable, "-m", "pipeline.cli"]

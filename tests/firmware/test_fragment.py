@@ -13,8 +13,8 @@ import pytest
 from firmware_support import require_target
 
 from deploy import tflm_build as tb
-from edgenas_keras import tflm
-from edgenas_keras.bundle import make_bundle
+from edgenas_keras.tflite import tflm
+from edgenas_keras.tflite.bundle import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "deploy" / "firmware" / "README.md"

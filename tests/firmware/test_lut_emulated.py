@@ -26,7 +26,7 @@ def _cli(*args):
 def _keys_by_size(n: int) -> list[str]:
     """``n`` 1x1 convolutions of the shipped space (keys of the shipped cortex-m7 table), smallest MACs first."""
     from edgenas_keras import lut as lutmod
-    from edgenas_keras.ops import parse_key
+    from edgenas_keras.cost.graph import parse_key
 
     def macs(k):
         f = parse_key(k)
@@ -85,8 +85,8 @@ def test_validate_emulated_compares_lut_sums_with_end_to_end_runs(tmp_path):
     require_target("cortex-m7")
     from deploy.lut_emulated import build_emulated_lut
     from edgenas_keras import lut as lutmod
-    from edgenas_keras.ops import arch_graph
-    from edgenas_keras.space import SearchSpace
+    from edgenas_keras.cost.graph import arch_graph
+    from edgenas_keras.arch.space import SearchSpace
 
     space = SearchSpace.load(None)
     keys = sorted({k for a in space.sample(2, seed=3) for k in arch_graph(space, a).keys})

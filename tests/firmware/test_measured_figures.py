@@ -14,7 +14,7 @@ import pytest
 from firmware_support import require_target
 
 from deploy.emulate import emulate_bundle
-from edgenas_keras.bundle import arena_size
+from edgenas_keras.tflite.bundle import arena_size
 
 ROOT = Path(__file__).resolve().parents[2]
 PERSON = ROOT / "tests" / "data" / "reference_models" / "tflm_person_detect.tflite"

@@ -10,7 +10,7 @@ import threading
 import tty
 from pathlib import Path
 
-from edgenas_keras import lut_build
+from edgenas_keras.lut import measure as lut_build
 
 
 class SimBoard:

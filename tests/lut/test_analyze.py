@@ -8,9 +8,9 @@ import pytest
 from lut_fixtures import fixture_lut
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras import tflm
-from edgenas_keras.space import SearchSpace
-from edgenas_keras.tflite_model import read_model
+from edgenas_keras.tflite import tflm
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.tflite.model import read_model
 from pipeline.cli import main
 
 REF = Path(__file__).parent.parent / "data" / "reference_models"
@@ -111,7 +111,7 @@ def test_model_outside_an_emulated_table_is_a_clear_error(tmp_path, capsys):
     ways to price it anyway; the analytical alias prices it."""
     import tf_keras as keras
 
-    from edgenas_keras.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
 
     keras.utils.set_random_seed(0)
     L = keras.layers

@@ -13,9 +13,10 @@ import pytest
 from lut_fixtures import fixture_lut
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras import lut_build, machine
-from edgenas_keras.space import SearchSpace
-from edgenas_keras.tflite_model import read_model
+from edgenas_keras import machine
+from edgenas_keras.lut import measure as lut_build
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.tflite.model import read_model
 from pipeline.cli import main
 
 REF = Path(__file__).parent.parent / "data" / "reference_models"
@@ -118,7 +119,7 @@ def conv_model(tmp_path_factory):
     import numpy as np
     import tf_keras as keras
 
-    from edgenas_keras.export import to_int8_tflite
+    from edgenas_keras.model.export import to_int8_tflite
 
     keras.utils.set_random_seed(0)
     L = keras.layers
@@ -201,7 +202,7 @@ def test_the_pipeline_lut_file_carries_the_calibration(tmp_path, capsys):
     table later steps load from it prices the measured model at the measurement."""
     from components import LatencyTable
     from components.lut_importer import LUT_FILE, LutImporter
-    from edgenas_keras.cost import graph_latency_ms
+    from edgenas_keras.cost.estimate import graph_latency_ms
 
     out = tmp_path / "myboard.json"
     assert calibrate(capsys, out, "--model", VWW, "--latency-ms", NUCLEO_VWW_MS, "--clock-mhz", NUCLEO_MHZ)[0] == 0

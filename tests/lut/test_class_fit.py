@@ -13,8 +13,8 @@ import pytest
 
 from deploy.lut_emulated import ANCHORS, fit_class_factor, rescale_entries
 from edgenas_keras import lut as lutmod
-from edgenas_keras.lut_calibrate import Measurement, calibrate, fitted_cycles, instructions_by_class
-from edgenas_keras.tflite_model import read_int8_model
+from edgenas_keras.lut.calibrate import Measurement, calibrate, fitted_cycles, instructions_by_class
+from edgenas_keras.tflite.model import read_int8_model
 
 ROOT = Path(__file__).resolve().parents[2]
 REFS = ROOT / "tests" / "data" / "reference_models"

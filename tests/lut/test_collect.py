@@ -12,8 +12,8 @@ from sim_board import SimBoard
 
 from deploy.lut_profiler import ProtocolError, parse_line
 from edgenas_keras import lut as lutmod
-from edgenas_keras.ops import reachable_keys
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.cost.graph import reachable_keys
+from edgenas_keras.arch.space import SearchSpace
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow

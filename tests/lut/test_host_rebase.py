@@ -1,4 +1,4 @@
-"""A measured host table priced on another machine is re-based here (edgenas_keras/host_rebase.py).
+"""A measured host table priced on another machine is re-based here (edgenas_keras/lut/host_rebase.py).
 
 The test measures its own small host table here (the operators of a small int8 block converted in the test),
 records another machine in it, and scales a copy by 1.4 (what a slower CPU would have measured). Priced
@@ -14,9 +14,11 @@ import json
 import numpy as np
 import pytest
 
-from edgenas_keras import host_rebase, lut_build, machine
+from edgenas_keras import machine
+from edgenas_keras.lut import host_rebase
+from edgenas_keras.lut import measure as lut_build
 from edgenas_keras import lut as lutmod
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.tflite.model import parse
 from pipeline.cli import main
 
 OTHER = {"family": 25, "model": 17, "model_name": "AMD EPYC 7B13"}
@@ -26,7 +28,7 @@ def _block_model() -> bytes:
     """An inverted-residual block at 24x24x16 (1x1 expand, 3x3 depthwise, 1x1 project, residual ADD)."""
     import tf_keras as keras
 
-    from edgenas_keras.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
 
     keras.utils.set_random_seed(0)
     L = keras.layers

@@ -7,10 +7,10 @@ import pytest
 from lut_fixtures import fixture_lut
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras import lut_build
-from edgenas_keras.ops import lut_key
-from edgenas_keras.space import SearchSpace
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.lut import measure as lut_build
+from edgenas_keras.cost.graph import lut_key
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.tflite.model import parse
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import jsonschema
 import pytest
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras import lut_models
+from edgenas_keras.lut import analytical as lut_models
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import lut_key
-from edgenas_keras.tflite_model import read_model
+from edgenas_keras.cost.graph import lut_key
+from edgenas_keras.tflite.model import read_model
 
 MLPERF = Path(__file__).parent.parent / "data" / "reference_models" / "mlperf_tiny_vww_96_int8.tflite"
 CMSIS = ("cortex-m4", "cortex-m7")

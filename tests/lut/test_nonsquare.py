@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from edgenas_keras import lut as lutmod
-from edgenas_keras import lut_build, lut_models
-from edgenas_keras.cost import cmsis_nn_scratch
+from edgenas_keras.lut import measure as lut_build
+from edgenas_keras.lut import analytical as lut_models
+from edgenas_keras.cost.estimate import cmsis_nn_scratch
 from edgenas_keras.errors import MissingLutKeysError
-from edgenas_keras.export import random_representative, to_int8_tflite
-from edgenas_keras.ops import OpNode, lut_key, parse_key, reachable_keys, spec_from_key
-from edgenas_keras.space import SearchSpace
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.model.export import random_representative, to_int8_tflite
+from edgenas_keras.cost.graph import OpNode, lut_key, parse_key, reachable_keys, spec_from_key
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.tflite.model import parse
 from pipeline.cli import main
 
 # the analytical tables by their shipped names (the cortex-m4/m7/riscv names are the emulated tables, which

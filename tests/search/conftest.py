@@ -5,7 +5,7 @@ from lut_fixtures import fixture_lut
 from search_support import BLOCKS
 
 from edgenas_keras.search import space_with_blocks
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.arch.space import SearchSpace
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,11 @@ import pytest
 import yaml
 from search_support import BLOCKS, small_config
 
-from edgenas_keras.cost import arch_cost
-from edgenas_keras.search import SearchConfig, cheapest_indices, run_search
-from edgenas_keras.space import decode
-from edgenas_keras.supernet import largest_arch
+from edgenas_keras.cost.estimate import arch_cost
+from edgenas_keras.search import SearchConfig, run_search
+from edgenas_keras.search.derive import cheapest_indices
+from edgenas_keras.arch.space import decode
+from edgenas_keras.model.supernet import largest_arch
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Accuracy evidence in the search (edgenas_keras.selection): the window sampler and the evolution keep every
+"""Accuracy evidence in the search (edgenas_keras.search.selection): the window sampler and the evolution keep every
 candidate inside [window_low * B, B] and every budget and find the best child of a crafted score; a child's
 recomputed BN statistics are those of its calibration images; a proxy search returns the child whose
 inherited weights score best (re-scored here independently from the checkpoint); the evolution strategy
@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from search_support import small_config
 
-from edgenas_keras.cost import arch_cost
+from edgenas_keras.cost.estimate import arch_cost
 from edgenas_keras.errors import UserError
-from edgenas_keras.search import Pricer, SearchConfig, _latency_tables, reader_data, run_search
-from edgenas_keras.selection import ChildScorer, Window, evolve, one_hot_gates
-from edgenas_keras.space import decode
+from edgenas_keras.search.derive import Pricer
+from edgenas_keras.search import SearchConfig, run_search
+from edgenas_keras.search.loop import _latency_tables, reader_data
+from edgenas_keras.search.selection import ChildScorer, Window, evolve, one_hot_gates
+from edgenas_keras.arch.space import decode
 
 
 def _pricer(space, lut, budget, **kw):
@@ -63,7 +65,7 @@ def test_window_sampler_and_evolution_stay_in_the_window_and_find_better_childre
 
 
 def test_recomputed_bn_statistics_are_those_of_the_calibration_images(space):
-    from edgenas_keras.supernet import Supernet
+    from edgenas_keras.model.supernet import Supernet
 
     net = Supernet(space)
     rng = np.random.default_rng(1)
@@ -92,7 +94,7 @@ def test_recomputed_bn_statistics_are_those_of_the_calibration_images(space):
 def _restored_net(space, out):
     import tensorflow as tf
 
-    from edgenas_keras.supernet import Supernet
+    from edgenas_keras.model.supernet import Supernet
 
     net = Supernet(space)
     tf.train.Checkpoint(net=net).restore(tf.train.latest_checkpoint(str(out / "ckpt"))).expect_partial()
@@ -176,7 +178,7 @@ def test_pipeline_config_validates_the_strategy_fields():
 
 @pytest.mark.slow
 def test_trained_fitness_evolution_returns_the_best_trained_child_and_resumes(space, lut, data_dir, tmp_path):
-    from edgenas_keras.selection import train_and_score
+    from edgenas_keras.search.selection import train_and_score
 
     probe = _pricer(space, lut, 1e9)
     budget = _mid_budget(space, probe)

@@ -101,7 +101,7 @@ def test_training_records_the_readers_preprocessing(trained):
 
 
 def test_settings_header_manifest_and_readme_state_the_same_preprocessing(bundle, trained):
-    from edgenas_keras.tflite_model import read_model
+    from edgenas_keras.tflite.model import read_model
 
     consts = header_constants((bundle / "vww_model_settings.h").read_text())
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -135,7 +135,7 @@ def test_settings_header_manifest_and_readme_state_the_same_preprocessing(bundle
 def test_header_formula_on_eval_pixels_gives_the_validators_accuracy(bundle, trained, data_dir):
     """What a firmware engineer does with the bundle: uint8 pixels -> the header's formula -> TFLM, in
     ``kTensorArenaSize`` bytes; top-1 must equal ``edgenas validate``'s figure within half a point."""
-    from edgenas_keras import tflm
+    from edgenas_keras.tflite import tflm
 
     consts = header_constants((bundle / "vww_model_settings.h").read_text())
     pixels, labels = eval_pixels(data_dir)

@@ -16,9 +16,9 @@ import pytest
 from lut_fixtures import fixture_lut
 
 from edgenas_keras.data.synth import SynthSpec, write_synth
-from edgenas_keras.ops import arch_graph
-from edgenas_keras.space import SearchSpace, decode
-from edgenas_keras.tflite_model import read_model
+from edgenas_keras.cost.graph import arch_graph
+from edgenas_keras.arch.space import SearchSpace, decode
+from edgenas_keras.tflite.model import read_model
 from pipeline.cli import main
 
 RES = 32
@@ -81,10 +81,10 @@ def test_int8_models_have_exactly_the_priced_operators(train_run, space, name):
 
 @pytest.mark.slow
 def test_qat_converts_an_architecture_without_se(space):
-    from edgenas_keras.builder import build_model
-    from edgenas_keras.export import random_representative, to_int8_tflite
-    from edgenas_keras.qat import quantize_model
-    from edgenas_keras.tflite_model import parse
+    from edgenas_keras.model.builder import build_model
+    from edgenas_keras.model.export import random_representative, to_int8_tflite
+    from edgenas_keras.model.qat import quantize_model
+    from edgenas_keras.tflite.model import parse
 
     arch = decode("ir_k3_e2_c16-dws_k3_c24-skip-dws_k3_c32-skip-dws_k3_c48-skip")
     qmodel = quantize_model(build_model(space, arch, RES))
@@ -101,11 +101,11 @@ def test_calibrated_qat_model_starts_where_post_training_quantisation_ends(train
     import numpy as np
     import tf_keras as keras
 
-    from edgenas_keras import tflm
-    from edgenas_keras.export import to_int8_tflite
-    from edgenas_keras.qat import calibrate_ranges, quantize_model
+    from edgenas_keras.tflite import tflm
+    from edgenas_keras.model.export import to_int8_tflite
+    from edgenas_keras.model.qat import calibrate_ranges, quantize_model
     from edgenas_keras.train import representative_fn, representative_images
-    from edgenas_keras.tflite_model import parse
+    from edgenas_keras.tflite.model import parse
 
     float_model = keras.models.load_model(train_run[0] / "float_model.keras")
     images = representative_images(data_dir, RES, 3, 48, seed=1)
@@ -142,7 +142,7 @@ def test_batch_norm_recalibration_reaches_inside_the_qat_wrappers(train_run, dat
     import tf_keras as keras
 
     from edgenas_keras.data.reader import make_dataset
-    from edgenas_keras.qat import quantize_model
+    from edgenas_keras.model.qat import quantize_model
     from edgenas_keras.train import recalibrate_batch_norm
 
     float_model = keras.models.load_model(train_run[0] / "float_model.keras")

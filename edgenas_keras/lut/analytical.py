@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from edgenas_keras.cost.graph import spec_from_key
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import spec_from_key
 
 MODEL_NAME = "edgenas-cycles"
 MODEL_VERSION = 1
@@ -222,20 +222,6 @@ def estimator_for(meta: dict):
     cmsis = bool(model.get("cmsis_nn"))
     return lambda key: op_cycles(key, m, cmsis)
 
-
-def build_analytical_lut(name: str, keys: list[str], date: str, tool_version: str):
-    """The analytical LUT of device ``name``: an entry per key, and the model that prices any other key."""
-    from edgenas_keras.lut import Lut, LutEntry  # noqa: PLC0415  (lut imports this module lazily)
-
-    dev = device(name)
-    meta = {"device": dev.name, "core": dev.core, "clock_mhz": dev.clock_mhz, "runtime": dev.runtime,
-            "kernels": dev.kernels, "method": "analytical", "unit": "cycles", "tool_version": tool_version,
-            "date": date, "sources": list(dev.sources), "model": model_metadata(dev)}
-    price = estimator_for(meta)
-    entries = {k: LutEntry(price(k), 0.0, 1) for k in keys}
-    lut = Lut(meta, entries)
-    lut.estimator = price
-    return lut
 
 
 def scaled_estimator(table):

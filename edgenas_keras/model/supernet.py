@@ -30,7 +30,7 @@ of Single-Path-NAS / Once-for-All style weight sharing), not the DARTS mixture.
   running statistics would be meaningless; the supernet is only trained and scored, never deployed (the
   found architecture is rebuilt and retrained from scratch by the trainer). To score one child with
   inherited weights, ``forward`` returns every batch norm's moments and accepts fixed ones, so the child's
-  statistics can be recomputed on calibration batches and then held fixed (``edgenas_keras.selection``).
+  statistics can be recomputed on calibration batches and then held fixed (``edgenas_keras.search.selection``).
 
 Gumbel noise is stateless, keyed by ``(seed, step)``, so a resumed search draws the same paths as an
 uninterrupted one.
@@ -42,8 +42,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgenas_keras.ops import se_reduced_channels
-from edgenas_keras.space import FACTORS, Arch, Block, SearchSpace
+from edgenas_keras.cost.graph import se_reduced_channels
+from edgenas_keras.arch.space import FACTORS, Arch, Block, SearchSpace
 
 NEG = -1e9  # logit of an illegal choice (skip at a stride-2 block, padding beyond a factor's choices)
 
@@ -183,7 +183,7 @@ class Supernet(keras.Model):
 
         ``bn_stats=None`` normalises with the batch's own statistics (training, and the moments returned are
         the batch's); a list in the same order and shapes (e.g. averaged over calibration batches for one
-        child, ``edgenas_keras.selection``) normalises with those instead, as a deployed network would."""
+        child, ``edgenas_keras.search.selection``) normalises with those instead, as a deployed network would."""
         s = self.space
         fixed = iter(bn_stats) if bn_stats is not None else None
         moments = []
@@ -270,6 +270,6 @@ def derive_indices(space: SearchSpace, probs: np.ndarray) -> np.ndarray:
 
 def factor_probs(space: SearchSpace, probs) -> list[list]:
     """Split a (num_blocks, 5, L) probability tensor into ``probs[i] = [p_op, p_k, p_e, p_se, p_c]`` over each
-    block's own choices, the form ``cost_tf.ExpectedLatency`` takes."""
+    block's own choices, the form ``search.objective.ExpectedLatency`` takes."""
     return [[probs[i, j, : len(slot.choices[f])] for j, f in enumerate(FACTORS)]
             for i, slot in enumerate(space.slots)]

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras.arch.space import FACTORS, Arch, SearchSpace, decode
 from edgenas_keras.errors import UserError
-from edgenas_keras.space import FACTORS, Arch, SearchSpace, decode
 
 MUTATION_PROB = 0.15   # per block and factor
 TRIES = 200            # draws for one child (mutation or crossover) to land in the window
@@ -159,7 +159,7 @@ def train_and_score(space: SearchSpace, arch: Arch, data, resolution: int, steps
     import tensorflow as tf
     import tf_keras as keras
 
-    from edgenas_keras.builder import build_model
+    from edgenas_keras.model.builder import build_model
 
     keras.utils.set_random_seed(seed)
     model = build_model(space, arch, resolution)
@@ -277,7 +277,7 @@ class Window:
     def walk(self, idx: np.ndarray, rng: np.random.Generator, check_memory: bool = True) -> np.ndarray | None:
         """``idx`` moved into the window by random one-factor moves (``sample``); None when it gets stuck
         outside or (``check_memory``) breaks another budget."""
-        from edgenas_keras.search import _moves
+        from edgenas_keras.search.derive import _moves
 
         space, pricer = self.space, self.pricer
         lo, hi = self.bounds()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
-from edgenas_keras.tflm import quiet_native_output
+from edgenas_keras.tflite.tflm import quiet_native_output
 
 
 def random_representative(shape: tuple[int, ...], n: int = 8, seed: int = 0, low: float = -1.0,

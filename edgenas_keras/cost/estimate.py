@@ -1,5 +1,5 @@
 """Cost models: latency (exact, vectorised, and the tables behind the supernet's expected latency), peak SRAM
-and flash of the int8 model. Pure numpy: no TensorFlow (the differentiable form is in ``cost_tf``).
+and flash of the int8 model. Pure numpy: no TensorFlow (the differentiable form is in ``search.objective``).
 
 Latency
     LAT(arch) = sum of the LUT entries of its TFLite operators (``ops.arch_graph``).
@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgenas_keras.lut import Lut
-from edgenas_keras.ops import OpGraph, OpNode, OpSpec, arch_graph, block_specs, lut_key, reachable_keys
-from edgenas_keras.space import Arch, Block, SearchSpace
+from edgenas_keras.lut.table import Lut
+from edgenas_keras.cost.graph import OpGraph, OpNode, OpSpec, arch_graph, block_specs, lut_key, reachable_keys
+from edgenas_keras.arch.space import Arch, Block, SearchSpace
 
 if TYPE_CHECKING:  # only for the annotation: cost stays free of the flatbuffer reader at import
-    from edgenas_keras.tflite_model import TfliteModel
+    from edgenas_keras.tflite.model import TfliteModel
 
 ALIGN = 16
 
@@ -140,7 +140,7 @@ class LatencyTables:
         return total + self.head[cin]
 
     def expected_ms(self, space: SearchSpace, probs: list[list[np.ndarray]]) -> float:
-        """E[LAT] for per-block, per-factor categorical probabilities (numpy reference of ``cost_tf``).
+        """E[LAT] for per-block, per-factor categorical probabilities (numpy reference of ``search.objective``).
         ``probs[i]`` = [p_op, p_k, p_e, p_se, p_c] for block i."""
         q = np.zeros(len(self.vocab))
         q[self.stem_index] = 1.0
@@ -261,7 +261,7 @@ def sram_bytes(graph: OpGraph, scratch: Callable[[OpNode], int] = tflm_reference
 
 def tflite_sram_bytes(model: TfliteModel, scratch: Callable[[OpNode], int] = tflm_reference_scratch,
                       persistent: PersistentModel = HOST_PERSISTENT) -> int:
-    """Predicted TFLM arena (bytes) of a parsed ``.tflite`` (``tflite_model.TfliteModel``), every subgraph in.
+    """Predicted TFLM arena (bytes) of a parsed ``.tflite`` (``tflite.model.TfliteModel``), every subgraph in.
 
     TFLM allocates the tensors of *all* subgraphs, not only of subgraph 0 which it runs. Lifetimes are TFLM's
     (``TfliteModel.allocation_lifetimes``): the tensors of a subgraph run by IF/WHILE/CALL_ONCE live inside

@@ -13,7 +13,7 @@ Why these exist:
 
 The host is 64-bit: TFLM's persistent structs (tensor and node records, pointers) are larger than on a
 32-bit MCU, so a host arena is an upper bound for the same model on a Cortex-M (kernel-library scratch
-aside; see ``edgenas_keras.bundle``).
+aside; see ``edgenas_keras.tflite.bundle``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 from tflite_micro import runtime
 
 from edgenas_keras.errors import UserError
-from edgenas_keras.tflite_model import parse
+from edgenas_keras.tflite.model import parse
 
 ARENA_ALIGNMENT = 16          # TFLM aligns the arena and its buffers to 16 bytes
 _MAX_ARENA = 1 << 30          # give up above 1 GiB: no microcontroller model needs that

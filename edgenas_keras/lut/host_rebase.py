@@ -13,7 +13,7 @@ by about 30% (``edgenas lut validate`` MAPE 38%).
    ``PROBE_PER_CLASS`` keys nearest to evenly spaced points of log(table value), so small and large
    operators of every class are in it; keys under ``MIN_PROBE_US`` are left out: the interpreter overhead
    dominates them; 31 keys for the shipped table) is timed here exactly as the table was built
-   (``lut_build.measure_model``: the same single-operator int8 models in the tflite_micro runtime, thread CPU
+   (``lut.measure.measure_model``: the same single-operator int8 models in the tflite_micro runtime, thread CPU
    time, overhead subtracted; ``PROBE_BUDGET_S`` per key and pass, the median of ``PROBE_ROUNDS``
    round-robin passes over the keys: two cold probes of one pass each, 2 minutes apart on the loaded
    machine, gave factors 2-3% apart);
@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import functools
 import hashlib
 import json
 import os
@@ -57,11 +56,10 @@ from pathlib import Path
 
 from edgenas_keras import machine
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import parse_key
+from edgenas_keras.lut.rebase import CLASSES, check, factor, rebase_class  # noqa: F401  (part of this module's API)
 
 FORMAT = 5
 ENV = "EDGENAS_HOST_REBASE"
-CLASSES = ("conv1x1-expand", "conv1x1-project", "conv", "depthwise", "fc", "add", "mul", "mean", "pool", "other")
 # Probes per class: the classes that hold the time (1x1 convolutions, depthwise) get the most.
 PROBE_PER_CLASS = {"conv1x1-expand": 6, "conv1x1-project": 6, "conv": 2, "depthwise": 8, "fc": 2, "add": 3,
                    "mul": 3, "mean": 4, "pool": 2, "other": 2}
@@ -75,42 +73,6 @@ MIN_PROBE_US = 5.0
 PROBE_BUDGET_S = 0.1
 PROBE_ROUNDS = 3
 _memo: dict[tuple[str, str], dict] = {}
-
-
-@functools.cache
-def rebase_class(key: str) -> str:
-    """The re-basing class of a LUT key (``CLASSES``): the calibration classes (``lut_calibrate.op_class``)
-    with the elementwise and reduction operators told apart (their speed ratios between two CPUs differ:
-    0.72 MEAN, 0.74 ADD, 0.78 broadcast MUL) and 1x1 convolutions split by the length of their inner loop
-    (TFLM's reference kernel loops over input channels per output): ``conv1x1-expand`` (more output than
-    input channels) and ``conv1x1-project`` (the others). Measured on the EPYC family 26 against the shipped
-    table: expansions 0.63-0.69, projections 0.69-0.79; one factor for both misprices every block."""
-    from edgenas_keras.lut_calibrate import op_class  # noqa: PLC0415
-
-    c = op_class(key)
-    if c == "conv1x1":
-        f = parse_key(key)
-        return "conv1x1-expand" if f["out_channels"] > f["in_shape"][2] else "conv1x1-project"
-    if c != "other":
-        return c
-    op = key.split("|", 1)[0]
-    return {"ADD": "add", "MUL": "mul", "MEAN": "mean", "AVERAGE_POOL_2D": "pool",
-            "MAX_POOL_2D": "pool"}.get(op, "other")
-
-
-def factor(rebase: dict, key: str) -> float:
-    """The re-basing factor of ``key`` (dimensionless; multiplies the table's value)."""
-    return float(rebase["factors"][rebase_class(key)])
-
-
-def check(rebase, source: str) -> None:
-    """Validate ``metadata.rebase`` of a LUT file: a positive factor for every class (``UserError`` otherwise)."""
-    if not isinstance(rebase, dict) or not isinstance(rebase.get("factors"), dict):
-        raise UserError(f"{source}: metadata.rebase must be an object with 'factors'")
-    for c in CLASSES:
-        v = rebase["factors"].get(c)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
-            raise UserError(f"{source}: metadata.rebase.factors.{c} must be a positive number, got {v!r}")
 
 
 def enabled() -> bool:
@@ -131,7 +93,7 @@ def probe_keys(lut) -> list[str]:
     the many small ones)."""
     import math  # noqa: PLC0415
 
-    from edgenas_keras.lut_build import unbuildable_reason  # noqa: PLC0415
+    from edgenas_keras.lut.measure import unbuildable_reason  # noqa: PLC0415
 
     by_class: dict[str, list[tuple[float, str]]] = {}
     for k, e in lut.entries.items():
@@ -155,7 +117,7 @@ def probe_keys(lut) -> list[str]:
 
 def _model_bytes(key: str) -> bytes:
     """The key's single-operator model, from the cache or converted (and cached)."""
-    from edgenas_keras import lut_build  # noqa: PLC0415
+    from edgenas_keras.lut import measure as lut_build  # noqa: PLC0415
 
     path = cache_dir() / "models" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.tflite"
     if path.is_file():
@@ -169,10 +131,10 @@ def _model_bytes(key: str) -> bytes:
 
 
 def measure_probes(lut, keys: list[str], budget_s: float = PROBE_BUDGET_S, rounds: int = PROBE_ROUNDS) -> list[dict]:
-    """Time each probe key here (``lut_build.measure_model``) in ``rounds`` round-robin passes over the keys,
+    """Time each probe key here (``lut.measure.measure_model``) in ``rounds`` round-robin passes over the keys,
     each key's value the median of its passes (a burst of load from other processes on a shared machine
     then hits one pass of a few keys, not a whole class); rows: key, class, table_us, here_us, ratio."""
-    from edgenas_keras import lut_build  # noqa: PLC0415
+    from edgenas_keras.lut import measure as lut_build  # noqa: PLC0415
 
     models = {k: _model_bytes(k) for k in keys}    # convert (or read) first: the timing passes are short
     times: dict[str, list[float]] = {k: [] for k in keys}
@@ -192,9 +154,9 @@ def context_check(lut, factors: dict[str, float]) -> dict | None:
     "measured_ms", "rebased_ms", "error_pct"}``, or None when the table does not price all its operators. Its
     int8 model (built untrained, BatchNorm calibrated on noise, as ``lut validate`` builds architectures) is
     cached beside the probe models."""
-    from edgenas_keras import lut_build  # noqa: PLC0415
-    from edgenas_keras.ops import arch_graph  # noqa: PLC0415
-    from edgenas_keras.space import SearchSpace, decode  # noqa: PLC0415
+    from edgenas_keras.arch.space import SearchSpace, decode  # noqa: PLC0415
+    from edgenas_keras.cost.graph import arch_graph  # noqa: PLC0415
+    from edgenas_keras.lut import measure as lut_build  # noqa: PLC0415
 
     space = SearchSpace.load()
     try:

@@ -236,7 +236,7 @@ class SearchSpace:
     def load(cls, path: str | Path | None = None) -> SearchSpace:
         """Load a search-space YAML; ``None`` loads the shipped default."""
         if path is None:
-            text = resources.files("edgenas_keras").joinpath("spaces/default.yaml").read_text()
+            text = resources.files("edgenas_keras").joinpath("arch/spaces/default.yaml").read_text()
             return cls.from_dict(yaml.safe_load(text), source="default.yaml")
         p = Path(path)
         if not p.is_file():

@@ -1,13 +1,13 @@
 """The differentiable latency- and memory-constrained search (paper section 3.3), as a library call.
 
-``run_search(data_dir, lut, config, out_dir)`` trains the supernet (``edgenas_keras.supernet``) and returns an
+``run_search(data_dir, lut, config, out_dir)`` trains the supernet (``edgenas_keras.model.supernet``) and returns an
 architecture that meets every budget by the exact cost models.
 
 Objective (alpha steps)::
 
     loss = CE + mu * max(0, E[LAT]/Tmax - 1)^2 + nu * max(0, E[MEM]/Mmax - 1)^2 [+ phi * max(0, E[FLASH]/Fmax - 1)^2]
 
-- E[LAT]: ``cost_tf.ExpectedLatency`` over ``softmax(alpha / tau)``, exact (input-channel coupling included).
+- E[LAT]: ``search.objective.ExpectedLatency`` over ``softmax(alpha / tau)``, exact (input-channel coupling included).
   The supernet's straight-through Gumbel samples are drawn from exactly that distribution, so E[LAT] is the
   mean latency of the paths it trains; as the temperature falls the distribution concentrates on the argmax,
   and E[LAT] approaches the latency of the architecture that will be derived. (At a fixed temperature the
@@ -57,479 +57,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgenas_keras.cost import (
-    ALIGN,
-    DEFAULT_FLASH,
+from edgenas_keras.arch.space import FACTORS, Arch, SearchSpace
+from edgenas_keras.cost.estimate import (
     ArchCost,
     LatencyTables,
-    arch_cost,
-    device_memory_terms,
 )
+from edgenas_keras.cost.graph import reachable_keys
 from edgenas_keras.errors import UserError
-from edgenas_keras.lut import Lut
-from edgenas_keras.ops import OpNode, OpSpec, reachable_keys
-from edgenas_keras.space import FACTORS, Arch, SearchSpace
-
-KB = 1024  # budgets in kB are KiB: 1 kB = 1024 bytes
-VAL_SALT = "search-val"
-PROXIES = ("lut", "macs")
-STRATEGIES = ("differentiable", "evolution")
-DERIVATIONS = ("argmax", "proxy")
-FITNESS = ("inherited", "trained")
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """Everything that determines a search. Budgets: latency in ms (required), SRAM and flash in kB (1024 B)."""
-
-    latency_ms: float
-    sram_kb: float | None = None
-    flash_kb: float | None = None
-    # Objective and the multiplier schedule
-    penalty: bool = True            # ablation: False = CE only
-    schedule: bool = True           # ablation: False = fixed multipliers
-    mu0: float = 1.0                # latency multiplier, initial
-    nu0: float = 1.0                # SRAM multiplier, initial
-    flash_mult0: float = 1.0        # flash multiplier, initial
-    growth: float = 1.5             # multiplier factor after a violated check (paper rule)
-    check_every: int = 5            # alpha steps between constraint checks
-    latency_proxy: str = "lut"      # ablation: "macs"
-    num_blocks: int | None = None   # ablation: K searchable blocks instead of the space's
-    # Training
-    epochs: int = 4
-    warmup_epochs: int = 1
-    steps_per_epoch: int | None = 30  # cap on weight steps per epoch (None: the whole training subset)
-    batch_size: int = 32
-    train_resolution: int | None = 48  # supernet input resolution (None: the space's); costs use the space's
-    weight_lr: float = 3e-3
-    alpha_lr: float = 5e-2
-    tau_start: float = 1.0
-    tau_end: float = 0.1
-    val_fraction: float = 0.2
-    seed: int = 0
-    alpha_init_bias: float = 2.0    # initial logit of each factor's costliest choice over its cheapest (0: uniform)
-    # Derivation
-    fill: bool = True
-    # Strategy and accuracy evidence (edgenas_keras.selection)
-    strategy: str = "differentiable"  # "evolution": window-path supernet, then evolution over inherited weights
-    derive: str = "argmax"          # "proxy": alpha's candidates scored with inherited weights (differentiable)
-    window_low: float = 0.9         # candidates scored: latency in [window_low * B, B], every budget met
-    candidates: int = 64            # children scored with inherited weights (proxy derivation, evolution)
-    population: int = 16            # evolution's population
-    bn_batches: int = 2             # training batches a child's BN statistics are recomputed on
-    score_batches: int = 8          # validation batches a child is scored on
-    fitness: str = "inherited"      # evolution's score: "inherited" supernet weights or "trained" from scratch
-    fitness_steps: int = 250        # fitness "trained": Adam steps of each child's stand-alone training
-
-    def __post_init__(self):
-        def positive(name, allow_none=False):
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise UserError(f"search config: {name} must be a positive number, got {v!r}")
-
-        for name in ("latency_ms", "mu0", "nu0", "flash_mult0", "weight_lr", "alpha_lr", "tau_start", "tau_end"):
-            positive(name)
-        for name in ("sram_kb", "flash_kb"):
-            positive(name, allow_none=True)
-        for name in ("epochs", "batch_size", "check_every", "candidates", "population", "bn_batches",
-                     "score_batches", "fitness_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise UserError(f"search config: {name} must be an integer >= 1, got {v!r}")
-        for name in ("num_blocks", "steps_per_epoch", "train_resolution"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise UserError(f"search config: {name} must be an integer >= 1 or null, got {v!r}")
-        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
-            raise UserError(f"search config: warmup_epochs must be an integer in [0, epochs), got "
-                            f"{self.warmup_epochs!r} with epochs {self.epochs}")
-        if not (isinstance(self.growth, (int, float)) and self.growth >= 1):
-            raise UserError(f"search config: growth must be >= 1, got {self.growth!r}")
-        if self.latency_proxy not in PROXIES:
-            raise UserError(f"search config: latency_proxy must be one of {PROXIES}, got {self.latency_proxy!r}")
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"search config: strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.derive not in DERIVATIONS:
-            raise UserError(f"search config: derive must be one of {DERIVATIONS}, got {self.derive!r}")
-        if self.fitness not in FITNESS:
-            raise UserError(f"search config: fitness must be one of {FITNESS}, got {self.fitness!r}")
-        if self.fitness == "trained" and self.strategy != "evolution":
-            raise UserError("search config: fitness 'trained' needs strategy 'evolution' (the differentiable "
-                            f"strategy scores alpha's candidates with the supernet's weights), got {self.strategy!r}")
-        if (isinstance(self.window_low, bool) or not isinstance(self.window_low, (int, float))
-                or not 0 <= self.window_low < 1):
-            raise UserError(f"search config: window_low must be a number in [0, 1), got {self.window_low!r}")
-        if self.population < 2:
-            raise UserError(f"search config: population must be an integer >= 2, got {self.population!r}")
-        if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
-            raise UserError(f"search config: val_fraction must be a number in (0, 1), got {self.val_fraction!r}")
-        if not (isinstance(self.alpha_init_bias, (int, float)) and math.isfinite(self.alpha_init_bias)):
-            raise UserError(f"search config: alpha_init_bias must be a number, got {self.alpha_init_bias!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise UserError(f"search config: seed must be an integer >= 0, got {self.seed!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "search config") -> SearchConfig:
-        if not isinstance(d, dict):
-            raise UserError(f"{source}: must be a mapping of search settings")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        if "latency_ms" not in d:
-            raise UserError(f"{source}: missing field latency_ms (the latency budget)")
-        if "warmup_epochs" not in d and isinstance(d.get("epochs"), int) and d["epochs"] >= 1:
-            d = dict(d, warmup_epochs=min(cls.warmup_epochs, d["epochs"] - 1))  # --epochs 1: search at once
-        return cls(**d)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def budgets(self) -> dict:
-        return {"latency_ms": self.latency_ms, "sram_kb": self.sram_kb, "flash_kb": self.flash_kb}
-
-
-def search_config_from(search: dict, budgets: dict, seed: int) -> SearchConfig:
-    """The pipeline's form (a ``search:`` mapping of SearchConfig fields, budgets in ms and bytes with 0 for
-    'no budget', the run's seed) -> ``SearchConfig``."""
-    d = dict(search or {})
-    lat = budgets.get("latency_ms") or d.get("latency_ms")
-    if not lat:
-        raise UserError("budgets.latency_ms must be set (a positive latency budget in ms)")
-    d["latency_ms"] = float(lat)
-    for key, name in (("sram_bytes", "sram_kb"), ("flash_bytes", "flash_kb")):
-        if budgets.get(key):
-            d[name] = budgets[key] / KB
-    d.setdefault("seed", seed)
-    return SearchConfig.from_dict(d, source="pipeline config search")
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    arch: str
-    cost: ArchCost
-    budgets: dict
-    device: str
-    lut_sha256: str
-    feasible: bool
-    repaired: bool
-    filled: bool
-    derived_arch: str            # argmax of alpha, before repair / fill
-    derived_latency_ms: float
-    out_dir: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {"arch": self.arch, **self.cost.as_dict(), "budgets": self.budgets, "device": self.device,
-                "lut_sha256": self.lut_sha256, "feasible": self.feasible, "repaired": self.repaired,
-                "filled": self.filled, "derived_arch": self.derived_arch,
-                "derived_latency_ms": self.derived_latency_ms, "out_dir": self.out_dir, **self.extra}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SearchResult:
-        cost = ArchCost(*(d[k] for k in ("latency_ms", "sram_bytes", "flash_bytes", "macs", "params")))
-        known = {"arch", "budgets", "device", "lut_sha256", "feasible", "repaired", "filled", "derived_arch",
-                 "derived_latency_ms", "out_dir", *cost.as_dict()}
-        return cls(d["arch"], cost, d["budgets"], d["device"], d["lut_sha256"], d["feasible"], d["repaired"],
-                   d["filled"], d["derived_arch"], d["derived_latency_ms"], d.get("out_dir", ""),
-                   {k: v for k, v in d.items() if k not in known})
-
-
-# -- the space under search -------------------------------------------------------------------------------
-
-def space_with_blocks(space: SearchSpace, k: int | None) -> SearchSpace:
-    """The K-searchable-blocks ablation: the first K blocks of ``space`` (K < N), or N blocks followed by
-    stride-1 copies of the last block's choices (K > N)."""
-    if k is None or k == space.num_blocks:
-        return space
-    d = space.to_dict()
-    blocks = d["blocks"][:k]
-    while len(blocks) < k:
-        blocks.append({"stride": 1, "choices": dict(d["blocks"][-1]["choices"])})
-    d["blocks"] = blocks
-    d["name"] = f"{space.name}-k{k}"
-    try:
-        return SearchSpace.from_dict(d, source=f"{space.source} with num_blocks={k}")
-    except ValueError as exc:
-        raise UserError(f"num_blocks {k}: {exc}") from None
-
-
-def _rank(factor: str, value) -> float:
-    """Position of a choice in the fixed cheapest-first order used by repair and fill."""
-    if factor == "op":
-        return {"skip": 0, "dws": 1, "ir": 2}[value]
-    if factor == "se":
-        return 0.0 if value == 0 else 1.0 / value
-    return float(value)
-
-
-def _relevant(space: SearchSpace, idx: np.ndarray, i: int, j: int) -> bool:
-    """Whether factor j of block i changes the architecture (skip has no factors; dws no expansion)."""
-    op = space.slots[i].choices["op"][idx[i, 0]]
-    if j == 0:
-        return True
-    if op == "skip":
-        return False
-    return not (op == "dws" and FACTORS[j] == "expansion")
-
-
-def initial_alpha(space: SearchSpace, bias: float, shape) -> np.ndarray:
-    """alpha at the start: per factor, logits rising linearly in the cheapest-first order from 0 to ``bias``, so
-    the search starts near the largest network and the penalty shrinks it to the budget (with ``bias`` 0:
-    uniform, where budgets above the uniform mixture's latency would never engage the penalty)."""
-    a = np.zeros(shape, np.float32)
-    for i, slot in enumerate(space.slots):
-        for j, f in enumerate(FACTORS):
-            vals = slot.choices[f]
-            order = sorted(range(len(vals)), key=lambda n, f=f, vals=vals: _rank(f, vals[n]))
-            for pos, n in enumerate(order):
-                a[i, j, n] = bias * pos / max(1, len(vals) - 1)
-    return a
-
-
-def cheapest_indices(space: SearchSpace) -> np.ndarray:
-    idx = np.zeros((space.num_blocks, len(FACTORS)), np.int64)
-    for i, slot in enumerate(space.slots):
-        for j, f in enumerate(FACTORS):
-            vals = slot.choices[f] if f != "op" else slot.ops
-            best = min(vals, key=lambda v, f=f: _rank(f, v))
-            idx[i, j] = slot.choices[f].index(best)
-    return idx
-
-
-# -- exact pricing with budgets -----------------------------------------------------------------------------
-
-class Pricer:
-    """Exact costs of architectures in index form, and their normalised budget violation."""
-
-    def __init__(self, space: SearchSpace, lut: Lut, config: SearchConfig, tables: LatencyTables):
-        self.space, self.lut, self.config, self.tables = space, lut, config, tables
-        self._cache: dict[bytes, ArchCost] = {}
-
-    def latency(self, idx: np.ndarray) -> float:
-        return float(self.tables.batch_latency_ms(self.space, idx[None])[0])
-
-    def cost(self, idx: np.ndarray) -> ArchCost:
-        key = np.asarray(idx, np.int64).tobytes()
-        if key not in self._cache:
-            self._cache[key] = arch_cost(self.space, self.space.from_indices(idx), self.lut)
-        return self._cache[key]
-
-    def fits(self, idx: np.ndarray) -> bool:
-        """Every budget holds (``violation(idx) == 0``), the exact memory models priced only when the latency
-        budget holds."""
-        return self.latency(idx) <= self.config.latency_ms and self.violation(idx) == 0
-
-    def violation(self, idx: np.ndarray) -> float:
-        """Sum over budgets of max(0, cost/budget - 1); 0 when every budget holds. Latency first (cheap)."""
-        c = self.config
-        v = max(0.0, self.latency(idx) / c.latency_ms - 1.0)
-        if c.sram_kb is not None or c.flash_kb is not None:
-            ac = self.cost(idx)
-            if c.sram_kb is not None:
-                v += max(0.0, ac.sram_bytes / (c.sram_kb * KB) - 1.0)
-            if c.flash_kb is not None:
-                v += max(0.0, ac.flash_bytes / (c.flash_kb * KB) - 1.0)
-        return v
-
-
-def check_feasible(space: SearchSpace, lut: Lut, config: SearchConfig) -> ArchCost:
-    """Stop before training when the cheapest architecture already breaks a budget; return its cost."""
-    cheap = space.from_indices(cheapest_indices(space))
-    floor = arch_cost(space, cheap, lut)
-    floors = (f"floors on {lut.device}: latency {floor.latency_ms:.4g} ms, SRAM {floor.sram_bytes / KB:.1f} kB, "
-              f"flash {floor.flash_bytes / KB:.1f} kB (cheapest architecture {cheap})")
-    broken = []
-    if floor.latency_ms > config.latency_ms:
-        broken.append(f"latency budget {config.latency_ms:g} ms is below the floor {floor.latency_ms:.4g} ms")
-    if config.sram_kb is not None and floor.sram_bytes > config.sram_kb * KB:
-        broken.append(f"SRAM budget {config.sram_kb:g} kB is below the floor {floor.sram_bytes / KB:.1f} kB")
-    if config.flash_kb is not None and floor.flash_bytes > config.flash_kb * KB:
-        broken.append(f"flash budget {config.flash_kb:g} kB is below the floor {floor.flash_bytes / KB:.1f} kB")
-    if broken:
-        raise UserError(f"infeasible budget: {'; '.join(broken)}; {floors}. Raise the budget or use a faster "
-                        "device")
-    return floor
-
-
-def _moves(space: SearchSpace, idx: np.ndarray, cheaper: bool):
-    """One-factor moves to strictly cheaper (or costlier) legal choices: (block, factor, new choice index)."""
-    for i, slot in enumerate(space.slots):
-        for j, f in enumerate(FACTORS):
-            if not _relevant(space, idx, i, j):
-                continue
-            vals = slot.choices[f]
-            here = _rank(f, vals[idx[i, j]])
-            for n, v in enumerate(vals):
-                if f == "op" and v not in slot.ops:
-                    continue
-                r = _rank(f, v)
-                if (r < here) if cheaper else (r > here):
-                    yield i, j, n
-
-
-def repair(pricer: Pricer, idx: np.ndarray, logp: np.ndarray) -> tuple[np.ndarray, int]:
-    """Cheaper moves until every budget holds (module docstring). Returns the indices and the move count."""
-    idx = idx.copy()
-    moves = 0
-    viol = pricer.violation(idx)
-    while viol > 0:
-        best, best_score = None, -math.inf
-        for i, j, n in _moves(pricer.space, idx, cheaper=True):
-            cand = idx.copy()
-            cand[i, j] = n
-            gain = viol - pricer.violation(cand)
-            if gain <= 0:
-                continue
-            score = gain / (max(0.0, logp[i, j, idx[i, j]] - logp[i, j, n]) + 0.05)
-            if score > best_score:
-                best, best_score = cand, score
-        if best is None:  # no single move helps: take the cheapest architecture (feasible by the check)
-            return cheapest_indices(pricer.space), moves + 1
-        idx, moves = best, moves + 1
-        viol = pricer.violation(idx)
-    return idx, moves
-
-
-def fill(pricer: Pricer, idx: np.ndarray, logp: np.ndarray) -> tuple[np.ndarray, int]:
-    """Costlier moves that keep every budget, most probable first, until none does."""
-    idx = idx.copy()
-    moves = 0
-    while True:
-        cands = []
-        for i, j, n in _moves(pricer.space, idx, cheaper=False):
-            cand = idx.copy()
-            cand[i, j] = n
-            cands.append((-(logp[i, j, n] - logp[i, j, idx[i, j]]), moves, cand))
-        cands.sort(key=lambda t: t[0])
-        for _, _, cand in cands:
-            if pricer.fits(cand):
-                idx, moves = cand, moves + 1
-                break
-        else:
-            return idx, moves
-
-
-# -- differentiable costs -----------------------------------------------------------------------------------
-
-def _persistent_price(persistent):
-    def price(specs: list[OpSpec]) -> float:
-        qc = sum(s.out_shape[2] for s in specs if s.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
-        return len(specs) * (persistent.per_tensor + persistent.per_op) + persistent.per_quant_channel * qc
-    return price
-
-
-def _flash_price(specs: list[OpSpec]) -> float:
-    m = DEFAULT_FLASH
-    total = 0.0
-    for s in specs:
-        total += m.per_tensor + m.per_op
-        if s.weights:
-            total += s.weights + 4 * s.bias + 2 * m.per_channel * s.quant_channels + 2 * m.per_tensor
-    return total
-
-
-def _aligned(shape) -> int:
-    return -(-math.prod(shape) // ALIGN) * ALIGN
-
-
-def _peak_price(scratch):
-    """Peak live bytes inside a unit (stem, block or head) whose operators are ``specs`` in order."""
-    def price(specs: list[OpSpec]) -> float:
-        if not specs:
-            return 0.0
-        block_in = _aligned(specs[0].in_shape)
-        residual = specs[-1].op == "ADD"
-        se_held = 0  # the tensor SE rescales stays alive from MEAN to MUL
-        peak = 0
-        for n, s in enumerate(specs):
-            live = _aligned(s.in_shape) + _aligned(s.out_shape) + scratch(OpNode(s, (), 0))
-            if s.op in ("ADD", "MUL"):
-                live += _aligned(s.in_shape) if s.op == "ADD" else 0
-            elif s.op == "CONV_2D" and se_held and s.in_shape[:2] == (1, 1):
-                live += se_held
-            if s.op == "MEAN" and n + 1 < len(specs) and specs[-1].op != "SOFTMAX":
-                se_held = _aligned(s.in_shape)
-            if s.op == "MUL":
-                se_held = 0
-            if residual and 0 < n < len(specs) - 1:
-                live += block_in
-            peak = max(peak, live)
-        return float(peak)
-    return price
-
-
-class ExpectedCosts:
-    """E[LAT], E[MEM] and E[FLASH] as differentiable functions of alpha's probabilities (module docstring)."""
-
-    def __init__(self, space: SearchSpace, lut: Lut, latency_tables: LatencyTables, seed: int):
-        import tensorflow as tf
-
-        from edgenas_keras.cost_tf import ExpectedLatency
-
-        self.space = space
-        self.latency = ExpectedLatency(latency_tables, space)
-        scratch, persistent = device_memory_terms(lut)
-        self.persist_const = persistent.base + persistent.per_tensor  # the runtime's base and the input tensor
-        self.persistent = ExpectedLatency(LatencyTables.build(space, _persistent_price(persistent)), space)
-        self.flash_const = DEFAULT_FLASH.header + DEFAULT_FLASH.per_tensor
-        self.flash = ExpectedLatency(LatencyTables.build(space, _flash_price), space)
-        peak = LatencyTables.build(space, _peak_price(scratch))
-        self.peak_blocks = [tf.constant(t, tf.float32) for t in peak.blocks]
-        self.peak_head = tf.constant(peak.head, tf.float32)
-        self.peak_const = float(peak.const_ms)
-        self.q0 = tf.one_hot(peak.stem_index, len(peak.vocab), dtype=tf.float32)
-        self.to_vocab = self.latency.to_vocab
-        self.skip_index = self.latency.skip_index
-        self.mem_scale = 1.0
-        self.mem_scale = self._fit_mem_scale(lut, seed)
-
-    def _peak_terms(self, probs):
-        import tensorflow as tf
-
-        q = self.q0
-        terms = [tf.constant(self.peak_const)]
-        for i, t in enumerate(self.peak_blocks):
-            p_op, p_k, p_e, p_se, p_c = probs[i]
-            terms.append(tf.einsum("aokesc,a,o,k,e,s,c->", t, q, p_op, p_k, p_e, p_se, p_c))
-            p_skip = p_op[self.skip_index[i]] if self.skip_index[i] >= 0 else tf.constant(0.0)
-            q = p_skip * q + (1.0 - p_skip) * tf.linalg.matvec(self.to_vocab[i], p_c, transpose_a=True)
-        terms.append(tf.tensordot(self.peak_head, q, 1))
-        return tf.stack(terms)
-
-    def memory(self, probs):
-        """E[MEM] in bytes: expected persistent overhead + smooth max of expected peak live bytes."""
-        import tensorflow as tf
-
-        terms = self._peak_terms(probs) / KB
-        t = tf.stop_gradient(0.03 * tf.reduce_max(terms))
-        smooth_max = t * tf.reduce_logsumexp(terms / t)
-        return self.mem_scale * (self.persist_const + self.persistent(probs) + KB * smooth_max)
-
-    def flash_bytes(self, probs):
-        return self.flash_const + self.flash(probs)
-
-    def _fit_mem_scale(self, lut: Lut, seed: int) -> float:
-        ratios = []
-        for arch in self.space.sample(12, seed=seed):
-            idx = self.space.to_indices(arch)
-            probs = [[np.eye(len(slot.choices[f]), dtype=np.float32)[idx[i, j]] for j, f in enumerate(FACTORS)]
-                     for i, slot in enumerate(self.space.slots)]
-            exact = arch_cost(self.space, arch, lut).sram_bytes
-            ratios.append(exact / float(self.memory(probs)))
-        return float(np.mean(ratios))
-
+from edgenas_keras.lut.table import Lut
+from edgenas_keras.search.config import KB, VAL_SALT, SearchConfig, SearchResult, space_with_blocks
+from edgenas_keras.search.derive import Pricer, cheapest_indices, check_feasible, fill, initial_alpha, repair
 
 # -- the search ---------------------------------------------------------------------------------------------
 
@@ -590,7 +135,7 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
     """
     space = space or SearchSpace.load()
     if data_dir is not None:
-        from edgenas_keras.classes import dataset_class_names, space_for_data
+        from edgenas_keras.data.classes import dataset_class_names, space_for_data
 
         space = space_for_data(space, dataset_class_names(data_dir), warn=_stderr)
     space = space_with_blocks(space, config.num_blocks)
@@ -652,11 +197,12 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
     import tensorflow as tf
     import tf_keras as keras
 
-    from edgenas_keras.supernet import Supernet, factor_probs
+    from edgenas_keras.model.supernet import Supernet, factor_probs
+    from edgenas_keras.search import objective
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    costs = ExpectedCosts(space, lut, penalty_tables, config.seed)
+    costs = objective.ExpectedCosts(space, lut, penalty_tables, config.seed)
     net = Supernet(space)
     net.alpha.assign(initial_alpha(space, config.alpha_init_bias, net.alpha.shape))
     w_opt = keras.optimizers.Adam(config.weight_lr)
@@ -738,7 +284,7 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
             if paths is None:
                 w_losses.append(float(weight_step(x, y, tau)))
             else:
-                from edgenas_keras.selection import one_hot_gates
+                from edgenas_keras.search.selection import one_hot_gates
 
                 path = paths[int(step_var.numpy()) % len(paths)]
                 w_losses.append(float(path_step(x, y, tf.constant(one_hot_gates(space, path)))))
@@ -826,7 +372,7 @@ def _training_paths(pricer: Pricer, config: SearchConfig, n: int = 512) -> list[
     """Strategy ``evolution``: the paths the supernet trains, ``n`` architectures drawn uniformly from the space
     and kept when their LUT latency lies in the window ``[window_low * B, B]`` (the children the evolution
     will score; memory budgets are checked on the candidates, not here), in a fixed order for the seed."""
-    from edgenas_keras.selection import Window
+    from edgenas_keras.search.selection import Window
 
     rng = np.random.default_rng([config.seed, 7001])
     paths = Window(pricer, config.window_low).sample(n, rng, check_memory=False)
@@ -839,7 +385,7 @@ def _training_paths(pricer: Pricer, config: SearchConfig, n: int = 512) -> list[
 def _argmax_answer(space, config, pricer: Pricer, probs):
     """alpha's answer: argmax, repaired, filled (when ``fill``). Returns (derived, final, repairs, fills,
     repaired latency)."""
-    from edgenas_keras.supernet import derive_indices
+    from edgenas_keras.model.supernet import derive_indices
 
     logp = np.log(np.clip(probs, 1e-12, 1.0))
     derived = derive_indices(space, probs)
@@ -865,11 +411,18 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
             history) -> SearchResult:
     """Derivation by accuracy evidence (``derive: proxy`` or ``strategy: evolution``): children in the budget
     window scored with inherited weights, BN recomputed per child, or (``fitness: trained``, ``net`` None)
-    each trained from scratch for ``fitness_steps`` steps (``edgenas_keras.selection``); the best scored one
+    each trained from scratch for ``fitness_steps`` steps (``edgenas_keras.search.selection``); the best scored one
     is returned. Writes ``candidates.json`` (every scored child, best first)."""
-    from edgenas_keras.selection import (ChildScorer, TrainedScorer, Window, canonical_indices, evolve, key_of,
-                                         max_len)
-    from edgenas_keras.supernet import legal_mask
+    from edgenas_keras.model.supernet import legal_mask
+    from edgenas_keras.search.selection import (
+        ChildScorer,
+        TrainedScorer,
+        Window,
+        canonical_indices,
+        evolve,
+        key_of,
+        max_len,
+    )
 
     t0 = time.time()
     rng = np.random.default_rng([config.seed, 7002])

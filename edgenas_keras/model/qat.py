@@ -1,4 +1,4 @@
-"""Quantization-aware training (tfmot, default 8-bit scheme) for the models ``edgenas_keras.builder`` makes.
+"""Quantization-aware training (tfmot, default 8-bit scheme) for the models ``edgenas_keras.model.builder`` makes.
 
 Every layer the builder uses quantizes out of the box (DESIGN.md section 2) except the squeeze-and-excitation
 gate's ``Multiply``: tfmot's registry does not know it ("Layer multiply ... is not supported"). The int8 MUL

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgenas_keras.data.records import STATS_FILE, VWW_CLASSES, class_names
 from edgenas_keras.errors import UserError
-from edgenas_keras.space import SearchSpace
+from edgenas_keras.arch.space import SearchSpace
 
 
 def dataset_class_names(data_dir: str | Path) -> list[str]:

@@ -2,8 +2,8 @@
 
 Layers: Conv2D / DepthwiseConv2D with linear activation and no bias, BatchNormalization, ``ReLU(6.)``, Add,
 GlobalAveragePooling2D, Dense, Softmax, and the squeeze-and-excitation gate (``Multiply``; its QAT config lives in
-``edgenas_keras.qat``). After int8 conversion BN folds into the convolution and ReLU6 fuses into it, which gives
-exactly the operators of ``edgenas_keras.ops.arch_graph`` (a test checks this on converted models).
+``edgenas_keras.model.qat``). After int8 conversion BN folds into the convolution and ReLU6 fuses into it, which gives
+exactly the operators of ``edgenas_keras.cost.graph.arch_graph`` (a test checks this on converted models).
 
 The SE gate is ``relu6(conv(z))`` with the conv's bias initialised to 3, i.e. 6 x hard-sigmoid(x) =
 relu6(x + 3), rather than tf_keras' ``hard_sigmoid`` (clip(0.2x+0.5), which tfmot rejects as an unknown
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from edgenas_keras.ops import se_reduced_channels
-from edgenas_keras.space import Arch, SearchSpace
+from edgenas_keras.cost.graph import se_reduced_channels
+from edgenas_keras.arch.space import Arch, SearchSpace
 
 L = keras.layers
 

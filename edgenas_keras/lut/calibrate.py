@@ -3,7 +3,7 @@
 A shipped table gives the *shape* of a device's costs; a user's board (its clock tree, flash wait states,
 compiler, kernel version) scales them. ``calibrate`` takes one or more (model, measured latency) pairs taken on
 the board at one clock, prices each model with the base table exactly as ``edgenas analyze`` does
-(``tflite_model.read_int8_model(...).graph()`` and ``Lut.op_us`` per operator key), and fits non-negative
+(``tflite.model.read_int8_model(...).graph()`` and ``Lut.op_us`` per operator key), and fits non-negative
 factors per operator class so that the calibrated table's sums match the measurements:
 
 - one pair: one global factor, ``measured / predicted``, so the model's prediction equals the measurement
@@ -32,8 +32,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgenas_keras.cost.graph import parse_key
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import parse_key
 
 CLASSES = ("conv1x1", "conv", "depthwise", "fc", "other")
 # Groupings of the classes by number of groups: what a given number of measurements can tell apart. Two groups
@@ -198,8 +198,8 @@ def calibrate(base, measurements: list[Measurement], clock_mhz: float | None = N
     ``UserError`` for non-positive or non-finite numbers, a model that is not full-int8 or has operators the
     base table cannot price, and a base table that is already calibrated.
     """
-    from edgenas_keras.lut import Lut  # noqa: PLC0415  (lut imports this module lazily)
-    from edgenas_keras.tflite_model import read_int8_model  # noqa: PLC0415
+    from edgenas_keras.lut.table import Lut  # noqa: PLC0415  (lut.table imports this module lazily)
+    from edgenas_keras.tflite.model import read_int8_model  # noqa: PLC0415
 
     if not measurements:
         raise UserError("give at least one --model with its --latency-ms")

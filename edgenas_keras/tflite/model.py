@@ -4,7 +4,7 @@ The analyzer, the firmware bundle and the arena measurements work on models nobo
 (the reference models in ``../shared/reference_models``), so this reads the file itself with the schema
 module shipped in the tflite-micro wheel rather than trusting a TensorFlow interpreter: no TensorFlow import,
 and the same parse for ours and anyone's. ``TfliteModel.graph()`` converts the operators to
-``edgenas_keras.ops.OpSpec``s with the same key fields ``ops.arch_graph`` produces for our blocks, so one LUT
+``edgenas_keras.cost.graph.OpSpec``s with the same key fields ``ops.arch_graph`` produces for our blocks, so one LUT
 prices both.
 
 Shapes in ``OpSpec`` are (H, W, C): a 4-D NHWC tensor drops its batch, lower-rank tensors are padded on the
@@ -37,7 +37,7 @@ import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import OpGraph, OpSpec
+from edgenas_keras.cost.graph import OpGraph, OpSpec
 
 BUILTIN_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 DTYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}

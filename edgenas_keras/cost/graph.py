@@ -3,7 +3,7 @@
 Everything that prices a model (latency from a LUT, peak SRAM, flash) works on an ``OpGraph``: the int8
 operators the TFLite converter produces (BatchNorm folded into the convolution, ReLU6 fused as the
 operator's activation), with their activation tensors. ``arch_graph`` derives it from an architecture
-without building anything; ``edgenas_keras.tflite_model`` derives the same structure from any ``.tflite``
+without building anything; ``edgenas_keras.tflite.model`` derives the same structure from any ``.tflite``
 file, so one LUT prices our blocks and third-party models alike. Tests check that both agree on converted
 models.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgenas_keras.space import Arch, Block, SearchSpace
+from edgenas_keras.arch.space import Arch, Block, SearchSpace
 
 
 HW = tuple[int, int]

@@ -45,8 +45,8 @@ import numpy as np
 import edgenas_keras
 from edgenas_keras.data.preprocessing import Preprocessing
 from edgenas_keras.errors import UserError
-from edgenas_keras.tflite_model import TfliteModel, parse
-from edgenas_keras.tflm import ARENA_ALIGNMENT, min_arena_bytes
+from edgenas_keras.tflite.model import TfliteModel, parse
+from edgenas_keras.tflite.tflm import ARENA_ALIGNMENT, min_arena_bytes
 
 BUNDLE_FORMAT = "edgenas-bundle/1"
 ARENA_MARGIN_FRACTION = 0.05     # of the measured host arena ...

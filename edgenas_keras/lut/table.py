@@ -1,4 +1,5 @@
-"""Latency lookup tables (LUT format v1): loading, validation, pricing. Pure Python: no TensorFlow.
+"""A latency lookup table (LUT format v1): its types, parsing and validation, pricing. Pure Python: no
+TensorFlow (an import-linter contract).
 
 A LUT file is JSON (schema: ``lut_assets/lut.schema.json``)::
 
@@ -11,7 +12,7 @@ A LUT file is JSON (schema: ``lut_assets/lut.schema.json``)::
 ``unit`` is ``cycles`` for MCU tables (scaled by the clock, so ``clock_mhz`` can be overridden at use) and ``us``
 for host tables. ``instructions`` (method ``emulated``: counted by the profiler firmware in QEMU, which models no
 cycles) is priced like cycles at one instruction per cycle, and says so in its ``sources``. Entries are keyed at
-TFLite-operator granularity by ``edgenas_keras.ops.lut_key``.
+TFLite-operator granularity by ``edgenas_keras.cost.graph.lut_key``.
 
 Shipped tables live in ``lut_assets/`` with a ``manifest.json`` of sha256 checksums that ``load_device``
 verifies. A LUT may also carry an analytical model (``model`` in the metadata) that prices keys the table does
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgenas_keras.errors import MissingLutKeysError, UserError
+from edgenas_keras.lut import analytical
 
 FORMAT = "edgenas-lut"
 VERSION = 1
@@ -55,7 +57,7 @@ REQUIRED_META = ("device", "core", "clock_mhz", "runtime", "kernels", "method", 
 
 def assets_dir() -> Path:
     """The shipped ``lut_assets/`` folder (next to the packages in a checkout or editable install)."""
-    return Path(__file__).resolve().parent.parent / "lut_assets"
+    return Path(__file__).resolve().parents[2] / "lut_assets"
 
 
 @dataclass(frozen=True)
@@ -236,15 +238,15 @@ def _head_price(entries: dict[str, LutEntry], key: str) -> float:
 
 
 def _lut_calibrate():
-    from edgenas_keras import lut_calibrate  # noqa: PLC0415  (only calibrated tables need it and its imports)
+    from edgenas_keras.lut import calibrate as lut_calibrate  # noqa: PLC0415  (only calibrated tables need it)
 
     return lut_calibrate
 
 
 def _host_rebase():
-    from edgenas_keras import host_rebase  # noqa: PLC0415  (only host tables priced on another machine)
+    from edgenas_keras.lut import rebase  # noqa: PLC0415
 
-    return host_rebase
+    return rebase
 
 
 def _positive(v) -> bool:
@@ -300,9 +302,7 @@ def parse(doc, source: str, sha256: str = "") -> Lut:
     model = meta.get("model")
     if model:
         # Analytical tables name the model that generated them; it also prices shapes they do not list.
-        from edgenas_keras import lut_models  # noqa: PLC0415  (only analytical tables need it)
-
-        lut.estimator = lut_models.estimator_for(meta)
+        lut.estimator = analytical.estimator_for(meta)
     return lut
 
 
@@ -319,104 +319,21 @@ def load(path: str | Path) -> Lut:
 
 
 def manifest() -> dict:
+    """The shipped tables' manifest (``lut_assets/manifest.json``): ``{"luts": {name: {"file", "sha256", ...}}}``."""
     p = assets_dir() / "manifest.json"
     if not p.is_file():
         return {"luts": {}}
     return json.loads(p.read_text())
 
 
-def shipped_devices() -> list[str]:
-    return sorted(manifest().get("luts", {}))
-
-
-def device_of(name: str) -> str:
-    """The device a shipped LUT name stands for: the manifest entry's ``device`` for an alias
-    (``cortex-m7-analytical`` -> ``cortex-m7``), the name itself otherwise (also for names not shipped, e.g.
-    a push folder named next to ``lut.file``). Use it wherever a name picks a core, a runtime footprint or a
-    push folder, so that two names of the same device are never two devices."""
-    entry = manifest().get("luts", {}).get(name)
-    return entry.get("device", name) if isinstance(entry, dict) else name
-
-
-def load_device(device: str, clock_mhz: float | None = None) -> Lut:
-    """Load a shipped LUT by name and verify its checksum against ``lut_assets/manifest.json``.
-
-    A name is a device (``cortex-m7``: the table timed on the emulated core with TFLM's kernels for it) or an
-    alias whose manifest entry says which device its table is for (``cortex-m7-analytical``: the analytical
-    cycle model that prices any shape, ``device: cortex-m7``; ``cortex-m7-emulated``: the same file as
-    ``cortex-m7``, kept for older configs); the returned table's ``device`` is always the device.
-    ``UserError`` for an unknown name or a modified file."""
-    entry = manifest().get("luts", {}).get(device)
-    if entry is None:
-        known = ", ".join(shipped_devices()) or "none"
-        raise UserError(f"no shipped LUT for device {device!r} (shipped: {known}); pass --lut FILE for your own")
-    path = assets_dir() / entry["file"]
-    lut = load(path)
-    if lut.sha256 != entry["sha256"]:
-        raise UserError(f"{path}: sha256 {lut.sha256[:12]}... does not match lut_assets/manifest.json "
-                        f"({entry['sha256'][:12]}...): the file was modified; rebuild it or restore it")
-    return lut.with_clock(clock_mhz)
-
-
-def resolve(device: str | None = None, lut_file: str | None = None, clock_mhz: float | None = None,
-            rebase: bool | None = None) -> Lut:
-    """The CLI's ``--device NAME | --lut FILE`` choice, ready to price on this machine: a host-measured table
-    timed on another machine is re-based here (``host_rebase.for_this_machine``: a probe of its keys measured
-    here, cached per table and machine; one warning line on stderr). ``rebase=False`` (or
-    ``EDGENAS_HOST_REBASE=0``) prices it as measured, with ``machine.check_lut``'s warning."""
-    from edgenas_keras import machine  # noqa: PLC0415
-
-    if bool(device) == bool(lut_file):
-        raise UserError("give exactly one of --device NAME or --lut FILE")
-    lut = load(lut_file) if lut_file else load_device(device)
-    if machine.is_host_measured(lut):
-        lut = _host_rebase().for_this_machine(lut, rebase)
-    return lut.with_clock(clock_mhz)
-
-
-def shipped_file(device: str, method: str) -> Path:
-    """Where ``edgenas lut build --device D --method M`` writes without ``--out``: the shipped file of the
-    manifest entry for that device whose table has that method (``cortex-m7`` + ``analytical`` ->
-    ``lut_assets/analytical/cortex-m7.json``), else ``lut_assets/<device>.json`` when that file is free or
-    of the same method, else ``lut_assets/<method>/<device>.json``."""
-    root = assets_dir()
-    for name, entry in sorted(manifest().get("luts", {}).items()):
-        path = root / entry["file"]
-        if entry.get("device", name) == device and path.is_file() and _method_of(path) == method:
-            return path
-    path = root / f"{device}.json"
-    if not path.is_file() or _method_of(path) == method:
-        return path
-    return root / method / f"{device}.json"
-
-
-def _method_of(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text()).get("metadata", {}).get("method")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-
-
-def update_manifest(device: str, path: Path, sha256: str) -> None:
-    """Record a shipped LUT file and its checksum in ``lut_assets/manifest.json`` (atomically).
-
-    Every name whose entry points at ``path`` (a device and its aliases share one file) gets the new checksum;
-    a file no name points at is entered as ``device`` (or, when that name is taken by another file,
-    ``<device>-<method>`` with ``"device": device``). ``path`` must be under ``lut_assets/``."""
-    mpath = assets_dir() / "manifest.json"
-    try:
-        rel = Path(path).resolve().relative_to(assets_dir().resolve()).as_posix()
-    except ValueError:
-        raise UserError(f"{path} is not under {assets_dir()}: only shipped tables go in the manifest") from None
-    m = manifest()
-    luts = m.setdefault("luts", {})
-    names = [n for n, e in luts.items() if e.get("file") == rel]
-    if not names:
-        name = device if device not in luts else f"{device}-{_method_of(Path(path))}"
-        luts[name] = {"file": rel} if name == device else {"device": device, "file": rel}
-        names = [name]
-    for n in names:
-        luts[n]["sha256"] = sha256
-    tmp = mpath.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-    tmp.replace(mpath)
+def build_analytical_lut(name: str, keys: list[str], date: str, tool_version: str):
+    """The analytical LUT of device ``name``: an entry per key, and the model that prices any other key."""
+    dev = analytical.device(name)
+    meta = {"device": dev.name, "core": dev.core, "clock_mhz": dev.clock_mhz, "runtime": dev.runtime,
+            "kernels": dev.kernels, "method": "analytical", "unit": "cycles", "tool_version": tool_version,
+            "date": date, "sources": list(dev.sources), "model": analytical.model_metadata(dev)}
+    price = analytical.estimator_for(meta)
+    entries = {k: LutEntry(price(k), 0.0, 1) for k in keys}
+    lut = Lut(meta, entries)
+    lut.estimator = price
+    return lut

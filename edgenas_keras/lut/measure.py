@@ -33,9 +33,9 @@ import numpy as np
 
 from edgenas_keras import lut as lutmod
 from edgenas_keras import machine
+from edgenas_keras.cost.graph import default_out_hw, parse_key
 from edgenas_keras.errors import UserError
-from edgenas_keras.ops import default_out_hw, parse_key
-from edgenas_keras.tflite_model import parse as parse_tflite
+from edgenas_keras.tflite.model import parse as parse_tflite
 
 TOOL_VERSION = "0.1.0"
 # Per-key timing budget: enough repeats for a stable median without spending minutes on a 50 ms operator.
@@ -187,7 +187,7 @@ def single_op_model(key: str, seed: int = 0) -> bytes:
     multiplier, pools, ADD/MUL, MEAN, FULLY_CONNECTED, SOFTMAX), with non-square kernels and strides and
     dilated convolutions. A key it cannot build is a ``UserError``; a conversion that does not give exactly
     the keyed operator is a ``RuntimeError`` naming both keys."""
-    from edgenas_keras.export import to_int8_tflite  # noqa: PLC0415
+    from edgenas_keras.model.export import to_int8_tflite  # noqa: PLC0415
 
     try:
         fields = parse_key(key)
@@ -216,7 +216,7 @@ def _cpu_invokes(invoke: Callable[[], None], n: int) -> list[float]:
 
 
 def _prepared(model_bytes: bytes):
-    from edgenas_keras import tflm  # noqa: PLC0415
+    from edgenas_keras.tflite import tflm  # noqa: PLC0415
 
     runner = tflm.Runner(model_bytes)
     rng = np.random.default_rng(0)
@@ -229,7 +229,7 @@ def _prepared(model_bytes: bytes):
 def invoke_overhead_s() -> float:
     """Median CPU seconds of one invoke of the cheapest model (one RESHAPE of one element): the Python -> C
     call and the interpreter's dispatch, which a microcontroller does not pay; subtracted from every timing."""
-    from edgenas_keras import tflm  # noqa: PLC0415
+    from edgenas_keras.tflite import tflm  # noqa: PLC0415
 
     invoke = _prepared(tflm.trivial_model_bytes())
     _cpu_invokes(invoke, 200)
@@ -330,7 +330,7 @@ def build_measured_lut(keys: list[str], out_path: Path, device: str = "host-tflm
                for k in keys}
     meta = host_metadata(device, [
         "measured on this host: single-operator int8 models in the tflite_micro Python runtime "
-        "(edgenas_keras.lut_build), median of repeated invokes minus the per-invoke interpreter overhead"])
+        "(edgenas_keras.lut.measure), median of repeated invokes minus the per-invoke interpreter overhead"])
     table = lutmod.Lut(meta, entries)
     sha = table.save(out_path)
     if update_manifest:
@@ -344,8 +344,8 @@ def build_measured_lut(keys: list[str], out_path: Path, device: str = "host-tflm
 def arch_int8_model(space, arch, seed: int = 0) -> bytes:
     """``arch`` built untrained, its BatchNorm statistics calibrated (``export.calibrate_untrained``: TFLM
     aborts on the vanishing scales of a fresh network), converted to full int8."""
-    from edgenas_keras.builder import build_model  # noqa: PLC0415
-    from edgenas_keras.export import calibrate_untrained, random_representative, to_int8_tflite  # noqa: PLC0415
+    from edgenas_keras.model.builder import build_model  # noqa: PLC0415
+    from edgenas_keras.model.export import calibrate_untrained, random_representative, to_int8_tflite  # noqa: PLC0415
 
     model = build_model(space, arch)
     shape = tuple(int(d) for d in model.input.shape[1:])
@@ -400,8 +400,8 @@ def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = 
     (200 architectures take hours on a loaded 2-core machine: conversion dominates)."""
     from tqdm import tqdm  # noqa: PLC0415
 
-    from edgenas_keras.ops import arch_graph  # noqa: PLC0415
-    from edgenas_keras.space import encode  # noqa: PLC0415
+    from edgenas_keras.arch.space import encode  # noqa: PLC0415
+    from edgenas_keras.cost.graph import arch_graph  # noqa: PLC0415
 
     archs = space.sample(n, seed=seed)
     table.require(k for a in archs for k in arch_graph(space, a).keys)
@@ -429,8 +429,8 @@ def validate_host(space, table: lutmod.Lut, n: int, seed: int, progress: bool = 
 def validate_against_table(space, table: lutmod.Lut, measured: lutmod.Lut, n: int, seed: int) -> tuple[dict, list]:
     """Price ``n`` sampled architectures with an analytical table and with a measured LUT of the same device
     (``edgenas lut collect`` output): the accuracy of the model where only per-operator measurements exist."""
-    from edgenas_keras.ops import arch_graph  # noqa: PLC0415
-    from edgenas_keras.space import encode  # noqa: PLC0415
+    from edgenas_keras.arch.space import encode  # noqa: PLC0415
+    from edgenas_keras.cost.graph import arch_graph  # noqa: PLC0415
 
     archs = space.sample(n, seed=seed)
     measured.require(k for a in archs for k in arch_graph(space, a).keys)

@@ -1,0 +1,1 @@
+"""Keras models (TensorFlow): the builder of one architecture, the supernet, QAT and int8 export."""

@@ -1,0 +1,202 @@
+"""The search's configuration (``SearchConfig``), its result (``SearchResult``) and the space at K blocks.
+
+Pure Python: no TensorFlow (the pipeline's configuration imports it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.cost.estimate import (
+    ArchCost,
+)
+from edgenas_keras.errors import UserError
+
+KB = 1024  # budgets in kB are KiB: 1 kB = 1024 bytes
+VAL_SALT = "search-val"
+PROXIES = ("lut", "macs")
+STRATEGIES = ("differentiable", "evolution")
+DERIVATIONS = ("argmax", "proxy")
+FITNESS = ("inherited", "trained")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search. Budgets: latency in ms (required), SRAM and flash in kB (1024 B)."""
+
+    latency_ms: float
+    sram_kb: float | None = None
+    flash_kb: float | None = None
+    # Objective and the multiplier schedule
+    penalty: bool = True            # ablation: False = CE only
+    schedule: bool = True           # ablation: False = fixed multipliers
+    mu0: float = 1.0                # latency multiplier, initial
+    nu0: float = 1.0                # SRAM multiplier, initial
+    flash_mult0: float = 1.0        # flash multiplier, initial
+    growth: float = 1.5             # multiplier factor after a violated check (paper rule)
+    check_every: int = 5            # alpha steps between constraint checks
+    latency_proxy: str = "lut"      # ablation: "macs"
+    num_blocks: int | None = None   # ablation: K searchable blocks instead of the space's
+    # Training
+    epochs: int = 4
+    warmup_epochs: int = 1
+    steps_per_epoch: int | None = 30  # cap on weight steps per epoch (None: the whole training subset)
+    batch_size: int = 32
+    train_resolution: int | None = 48  # supernet input resolution (None: the space's); costs use the space's
+    weight_lr: float = 3e-3
+    alpha_lr: float = 5e-2
+    tau_start: float = 1.0
+    tau_end: float = 0.1
+    val_fraction: float = 0.2
+    seed: int = 0
+    alpha_init_bias: float = 2.0    # initial logit of each factor's costliest choice over its cheapest (0: uniform)
+    # Derivation
+    fill: bool = True
+    # Strategy and accuracy evidence (edgenas_keras.search.selection)
+    strategy: str = "differentiable"  # "evolution": window-path supernet, then evolution over inherited weights
+    derive: str = "argmax"          # "proxy": alpha's candidates scored with inherited weights (differentiable)
+    window_low: float = 0.9         # candidates scored: latency in [window_low * B, B], every budget met
+    candidates: int = 64            # children scored with inherited weights (proxy derivation, evolution)
+    population: int = 16            # evolution's population
+    bn_batches: int = 2             # training batches a child's BN statistics are recomputed on
+    score_batches: int = 8          # validation batches a child is scored on
+    fitness: str = "inherited"      # evolution's score: "inherited" supernet weights or "trained" from scratch
+    fitness_steps: int = 250        # fitness "trained": Adam steps of each child's stand-alone training
+
+    def __post_init__(self):
+        def positive(name, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise UserError(f"search config: {name} must be a positive number, got {v!r}")
+
+        for name in ("latency_ms", "mu0", "nu0", "flash_mult0", "weight_lr", "alpha_lr", "tau_start", "tau_end"):
+            positive(name)
+        for name in ("sram_kb", "flash_kb"):
+            positive(name, allow_none=True)
+        for name in ("epochs", "batch_size", "check_every", "candidates", "population", "bn_batches",
+                     "score_batches", "fitness_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"search config: {name} must be an integer >= 1, got {v!r}")
+        for name in ("num_blocks", "steps_per_epoch", "train_resolution"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise UserError(f"search config: {name} must be an integer >= 1 or null, got {v!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+            raise UserError(f"search config: warmup_epochs must be an integer in [0, epochs), got "
+                            f"{self.warmup_epochs!r} with epochs {self.epochs}")
+        if not (isinstance(self.growth, (int, float)) and self.growth >= 1):
+            raise UserError(f"search config: growth must be >= 1, got {self.growth!r}")
+        if self.latency_proxy not in PROXIES:
+            raise UserError(f"search config: latency_proxy must be one of {PROXIES}, got {self.latency_proxy!r}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"search config: strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.derive not in DERIVATIONS:
+            raise UserError(f"search config: derive must be one of {DERIVATIONS}, got {self.derive!r}")
+        if self.fitness not in FITNESS:
+            raise UserError(f"search config: fitness must be one of {FITNESS}, got {self.fitness!r}")
+        if self.fitness == "trained" and self.strategy != "evolution":
+            raise UserError("search config: fitness 'trained' needs strategy 'evolution' (the differentiable "
+                            f"strategy scores alpha's candidates with the supernet's weights), got {self.strategy!r}")
+        if (isinstance(self.window_low, bool) or not isinstance(self.window_low, (int, float))
+                or not 0 <= self.window_low < 1):
+            raise UserError(f"search config: window_low must be a number in [0, 1), got {self.window_low!r}")
+        if self.population < 2:
+            raise UserError(f"search config: population must be an integer >= 2, got {self.population!r}")
+        if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
+            raise UserError(f"search config: val_fraction must be a number in (0, 1), got {self.val_fraction!r}")
+        if not (isinstance(self.alpha_init_bias, (int, float)) and math.isfinite(self.alpha_init_bias)):
+            raise UserError(f"search config: alpha_init_bias must be a number, got {self.alpha_init_bias!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise UserError(f"search config: seed must be an integer >= 0, got {self.seed!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "search config") -> SearchConfig:
+        if not isinstance(d, dict):
+            raise UserError(f"{source}: must be a mapping of search settings")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        if "latency_ms" not in d:
+            raise UserError(f"{source}: missing field latency_ms (the latency budget)")
+        if "warmup_epochs" not in d and isinstance(d.get("epochs"), int) and d["epochs"] >= 1:
+            d = dict(d, warmup_epochs=min(cls.warmup_epochs, d["epochs"] - 1))  # --epochs 1: search at once
+        return cls(**d)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def budgets(self) -> dict:
+        return {"latency_ms": self.latency_ms, "sram_kb": self.sram_kb, "flash_kb": self.flash_kb}
+
+
+def search_config_from(search: dict, budgets: dict, seed: int) -> SearchConfig:
+    """The pipeline's form (a ``search:`` mapping of SearchConfig fields, budgets in ms and bytes with 0 for
+    'no budget', the run's seed) -> ``SearchConfig``."""
+    d = dict(search or {})
+    lat = budgets.get("latency_ms") or d.get("latency_ms")
+    if not lat:
+        raise UserError("budgets.latency_ms must be set (a positive latency budget in ms)")
+    d["latency_ms"] = float(lat)
+    for key, name in (("sram_bytes", "sram_kb"), ("flash_bytes", "flash_kb")):
+        if budgets.get(key):
+            d[name] = budgets[key] / KB
+    d.setdefault("seed", seed)
+    return SearchConfig.from_dict(d, source="pipeline config search")
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    arch: str
+    cost: ArchCost
+    budgets: dict
+    device: str
+    lut_sha256: str
+    feasible: bool
+    repaired: bool
+    filled: bool
+    derived_arch: str            # argmax of alpha, before repair / fill
+    derived_latency_ms: float
+    out_dir: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"arch": self.arch, **self.cost.as_dict(), "budgets": self.budgets, "device": self.device,
+                "lut_sha256": self.lut_sha256, "feasible": self.feasible, "repaired": self.repaired,
+                "filled": self.filled, "derived_arch": self.derived_arch,
+                "derived_latency_ms": self.derived_latency_ms, "out_dir": self.out_dir, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchResult:
+        cost = ArchCost(*(d[k] for k in ("latency_ms", "sram_bytes", "flash_bytes", "macs", "params")))
+        known = {"arch", "budgets", "device", "lut_sha256", "feasible", "repaired", "filled", "derived_arch",
+                 "derived_latency_ms", "out_dir", *cost.as_dict()}
+        return cls(d["arch"], cost, d["budgets"], d["device"], d["lut_sha256"], d["feasible"], d["repaired"],
+                   d["filled"], d["derived_arch"], d["derived_latency_ms"], d.get("out_dir", ""),
+                   {k: v for k, v in d.items() if k not in known})
+
+
+# -- the space under search -------------------------------------------------------------------------------
+
+def space_with_blocks(space: SearchSpace, k: int | None) -> SearchSpace:
+    """The K-searchable-blocks ablation: the first K blocks of ``space`` (K < N), or N blocks followed by
+    stride-1 copies of the last block's choices (K > N)."""
+    if k is None or k == space.num_blocks:
+        return space
+    d = space.to_dict()
+    blocks = d["blocks"][:k]
+    while len(blocks) < k:
+        blocks.append({"stride": 1, "choices": dict(d["blocks"][-1]["choices"])})
+    d["blocks"] = blocks
+    d["name"] = f"{space.name}-k{k}"
+    try:
+        return SearchSpace.from_dict(d, source=f"{space.source} with num_blocks={k}")
+    except ValueError as exc:
+        raise UserError(f"num_blocks {k}: {exc}") from None
+
+
