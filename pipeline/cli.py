@@ -2,6 +2,11 @@
 
 Error contract (DESIGN.md section 4): a user's mistake prints one line ``error: ...`` on stderr and exits
 with status 2; ``--debug`` shows the traceback instead.
+
+Beam options after ``--``: the commands with ``--beam-arg`` (``run``, ``data ingest``) also take Beam options
+after a literal ``--`` (``edgenas data ingest ... -- --direct_num_workers=2``). ``parse_args`` splits the
+command line at the first ``--`` and appends the tail to ``args.beam_arg``; a tail given to any other command
+is a usage error.
 """
 
 from __future__ import annotations
@@ -35,9 +40,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class BeamTailError(UserError):
+    """Arguments after ``--`` given to a command that takes no Beam options."""
+
+
+def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse an ``edgenas`` command line (``sys.argv[1:]`` if None). Everything after the first literal ``--``
+    is a Beam option, appended to ``args.beam_arg`` after the ``--beam-arg`` ones.
+
+    Raises BeamTailError if there is a ``--`` and the command has no ``--beam-arg``; argparse's own usage
+    errors exit with status 2 as usual."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail = None
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    args = (parser or build_parser()).parse_args(argv)
+    if tail is not None:
+        if not hasattr(args, "beam_arg"):
+            command = " ".join(str(v) for k, v in sorted(vars(args).items())
+                               if k == "command" or (k.endswith("_command") and v))
+            raise BeamTailError(f"`edgenas {command}` takes no Beam options, but arguments follow `--`: "
+                                f"{' '.join(tail) or '(none)'} (only `run` and `data ingest` pass options after "
+                                "-- to Beam)")
+        args.beam_arg = [*args.beam_arg, *tail]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except BeamTailError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.debug:
         # native libraries' own logging (TensorFlow's C++ log, the converter's) becomes visible again
         os.environ["EDGENAS_DEBUG"] = "1"

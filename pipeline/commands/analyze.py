@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from pipeline.commands._util import emit, existing_file, progress_write
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, emit, existing_file, progress_write
 
 
 def register(sub) -> None:
-    p = sub.add_parser("analyze", help="per-operator latency, SRAM, arena and flash of a .tflite model",
+    p = sub.add_parser("analyze", parents=[LUT_SOURCE, JSON_OUTPUT], help="per-operator latency, SRAM, arena and flash of a .tflite model",
                        description="Analyze a full-int8 .tflite for a device: per-operator and total latency "
                        "from the device's LUT, peak SRAM on the target (TFLM greedy planner + the device's "
                        "kernel scratch + persistent overhead), the TFLM arena measured on this host by "
@@ -30,18 +30,11 @@ def register(sub) -> None:
                        "tensors count in SRAM and the arena, since TFLM allocates them all. Weights stored "
                        "outside the flatbuffer (buffer offset/size) are refused.")
     p.add_argument("model", metavar="MODEL.tflite")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--device", help="a shipped LUT by name (see `edgenas lut list`): cortex-m7 is timed on the "
-                   "emulated core and lists the search space's and the reference models' keys; "
-                   "cortex-m7-analytical (also cortex-m4-, riscv-analytical) prices any shape")
-    g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1)")
-    p.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
     p.add_argument("--allow-estimate", action="store_true",
                    help="price keys a measured or emulated LUT lacks with a scaled analytical estimate (with a "
                    "warning)")
     p.add_argument("--no-arena", action="store_true", help="skip the host arena bisection and the emulated "
                    "arena (the model on the device's core in QEMU, where it has one; faster)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_analyze)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit, load_space, parse_arch
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, load_space, parse_arch
 
 
 def register(sub) -> None:
@@ -10,18 +10,12 @@ def register(sub) -> None:
     asub = p.add_subparsers(dest="arch_command", metavar="SUBCOMMAND")
     asub.required = True
     chk = asub.add_parser(
-        "check", help="price one architecture on a device's LUT",
+        "check", parents=[LUT_SOURCE, SPACE_FILE, JSON_OUTPUT], help="price one architecture on a device's LUT",
         description="Predict latency (from the device LUT), peak SRAM (the TFLM arena), flash, MACs and "
         "parameters of one architecture. ARCH is an architecture string such as "
         "ir_k3_e4_c16-dws_k5_c24-skip-ir_k3_e6_se4_c32-dws_k3_c32-ir_k5_e2_c48-skip.")
     chk.add_argument("arch", metavar="ARCH", help="architecture string")
-    g = chk.add_mutually_exclusive_group(required=True)
-    g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
-    g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1)")
     chk.add_argument("--resolution", type=int, help="input resolution (default: the space's)")
-    chk.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
-    chk.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
-    chk.add_argument("--json", action="store_true", help="print one JSON object")
     chk.set_defaults(func=cmd_check)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from edgenas_keras.errors import UserError
-from pipeline.commands._util import emit, existing_file, progress_write
+from pipeline.commands._util import JSON_OUTPUT, emit, existing_file, progress_write
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bundle", help="write the TFLite Micro firmware bundle of an int8 .tflite model",
+    p = sub.add_parser("bundle", parents=[JSON_OUTPUT], help="write the TFLite Micro firmware bundle of an int8 .tflite model",
                        description="Write model.tflite, <name>_model_data.cc/.h (16-byte aligned C array), "
                        "<name>_op_resolver.h (exactly the model's operators), <name>_model_settings.h "
                        "(input shape, quantisation, preprocessing, labels, kTensorArenaSize = measured arena + "
@@ -32,7 +32,6 @@ def register(sub) -> None:
                    help="the float range the model's input expects for pixels 0..255 (linear: x = LO + pixel * "
                    "(HI - LO) / 255), for a model without recorded preprocessing; write it with '=' when LO is "
                    "negative: --input-range=-1,1. Recorded in the README, settings header and manifest")
-    p.add_argument("--json", action="store_true", help="print one JSON object describing the bundle")
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,8 @@
 
 - ``data ingest``: real images (COCO 2014 + instances annotations, the MLPerf Tiny folders, or a user's
   image folders with any number of classes) through the Beam pipeline in components/vww_ingest.py;
-  multi-process DirectRunner by default, any runner through ``--beam-arg=--runner=...``.
+  multi-process DirectRunner by default, any runner through ``--beam-arg=--runner=...`` or Beam options
+  after a literal ``--``.
 - ``data synth``: the synthetic VWW-like data set (edgenas_keras/data/synth.py), drawn in this process;
   the embedded default data set of the main job is made by it. ``--num-classes N`` draws N shape classes.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from edgenas_keras.errors import UserError
-from pipeline.commands._util import emit, existing_file
+from pipeline.commands._util import BEAM_OPTIONS_EPILOG, JSON_OUTPUT, emit, existing_file
 
 
 def register(subparsers) -> None:
@@ -24,6 +25,9 @@ def register(subparsers) -> None:
 
     ing = sub.add_parser(
         "ingest",
+        parents=[JSON_OUTPUT],
+        epilog=BEAM_OPTIONS_EPILOG.format(
+            example="edgenas data ingest --source folders --images DIR --out OUT -- --direct_num_workers=2"),
         help="ingest COCO 2014, MLPerf Tiny or your own image folders into TFRecord shards (Apache Beam)",
         description="Label, resize and shard real images. Sources: coco (COCO 2014 + instances "
         "annotations, the VWW person rule), mlperf-tiny (person/ and non_person/), folders (your own data "
@@ -40,7 +44,7 @@ def register(subparsers) -> None:
         "orientation is kept raw unless --exif-transpose; images that cannot be converted exactly "
         "(no declared range, samples outside it, unreadable files) are quarantined with the reason, "
         "listed in OUT/stats.json and --json, never clipped. Pass-through Beam options take the "
-        "'=' form: --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ...",
+        "'=' form: --beam-arg=--runner=DataflowRunner --beam-arg=--project=P ..., or follow a literal --.",
     )
     ing.add_argument("--source", choices=["coco", "mlperf-tiny", "folders"], required=True)
     ing.add_argument(
@@ -104,12 +108,12 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="=--OPTION=VALUE",
-        help="pass-through Beam pipeline option, e.g. --beam-arg=--runner=FlinkRunner (repeatable)",
+        help="pass-through Beam pipeline option, e.g. --beam-arg=--runner=FlinkRunner (repeatable; or give "
+        "them after a literal --, see below)",
     )
-    ing.add_argument("--json", action="store_true", help="print one JSON object")
     ing.set_defaults(func=cmd_ingest)
 
-    syn = sub.add_parser("synth", help="generate the synthetic VWW data set")
+    syn = sub.add_parser("synth", parents=[JSON_OUTPUT], help="generate the synthetic VWW data set")
     syn.add_argument("--out", required=True, metavar="DIR", help="output Examples directory")
     syn.add_argument("--n", type=int, required=True, help="number of images")
     syn.add_argument("--resolution", type=int, default=96)
@@ -124,7 +128,6 @@ def register(subparsers) -> None:
         help="draw N shape classes (2..24: circle, square, triangle, star, cross, ring, crescent, hexagon, "
         "then striped and dotted ones) instead of the VWW person scenes (default 0: VWW)",
     )
-    syn.add_argument("--json", action="store_true", help="print one JSON object")
     syn.set_defaults(func=cmd_synth)
 
 

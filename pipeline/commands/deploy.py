@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.commands._util import emit
+from pipeline.commands._util import JSON_OUTPUT, emit
 
 
 def register(sub) -> None:
@@ -17,6 +17,7 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "submit",
+        parents=[JSON_OUTPUT],
         help="submit a compiled pipeline YAML to Kubeflow Pipelines (a run, or a recurring run with --schedule)",
         description="Submit a pipeline spec compiled by `edgenas compile` with the kfp client.",
         epilog="environment (credentials and defaults; see README.md, Deploying):\n"
@@ -47,11 +48,11 @@ def register(sub) -> None:
         "a five-field cron gets second 0 prepended; replaces the recurring run of the same name",
     )
     p.add_argument("--namespace", help="Kubernetes namespace (multi-user Kubeflow)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser(
         "push",
+        parents=[JSON_OUTPUT],
         help="push a firmware bundle to DEST/<model-name>/<device>/<version>/ and update LATEST",
         description="Publish a bundle directory as an immutable version (UTC time + content hash) under a "
         "local folder or gs://bucket/prefix; identical content is pushed once. Uses Google application "
@@ -61,7 +62,6 @@ def register(sub) -> None:
     p.add_argument("--dest", required=True, help="local folder or gs://bucket/prefix")
     p.add_argument("--model-name", required=True, help="model name, the first level under DEST")
     p.add_argument("--device", required=True, help="target device, e.g. cortex-m7")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_push)
 
 

@@ -4,14 +4,14 @@ instruction counts (whole invoke and per operator) and the linked image's flash.
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit, existing_file, progress_write
+from pipeline.commands._util import JSON_OUTPUT, emit, existing_file, progress_write
 
 
 def register(sub) -> None:
     from deploy.tflm_build import TARGETS
 
     p = sub.add_parser(
-        "emulate", help="build a model's firmware bundle for a Cortex-M/RISC-V core and run it in QEMU",
+        "emulate", parents=[JSON_OUTPUT], help="build a model's firmware bundle for a Cortex-M/RISC-V core and run it in QEMU",
         description="Bundle MODEL.tflite (as `edgenas bundle` does), link it with TFLM (CMSIS-NN kernels on "
         "Cortex-M, reference kernels on RV32; the library is built once per target into "
         "${EDGENAS_CACHE:-~/.cache/edgenas}/tflm, about 8 minutes on 2 cores) and a small application, run it "
@@ -28,7 +28,6 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
                    help="give up on a QEMU run after this long (default 900)")
     p.add_argument("--keep", metavar="DIR", help="keep the generated sources, ELF and map file in DIR")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
 

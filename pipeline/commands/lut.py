@@ -4,27 +4,25 @@ validating, profiling and collecting LUTs are registered by ``lut_tools`` into t
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_NO_CLOCK, emit
 
 
 def register(sub) -> None:
     p = sub.add_parser("lut", help="latency lookup tables: list, show, calibrate, build, validate, profile-set, collect, qemu-board")
     lsub = p.add_subparsers(dest="lut_command", metavar="SUBCOMMAND")
     lsub.required = True
-    ls = lsub.add_parser("list", help="the shipped LUTs", description="List the LUTs shipped in lut_assets/.")
-    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls = lsub.add_parser("list", parents=[JSON_OUTPUT], help="the shipped LUTs", description="List the LUTs shipped in lut_assets/.")
     ls.set_defaults(func=cmd_list)
-    sh = lsub.add_parser("show", help="one LUT's metadata and entry counts",
+    sh = lsub.add_parser("show", parents=[JSON_OUTPUT], help="one LUT's metadata and entry counts",
                          description="Show a shipped LUT (by device name) or a LUT file: metadata, checksum, "
                          "entries per operator type.")
     sh.add_argument("device", metavar="DEVICE", help="device name, or a path to a LUT file")
-    sh.add_argument("--json", action="store_true", help="print one JSON object")
     sh.set_defaults(func=cmd_show)
     _register_calibrate(lsub)
-    try:
-        from pipeline.commands import lut_tools
-    except ImportError:  # the build/validate/profile tools are optional at import time
-        return
+    # lut_tools imports nothing optional at module level (its heavy imports are inside the commands), so an
+    # ImportError here is a bug: it must fail loudly, not drop build/validate/profile-set/collect/qemu-board
+    from pipeline.commands import lut_tools
+
     lut_tools.register_lut_subcommands(lsub)
 
 
@@ -80,7 +78,7 @@ def cmd_show(args) -> int:
 
 def _register_calibrate(lsub) -> None:
     c = lsub.add_parser(
-        "calibrate", help="scale a LUT to your board from measured end-to-end latencies",
+        "calibrate", parents=[LUT_SOURCE_NO_CLOCK, JSON_OUTPUT], help="scale a LUT to your board from measured end-to-end latencies",
         description="Write a LUT for your board: the base table (--device or --lut) scaled so that the "
         "latency it predicts for each --model (the sum over the model's operators, as `edgenas analyze` "
         "prices it) matches what you measured on the board (--latency-ms, at --clock-mhz). One pair: one "
@@ -90,9 +88,6 @@ def _register_calibrate(lsub) -> None:
         "measurements determine. The factors, the measurements, the residuals, the date and the base LUT's "
         "sha256 are recorded in metadata.calibration; use the file with --lut (analyze, arch check, search, "
         "validate) or lut.file in a pipeline config.")
-    g = c.add_mutually_exclusive_group(required=True)
-    g.add_argument("--device", help="base: a shipped LUT by device name (see `edgenas lut list`)")
-    g.add_argument("--lut", metavar="FILE", help="base: a LUT file (format v1), e.g. from `edgenas lut collect`")
     c.add_argument("--model", action="append", required=True, metavar="M.tflite",
                    help="a full-int8 model you measured on the board (repeatable)")
     c.add_argument("--latency-ms", action="append", required=True, metavar="T",
@@ -102,7 +97,6 @@ def _register_calibrate(lsub) -> None:
     c.add_argument("--classes", metavar="N", help="number of operator-class groups to fit, 1 to 5 (default: "
                    "as many as the measurements determine; 1 = one global factor)")
     c.add_argument("--out", required=True, metavar="FILE", help="the calibrated LUT file to write")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_calibrate)
 
 

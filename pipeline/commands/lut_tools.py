@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
-from pipeline.commands._util import emit, load_space
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_NO_CLOCK, SPACE_FILE, emit, load_space
 
 HOST_DEVICE = "host-tflm"
 
 
 def register_lut_subcommands(lsub) -> None:
-    b = lsub.add_parser("build", help="build a device's LUT (measured on this host, timed on an emulated core, or analytical)",
+    b = lsub.add_parser("build", parents=[SPACE_FILE, JSON_OUTPUT], help="build a device's LUT (measured on this host, timed on an emulated core, or analytical)",
                         description="Build lut_assets/<device>.json for every LUT key reachable from the search "
                         "space and record it in lut_assets/manifest.json. host-tflm is measured here (single-"
                         "operator int8 models timed in the TFLM runtime; resumable, about 45 min on 2 shared "
@@ -43,7 +43,6 @@ def register_lut_subcommands(lsub) -> None:
     b.add_argument("--keys-from", metavar="LUT.json", help="the keys of this LUT file (e.g. a shipped table) "
                    "instead of the space's (with --model: and the models' keys)")
     b.add_argument("--limit", type=int, metavar="N", help="only the first N keys (a quick table; smoke tests)")
-    b.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     b.add_argument("--resolution", type=int, action="append",
                    help="input resolution(s) to cover (repeatable; default: the space's)")
     b.add_argument("--out", metavar="FILE", help="write here instead of the shipped table of that device "
@@ -58,22 +57,17 @@ def register_lut_subcommands(lsub) -> None:
     b.add_argument("--refit", action="store_true", help="emulated tables: convert the existing table's cycles "
                    "to the current fit to the public anchors (deploy/lut_emulated.py ANCHORS; the anchors run "
                    "in QEMU, cached) without timing any key again")
-    b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_build)
 
-    v = lsub.add_parser("validate", help="accuracy of a LUT against end-to-end measurements",
+    v = lsub.add_parser("validate", parents=[LUT_SOURCE_NO_CLOCK, SPACE_FILE, JSON_OUTPUT], help="accuracy of a LUT against end-to-end measurements",
                         description="Sample architectures, price each from the LUT and compare with measured "
                         "end-to-end latency: MAE (ms), MAPE (%%), Spearman rho, and a scatter plot. host-tflm "
                         "is measured here in the TFLM runtime. MCU devices with an emulated core take "
                         "--emulated (each architecture converted and run end to end in QEMU: 30 to 60 s each here); others need "
                         "--measured FILE (a measured LUT of that device, from `edgenas lut collect`); without "
                         "either the command exits with status 2.")
-    vg = v.add_mutually_exclusive_group(required=True)
-    vg.add_argument("--device", help="a shipped LUT by device name")
-    vg.add_argument("--lut", metavar="FILE", help="a LUT file instead (e.g. from `edgenas lut calibrate`)")
     v.add_argument("--samples", type=int, default=200, help="number of architectures (default 200)")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     v.add_argument("--measured", metavar="FILE", help="measured LUT of the same device to compare against")
     v.add_argument("--emulated", action="store_true", help="run each sampled architecture's int8 model end to "
                    "end on the device's emulated core (QEMU, `edgenas emulate`) and compare its instructions x "
@@ -87,25 +81,22 @@ def register_lut_subcommands(lsub) -> None:
     v.add_argument("--no-rebase", action="store_true", help="price a host table measured on another machine as "
                    "measured (by default it is re-based to this machine from a probe of its keys timed here, "
                    "cached per table and machine in ~/.cache/edgenas/host-rebase; same as EDGENAS_HOST_REBASE=0)")
-    v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
 
-    p = lsub.add_parser("profile-set", help="single-operator models for on-board profiling",
+    p = lsub.add_parser("profile-set", parents=[SPACE_FILE, JSON_OUTPUT], help="single-operator models for on-board profiling",
                         description="Write one full-int8 single-operator model per LUT key, manifest.json and "
                         "profile_set.cc (the models as C arrays) for deploy/firmware/lut_profiler.")
     p.add_argument("--device", required=True, help="the board's name (recorded in the manifest)")
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
     p.add_argument("--shard", default="0/1", metavar="K/N",
                    help="only keys K, K+N, K+2N... (a board's flash rarely holds every model at once)")
     p.add_argument("--limit", type=int, help="at most this many keys (smoke tests)")
     p.add_argument("--model", metavar="FILE.tflite", action="append",
                    help="profile this int8 model's operator keys instead of the space's (repeatable; keys "
                    "the single-operator generator cannot build are skipped and listed)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_profile_set)
 
-    c = lsub.add_parser("collect", help="read on-board measurements over a serial port into a LUT",
+    c = lsub.add_parser("collect", parents=[JSON_OUTPUT], help="read on-board measurements over a serial port into a LUT",
                         description="Drive deploy/firmware/lut_profiler over a serial port (line protocol in "
                         "deploy/lut_profiler.py), validate every line, write a LUT: measured cycles from a board, "
                         "emulated instructions from the firmware in QEMU (`edgenas lut qemu-board`; the board's "
@@ -118,10 +109,9 @@ def register_lut_subcommands(lsub) -> None:
     c.add_argument("--out", metavar="FILE", help="LUT file to write (default: <device>.json here)")
     c.add_argument("--baud", type=int, default=115200)
     c.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
-    c.add_argument("--json", action="store_true", help="print one JSON object")
     c.set_defaults(func=cmd_collect)
 
-    q = lsub.add_parser("qemu-board", help="run the profiler firmware in QEMU, its UART on a pseudo-terminal",
+    q = lsub.add_parser("qemu-board", parents=[JSON_OUTPUT], help="run the profiler firmware in QEMU, its UART on a pseudo-terminal",
                         description="Build deploy/firmware/lut_profiler for a profile set and an emulated core "
                         "(cortex-m4: mps2-an386, cortex-m7: mps2-an500, cortex-m33: mps2-an505, riscv32: virt; "
                         "the TFLM library is built once per target, about 8 min), run it in QEMU with "
@@ -135,7 +125,6 @@ def register_lut_subcommands(lsub) -> None:
     q.add_argument("--counter", choices=("instructions", "dwt"), default="instructions",
                    help="dwt: build the DWT cycle-counter variant a real Cortex-M board uses (QEMU has no DWT: "
                    "the firmware answers every RUN with ERROR)")
-    q.add_argument("--json", action="store_true", help="print one JSON object (when the port is open)")
     q.set_defaults(func=cmd_qemu_board)
 
 
@@ -339,8 +328,8 @@ def cmd_collect(args) -> int:
 
     manifest = read_manifest(Path(args.profile_set))
     try:
-        import serial
-    except ImportError:
+        import serial  # pyserial: a declared dependency (pyproject.toml), but only this command needs it
+    except ImportError:  # an install without it (e.g. a trimmed container) gets one line saying what to install
         raise UserError("pyserial is not installed: pip install pyserial") from None
     try:
         port = serial.serial_for_url(args.port, baudrate=args.baud, timeout=1.0)

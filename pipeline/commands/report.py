@@ -1,6 +1,6 @@
 """``edgenas report RUN_DIR [--out report.html]``: a self-contained HTML report of a run or of the benchmark.
 
-RUN_DIR is a folder ``edgenas run --output`` wrote (it holds ``summary.json``; every run's RunReport
+RUN_DIR is a folder ``edgenas run --out`` wrote (it holds ``summary.json``; every run's RunReport
 component also writes the report as an artifact, ``summary.json``'s ``report``), or a benchmark result: a folder holding ``paper_tables.json`` or that JSON
 file. The file has everything inline (SVG figures, styles; no script, no network). Finding a run's files is
 ``pipeline/report.py``; the sections and figures are ``edgenas_keras/report.py``.
@@ -8,15 +8,16 @@ file. The file has everything inline (SVG figures, styles; no script, no network
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit
+from pipeline.commands._util import JSON_OUTPUT, emit
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "report",
+        parents=[JSON_OUTPUT],
         help="a self-contained HTML report of a pipeline run or of the benchmark",
         description="Write one self-contained HTML file (inline SVG figures, no script, no network) about a "
-        "pipeline run or a benchmark result. For a run (a folder `edgenas run --output` wrote; every run "
+        "pipeline run or a benchmark result. For a run (a folder `edgenas run --out` wrote; every run "
         "also writes it as the RunReport artifact that summary.json's report names): the verdict against every budget; int8 accuracy against latency "
         "for every model validated in the folder, with the Pareto front and the latency budget; the search "
         "history (expected latency and memory against the search's budgets, the penalty multipliers, alpha's "
@@ -31,7 +32,6 @@ def register(sub) -> None:
                    "paper_tables.json)")
     p.add_argument("--out", metavar="FILE.html", help="where to write the report (default: report.html in "
                    "RUN_DIR, or beside the benchmark JSON)")
-    p.add_argument("--json", action="store_true", help="print {report, kind} as one JSON object")
     p.set_defaults(func=cmd_report)
 
 

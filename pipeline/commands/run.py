@@ -1,8 +1,9 @@
 """``edgenas run`` (the whole pipeline on this machine) and ``edgenas compile`` (a Kubeflow Pipelines spec).
 
 ``run``: LocalDagRunner by default, BeamDagRunner with ``--runner beam`` (a multi-process DirectRunner for
-the Beam components, or any Beam runner through ``--beam-arg=--runner=...``); MLMD, artifacts, the resolved
-configuration and ``summary.json`` under ``--output``. A rerun of the same configuration into the same
+the Beam components, or any Beam runner through ``--beam-arg=--runner=...`` or Beam options after a
+literal ``--``); MLMD, artifacts, the resolved configuration and ``summary.json`` under ``--out`` (also
+spelled ``--output``, the flag's older name). A rerun of the same configuration into the same
 folder reuses every finished component from the cache.
 
 ``compile``: KubeflowV2DagRunner to one YAML document with ``schemaVersion: 2.1.0`` (the only schema open
@@ -20,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
-from pipeline.commands._util import emit
+from pipeline.commands._util import BEAM_OPTIONS_EPILOG, JSON_OUTPUT, emit
 from pipeline.config import runtime_values
 
 DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
@@ -29,26 +30,28 @@ DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "run",
+        parents=[JSON_OUTPUT],
+        epilog=BEAM_OPTIONS_EPILOG.format(example="edgenas run --runner beam -- --direct_num_workers=4"),
         help="run the whole pipeline on this machine (data -> search -> QAT -> validation -> push)",
         description="Run the EdgeNAS pipeline locally. Without --config, the embedded default "
-        "(synthetic data, cortex-m7, about 10 minutes on 2 cores). A rerun into the same --output reuses "
+        "(synthetic data, cortex-m7, about 10 minutes on 2 cores). A rerun into the same --out reuses "
         "finished components from ML Metadata's cache. The configuration is checked whole first: a mistake in any "
         "section is one error line naming the dotted field (exit 2), before anything runs.",
     )
     p.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
-    p.add_argument("--output", default="runs/default", metavar="DIR",
+    p.add_argument("--out", "--output", dest="output", default="runs/default", metavar="DIR",
                    help="output folder: artifacts (the run's report.html among them), metadata.sqlite, summary.json "
-                   "(default runs/default)")
+                   "(default runs/default); --output is the same flag under its older name, still accepted")
     p.add_argument("--runner", choices=["local", "beam"], default="local",
                    help="local: LocalDagRunner (default); beam: BeamDagRunner, multi-process DirectRunner")
     p.add_argument("--beam-arg", action="append", default=[], metavar="=--OPTION=VALUE",
                    help="pass-through Beam option for the Beam components, e.g. --beam-arg=--runner=FlinkRunner "
-                   "(repeatable)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+                   "(repeatable; or give them after a literal --, see below)")
     p.set_defaults(func=cmd_run)
 
     c = subparsers.add_parser(
         "compile",
+        parents=[JSON_OUTPUT],
         help="compile the pipeline to a Kubeflow Pipelines spec (YAML, schema 2.1.0)",
         description="Compile the pipeline with KubeflowV2DagRunner for open-source Kubeflow Pipelines 2.x. "
         "The configuration is checked whole first (a mistake in any section: exit 2, nothing written). The "
@@ -61,7 +64,6 @@ def register(subparsers) -> None:
     c.add_argument("--image", required=True, help="container image holding this project (see Dockerfile)")
     c.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="URI",
                    help=f"artifact root, e.g. gs://bucket/edgenas (default {DEFAULT_PIPELINE_ROOT})")
-    c.add_argument("--json", action="store_true", help="print the result as one JSON object")
     c.set_defaults(func=cmd_compile)
 
 

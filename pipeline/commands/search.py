@@ -7,12 +7,12 @@ with ``--json``; progress goes to stderr. Rerunning with the same ``--out`` resu
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit, existing_dir, existing_file
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_OPTIONAL, SPACE_FILE, emit, existing_dir, existing_file
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "search", help="find an architecture that meets latency/SRAM/flash budgets",
+        "search", parents=[LUT_SOURCE_OPTIONAL, SPACE_FILE, JSON_OUTPUT], help="find an architecture that meets latency/SRAM/flash budgets",
         description="Train the EdgeNAS supernet with the latency (and memory) penalties and derive an "
         "architecture that meets every budget by the exact cost models. Writes result.json, history.json, "
         "config.json, TensorBoard scalars (tb/) and checkpoints (ckpt/) under --out; rerunning with the same "
@@ -25,8 +25,6 @@ def register(sub) -> None:
         "built for the 2-class head prices an N-class head from its own head entries (a warning names the "
         "estimated keys).")
     p.add_argument("--data", required=True, metavar="DIR", help="Examples folder (Split-train/*.gz)")
-    p.add_argument("--device", metavar="NAME", help="shipped device LUT (see `edgenas lut list`)")
-    p.add_argument("--lut", metavar="FILE", help="a LUT file instead of a shipped device")
     p.add_argument("--latency-ms", type=float, metavar="T", help="latency budget in ms (required unless in "
                    "--config)")
     p.add_argument("--sram-kb", type=float, metavar="M", help="peak SRAM (TFLM arena) budget in kB (1024 B)")
@@ -34,9 +32,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=int, metavar="E", help="search epochs (warm-up included)")
     p.add_argument("--seed", type=int, metavar="S", help="seed (same seed and inputs: same architecture)")
     p.add_argument("--config", metavar="YAML", help="any SearchConfig field (README: Search)")
-    p.add_argument("--space", metavar="YAML", help="search-space file (default: the shipped space)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_search)
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit, load_space
+from pipeline.commands._util import JSON_OUTPUT, SPACE_FILE, emit, load_space
 
 
 def register(sub) -> None:
     p = sub.add_parser("space", help="inspect the search space")
     ssub = p.add_subparsers(dest="space_command", metavar="SUBCOMMAND")
     ssub.required = True
-    show = ssub.add_parser("show", help="per-block choices and the exact cardinality",
+    show = ssub.add_parser("show", parents=[SPACE_FILE, JSON_OUTPUT], help="per-block choices and the exact cardinality",
                            description="Show the search space: stem, per-block stride, input resolution and "
                            "choices, head, and the exact number of architectures.")
-    show.add_argument("--space", metavar="FILE", help="a search-space YAML (default: the shipped space)")
-    show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(func=cmd_show)
 
 

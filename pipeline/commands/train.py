@@ -3,12 +3,12 @@ and the blessing decision for an int8 model on a device)."""
 
 from __future__ import annotations
 
-from pipeline.commands._util import emit, existing_dir, existing_file, load_space, parse_arch, progress_write
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, existing_dir, existing_file, load_space, parse_arch, progress_write
 
 
 def register(sub) -> None:
     t = sub.add_parser(
-        "train", help="train an architecture (float, then QAT) and export it to int8",
+        "train", parents=[SPACE_FILE, JSON_OUTPUT], help="train an architecture (float, then QAT) and export it to int8",
         description="Train ARCH from scratch in float, fine-tune it with quantization-aware training, export "
         "full-int8 TFLite models (QAT, and plain post-training quantisation as the baseline) and evaluate all of "
         "them, the int8 ones in the TFLite Micro runtime. The model has one output per class of --data (the "
@@ -28,12 +28,10 @@ def register(sub) -> None:
     t.add_argument("--lr", type=float, help="peak learning rate of the float phase")
     t.add_argument("--resolution", type=int, help="input resolution (default: the space's)")
     t.add_argument("--eval-limit", type=int, help="evaluate on the first N eval images only")
-    t.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
-    t.add_argument("--json", action="store_true", help="print one JSON object (the metrics)")
     t.set_defaults(func=cmd_train)
 
     v = sub.add_parser(
-        "validate", help="check an int8 model against a device's budgets and decide its blessing",
+        "validate", parents=[LUT_SOURCE, JSON_OUTPUT], help="check an int8 model against a device's budgets and decide its blessing",
         description="Check an int8 .tflite against latency (the device LUT; for host-tflm also measured), SRAM "
         "(the larger of the predicted on-target arena and the arena TFLM needs on this host), flash (model + the "
         "TFLM runtime's documented footprint) and int8 accuracy in the TFLM runtime: top-1 (the check), with "
@@ -41,9 +39,6 @@ def register(sub) -> None:
         "set's stats.json) and, for more than 5 classes, top-5 beside it. Exit status 0 if blessed, "
         "1 if not (the reasons name the failing checks), 2 on a usage error.")
     v.add_argument("model", metavar="MODEL.tflite", help="full-int8 TFLite model")
-    g = v.add_mutually_exclusive_group(required=True)
-    g.add_argument("--device", help="a shipped LUT by device name (see `edgenas lut list`)")
-    g.add_argument("--lut", metavar="FILE", help="a LUT file (format v1); its metadata names the device")
     v.add_argument("--latency-ms", type=float, required=True, help="latency budget per inference (ms)")
     v.add_argument("--sram-kb", type=float, required=True, help="SRAM budget for the arena (KiB)")
     v.add_argument("--flash-kb", type=float, required=True, help="flash budget: model + TFLM runtime (KiB)")
@@ -55,9 +50,7 @@ def register(sub) -> None:
     v.add_argument("--eval-limit", type=int, help="measure accuracy on the first N eval images only")
     v.add_argument("--runtime-flash-kb", type=float,
                    help="the TFLM runtime's flash footprint from your link map (default: documented per device)")
-    v.add_argument("--clock-mhz", type=float, help="rescale a cycle LUT to this clock")
     v.add_argument("--out", metavar="FILE", help="also write the blessing JSON here")
-    v.add_argument("--json", action="store_true", help="print one JSON object (the blessing document)")
     v.set_defaults(func=cmd_validate)
 
 
