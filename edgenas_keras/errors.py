@@ -15,3 +15,12 @@ class MissingLutKeysError(UserError):
         self.missing = sorted(set(missing))
         shown = ", ".join(self.missing[:5]) + (f" (+{len(self.missing) - 5} more)" if len(self.missing) > 5 else "")
         super().__init__(f"LUT {lut_name} lacks {len(self.missing)} key(s): {shown}; {hint}")
+
+
+class SpaceError(UserError, ValueError):
+    """A malformed search space or architecture string (a bad token, a factor the space does not allow, a
+    space file with a missing or invalid field).
+
+    It is a ``ValueError`` for callers that catch ``ValueError`` (``SearchSpace.contains``, the library's
+    earlier contract), and a ``UserError`` so the CLI prints it as one ``error: ...`` line with exit status 2.
+    """

@@ -13,7 +13,7 @@ followed by its factors in canonical order::
 e.g. ``ir_k3_e4_c16-dws_k5_c24-skip-ir_k3_e6_se4_c32-dws_k3_c32-ir_k5_e2_c48-skip``.
 
 The decoder accepts factors in any order and returns the canonical form; a malformed string raises
-``ValueError`` naming the token and its (1-based) block position.
+``SpaceError`` (a ``ValueError``) naming the token and its (1-based) block position.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from edgenas_keras.errors import SpaceError
 
 OPS = ("dws", "ir", "skip")
 FACTORS = ("op", "kernel", "expansion", "se", "channels")
@@ -44,17 +46,17 @@ class Block:
 
     def __post_init__(self):
         if self.op not in OPS:
-            raise ValueError(f"unknown operation {self.op!r}; expected one of {', '.join(OPS)}")
+            raise SpaceError(f"unknown operation {self.op!r}; expected one of {', '.join(OPS)}")
         if self.op == "skip":
             if any(v for v in (self.kernel, self.expansion, self.se, self.channels)):
-                raise ValueError("skip takes no kernel, expansion, se or channels")
+                raise SpaceError("skip takes no kernel, expansion, se or channels")
             return
         if self.kernel is None or self.channels is None:
-            raise ValueError(f"{self.op} needs a kernel (k) and channels (c)")
+            raise SpaceError(f"{self.op} needs a kernel (k) and channels (c)")
         if self.op == "ir" and self.expansion is None:
-            raise ValueError("ir needs an expansion (e)")
+            raise SpaceError("ir needs an expansion (e)")
         if self.op == "dws" and self.expansion is not None:
-            raise ValueError("dws takes no expansion (e); use ir")
+            raise SpaceError("dws takes no expansion (e); use ir")
 
     @property
     def token(self) -> str:
@@ -88,31 +90,31 @@ def encode(arch: Arch) -> str:
 def decode_block(token: str, position: int = 1) -> Block:
     where = f"block {position} token {token!r}"
     if not token:
-        raise ValueError(f"{where}: empty token (two '-' in a row, or a leading/trailing '-')")
+        raise SpaceError(f"{where}: empty token (two '-' in a row, or a leading/trailing '-')")
     parts = token.split("_")
     op = parts[0]
     if op not in OPS:
-        raise ValueError(f"{where}: unknown operation {op!r}; expected one of {', '.join(OPS)}")
+        raise SpaceError(f"{where}: unknown operation {op!r}; expected one of {', '.join(OPS)}")
     values: dict[str, int] = {}
     for part in parts[1:]:
         prefix = part.rstrip("0123456789")
         digits = part[len(prefix):]
         if prefix not in _PREFIX or not digits:
-            raise ValueError(f"{where}: bad factor {part!r}; expected k<int>, e<int>, se<int> or c<int>")
+            raise SpaceError(f"{where}: bad factor {part!r}; expected k<int>, e<int>, se<int> or c<int>")
         name = _PREFIX[prefix]
         if name in values:
-            raise ValueError(f"{where}: factor {prefix} given twice")
+            raise SpaceError(f"{where}: factor {prefix} given twice")
         values[name] = int(digits)
     try:
         return Block(op=op, **values)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise SpaceError(f"{where}: {exc}") from None
 
 
 def decode(text: str) -> Arch:
     """Parse an architecture string (any factor order) into an ``Arch``."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("empty architecture string")
+        raise SpaceError("empty architecture string")
     tokens = text.strip().split("-")
     return Arch(tuple(decode_block(t, i + 1) for i, t in enumerate(tokens)))
 
@@ -169,56 +171,56 @@ class SearchSpace:
     def from_dict(cls, d: dict, source: str = "<dict>") -> SearchSpace:
         def need(mapping, key, where):
             if not isinstance(mapping, dict) or key not in mapping:
-                raise ValueError(f"{source}: missing field {where}{key}")
+                raise SpaceError(f"{source}: missing field {where}{key}")
             return mapping[key]
 
         def pos_int(v, where):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{source}: {where} must be a positive integer, got {v!r}")
+                raise SpaceError(f"{source}: {where} must be a positive integer, got {v!r}")
             return v
 
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: a search space must be a YAML mapping")
+            raise SpaceError(f"{source}: a search space must be a YAML mapping")
         stem = need(d, "stem", "")
         base = need(d, "choices", "")
         blocks = need(d, "blocks", "")
         if not isinstance(blocks, list) or not blocks:
-            raise ValueError(f"{source}: blocks must be a non-empty list")
+            raise SpaceError(f"{source}: blocks must be a non-empty list")
         strides, per_block = [], []
         for i, b in enumerate(blocks):
             stride = pos_int(need(b, "stride", f"blocks[{i}]."), f"blocks[{i}].stride")
             if stride not in (1, 2):
-                raise ValueError(f"{source}: blocks[{i}].stride must be 1 or 2, got {stride}")
+                raise SpaceError(f"{source}: blocks[{i}].stride must be 1 or 2, got {stride}")
             merged = dict(base)
             merged.update(b.get("choices", {}) or {})
             ch = {}
             for f in FACTORS:
                 vals = merged.get(f)
                 if not isinstance(vals, list) or not vals:
-                    raise ValueError(f"{source}: blocks[{i}] choices.{f} must be a non-empty list")
+                    raise SpaceError(f"{source}: blocks[{i}] choices.{f} must be a non-empty list")
                 if f == "op":
                     bad = [v for v in vals if v not in OPS]
                     if bad:
-                        raise ValueError(f"{source}: blocks[{i}] choices.op has unknown {bad}; use {OPS}")
+                        raise SpaceError(f"{source}: blocks[{i}] choices.op has unknown {bad}; use {OPS}")
                 elif f == "se":
                     for v in vals:
                         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                            raise ValueError(f"{source}: choices.se values must be integers >= 0, got {v!r}")
+                            raise SpaceError(f"{source}: choices.se values must be integers >= 0, got {v!r}")
                 else:
                     for v in vals:
                         pos_int(v, f"blocks[{i}] choices.{f} value")
                 ch[f] = tuple(vals)
             if not [o for o in ch["op"] if o != "skip"]:
-                raise ValueError(f"{source}: blocks[{i}] allows no convolution (only skip)")
+                raise SpaceError(f"{source}: blocks[{i}] allows no convolution (only skip)")
             strides.append(stride)
             per_block.append(ch)
         in_channels = pos_int(d.get("in_channels", 3), "in_channels")
         if in_channels not in (1, 3):
-            raise ValueError(f"{source}: in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
+            raise SpaceError(f"{source}: in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
         res = pos_int(need(d, "resolution", ""), "resolution")
         total_stride = pos_int(stem.get("stride", 2), "stem.stride") * math.prod(strides)
         if res % total_stride:
-            raise ValueError(f"{source}: resolution {res} is not divisible by the total stride {total_stride}")
+            raise SpaceError(f"{source}: resolution {res} is not divisible by the total stride {total_stride}")
         return cls(
             name=str(d.get("name", "space")),
             resolution=res,
@@ -244,7 +246,7 @@ class SearchSpace:
         try:
             d = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
-            raise ValueError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise SpaceError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
         return cls.from_dict(d, source=str(p))
 
     def with_resolution(self, resolution: int) -> SearchSpace:
@@ -298,21 +300,21 @@ class SearchSpace:
         return self.resolution // self.stem_stride // math.prod(self.strides)
 
     def check(self, arch: Arch) -> None:
-        """Raise ValueError naming the first block that the space does not allow."""
+        """Raise SpaceError (a ValueError) naming the first block that the space does not allow."""
         if arch.num_blocks != self.num_blocks:
-            raise ValueError(f"architecture has {arch.num_blocks} blocks; space {self.name} has {self.num_blocks}")
+            raise SpaceError(f"architecture has {arch.num_blocks} blocks; space {self.name} has {self.num_blocks}")
         for slot, b in zip(self.slots, arch.blocks):
             where = f"block {slot.index + 1} ({b.token})"
             if b.op not in slot.ops:
                 why = " (skip needs stride 1)" if b.op == "skip" else ""
-                raise ValueError(f"{where}: operation {b.op} not allowed here{why}")
+                raise SpaceError(f"{where}: operation {b.op} not allowed here{why}")
             if b.op == "skip":
                 continue
             for f, v in (("kernel", b.kernel), ("se", b.se), ("channels", b.channels)):
                 if v not in slot.choices[f]:
-                    raise ValueError(f"{where}: {f} {v} not in {list(slot.choices[f])}")
+                    raise SpaceError(f"{where}: {f} {v} not in {list(slot.choices[f])}")
             if b.op == "ir" and b.expansion not in slot.choices["expansion"]:
-                raise ValueError(f"{where}: expansion {b.expansion} not in {list(slot.choices['expansion'])}")
+                raise SpaceError(f"{where}: expansion {b.expansion} not in {list(slot.choices['expansion'])}")
 
     def contains(self, arch: Arch) -> bool:
         try:
