@@ -285,6 +285,7 @@ def paired_diff(a: dict, b: dict) -> dict:
 
 
 def digest(obj) -> str:
+    """The first 16 hex digits of the SHA-256 of ``obj`` as sorted JSON: the store key of a benchmark result."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

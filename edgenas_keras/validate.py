@@ -50,6 +50,7 @@ HOST_DEVICE = "host-tflm"
 
 @dataclass(frozen=True)
 class RuntimeFootprint:
+    """The TFLM runtime's flash in bytes for a device, and where the figure comes from (measured or documented)."""
     bytes: int
     source: str
 
@@ -75,6 +76,10 @@ RUNTIME_FLASH: dict[str, RuntimeFootprint] = {
 
 @dataclass(frozen=True)
 class Budgets:
+    """What a model must meet: latency in ms, SRAM and flash in bytes (flash counts the model plus the runtime),
+    and the minimum int8 accuracy as a fraction. ``UserError`` for a figure that is not positive and finite, or
+    an accuracy outside [0, 1].
+    """
     latency_ms: float
     sram_bytes: int
     flash_bytes: int

@@ -51,10 +51,17 @@ def _align(n: int) -> int:
 # -- latency ---------------------------------------------------------------------------------------------
 
 def graph_latency_ms(graph: OpGraph, lut: Lut) -> float:
+    """Latency of an operator graph on ``lut``'s device, in milliseconds: the sum of its operators' LUT entries.
+
+    Raises ``MissingLutKeysError`` (a ``UserError``) when the table lacks a key and has no analytical model.
+    """
     return lut.latency_ms(graph.keys)
 
 
 def arch_latency_ms(space: SearchSpace, arch: Arch, lut: Lut, resolution: int | None = None) -> float:
+    """Latency of ``arch`` in milliseconds on ``lut``'s device, at ``resolution`` pixels (default: the
+    space's). Raises ``MissingLutKeysError`` as ``graph_latency_ms``.
+    """
     return graph_latency_ms(arch_graph(space, arch, resolution), lut)
 
 
@@ -107,6 +114,10 @@ class LatencyTables:
 
     @classmethod
     def from_lut(cls, space: SearchSpace, lut: Lut) -> LatencyTables:
+        """The tables of ``space`` priced by ``lut`` (milliseconds per block choice and input width).
+
+        Raises ``MissingLutKeysError`` when ``lut`` lacks any key the space can reach (``reachable_keys``).
+        """
         lut.require(reachable_keys(space))
         cache: dict[str, float] = {}
 
@@ -187,6 +198,7 @@ MCU_PERSISTENT = PersistentModel(base=560.0, per_tensor=48.0, per_op=0.0, per_qu
 
 
 def no_scratch(node: OpNode) -> int:
+    """Scratch model of a kernel library that requests none: 0 bytes for every operator."""
     return 0
 
 
@@ -320,6 +332,12 @@ DEFAULT_FLASH = FlashModel()
 
 
 def flash_bytes(graph: OpGraph, model: FlashModel = DEFAULT_FLASH) -> int:
+    """Predicted size in bytes of the int8 .tflite flatbuffer of ``graph`` (the model only, not the runtime).
+
+    Weights 1 byte each, biases 4 bytes, per-channel quantisation parameters ``2 * per_channel`` bytes per
+    output channel, plus ``model``'s header, per-tensor and per-operator bytes (fitted on converted models,
+    ``bench/calibrate_memory.py``).
+    """
     data = sum(s.weights + 4 * s.bias + 2 * model.per_channel * s.quant_channels for s in graph.specs if s.weights)
     return int(model.header + data + model.per_tensor * graph.all_tensors + model.per_op * len(graph.nodes))
 
@@ -348,6 +366,12 @@ class ArchCost:
 
 
 def arch_cost(space: SearchSpace, arch: Arch, lut: Lut, resolution: int | None = None) -> ArchCost:
+    """Latency (ms), SRAM (bytes, the larger of the on-target and 64-bit-host TFLM arena predictions), flash
+    (bytes, model only), MACs and parameters of ``arch`` on ``lut``'s device at ``resolution`` pixels.
+
+    Raises ``MissingLutKeysError`` when ``lut`` cannot price an operator; ``ValueError`` when ``arch`` does
+    not fit ``space``.
+    """
     g = arch_graph(space, arch, resolution)
     scratch, persistent = device_memory_terms(lut)
     target = sram_bytes(g, scratch, persistent)

@@ -81,6 +81,7 @@ class Converted:
 
     @property
     def ok(self) -> bool:
+        """True when the image converted (``reason`` is None); False when it was quarantined."""
         return self.reason is None
 
 

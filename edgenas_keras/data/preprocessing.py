@@ -94,6 +94,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocessing:
+        """The preprocessing recorded in a ``metrics.json`` or bundle manifest (``as_dict``'s form).
+
+        Raises ``KeyError`` when ``pixel_divisor`` or ``pixel_offset`` is missing.
+        """
         labels = d.get("labels")
         return cls(float(d["pixel_divisor"]), float(d["pixel_offset"]), d.get("channel_order"), d.get("resize"),
                    tuple(str(v) for v in labels) if labels is not None else None,

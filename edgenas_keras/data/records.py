@@ -67,6 +67,7 @@ def assign_split(key: str, eval_fraction: float) -> str:
 
 
 def shard_of(key: str, num_shards: int) -> int:
+    """The shard (0 .. ``num_shards`` - 1) of a record, by a stable hash of its source key: reruns agree."""
     return stable_hash(key, "vww-shard") % num_shards
 
 
@@ -145,11 +146,15 @@ def _masked_crc(data: bytes) -> bytes:
 
 
 def tfrecord_frame(data: bytes) -> bytes:
+    """One TFRecord frame: little-endian uint64 length, masked CRC32C of the length, ``data``, masked CRC32C of
+    the data (the framing TensorFlow's ``TFRecordWriter`` writes; checked against its reader in the tests).
+    """
     length = struct.pack("<Q", len(data))
     return length + _masked_crc(length) + data + _masked_crc(data)
 
 
 def shard_name(split: str, shard: int, num_shards: int) -> str:
+    """The shard's path inside the output folder: ``Split-<split>/data-<shard>-of-<num_shards>.gz`` (5 digits each)."""
     return f"Split-{split}/data-{shard:05d}-of-{num_shards:05d}.gz"
 
 
@@ -193,6 +198,7 @@ def _write_json(path: Path, obj) -> None:
 
 
 def read_summaries(staging: str | Path) -> list[dict]:
+    """The per-shard summaries (``*.gz.json``: record counts, labels) written by ``write_shard``, sorted by path."""
     return [json.loads(p.read_text()) for p in sorted(Path(staging).glob("Split-*/*.gz.json"))]
 
 

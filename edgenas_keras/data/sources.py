@@ -46,6 +46,7 @@ def vww_label(annotations: Iterable[dict], person_id: int, height: int, width: i
 
 @dataclass(frozen=True)
 class CocoImage:
+    """One COCO image with its VWW label: 1 when a person box covers at least the area threshold, else 0."""
     image_id: int
     file_name: str
     label: int

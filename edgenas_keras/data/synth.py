@@ -95,6 +95,7 @@ class SynthSpec:
             )
 
     def record(self, index: int) -> Record:
+        """Image ``index`` of this data set (a function of the seed and the index only) as a record to write."""
         if self.num_classes:
             image, label = draw_shapes(self.seed, index, self.resolution, self.num_classes)
         else:
@@ -113,9 +114,11 @@ class SynthSpec:
         )
 
     def key(self, index: int) -> str:
+        """The stable source key of image ``index`` (``synth/<seed>/<index>``), which the split hash reads."""
         return f"synth/{self.seed}/{index:08d}"
 
     def options(self) -> dict:
+        """The generator's options as recorded in ``stats.json`` (what makes two synthetic data sets equal)."""
         opts = {"source": "synth", **asdict(self)}
         if not self.num_classes:
             del opts["num_classes"]  # the VWW default records exactly the options it always did

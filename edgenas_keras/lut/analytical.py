@@ -65,6 +65,9 @@ class CycleModel:
 
 @dataclass(frozen=True)
 class Device:
+    """A device the analytical cycle model prices: its core, clock (MHz), runtime and kernel library, the
+    cycle coefficients (``CycleModel``) and the public sources the coefficients come from.
+    """
     name: str
     core: str
     clock_mhz: float
@@ -125,6 +128,7 @@ DEVICES = {
 
 
 def device(name: str) -> Device:
+    """The analytical device ``name``; ``UserError`` listing the known ones if there is none."""
     if name not in DEVICES:
         raise UserError(f"no analytical model for device {name!r} (have: {', '.join(sorted(DEVICES))})")
     return DEVICES[name]
@@ -203,6 +207,7 @@ def op_cycles(key: str, m: CycleModel, cmsis: bool) -> float:
 
 
 def model_metadata(dev: Device) -> dict:
+    """The ``metadata.model`` a LUT carries for ``dev`` (model name, version, CMSIS-NN or not, coefficients)."""
     return {"name": MODEL_NAME, "version": MODEL_VERSION, "cmsis_nn": dev.kernels == "cmsis-nn",
             "coefficients": asdict(dev.cycles)}
 

@@ -185,6 +185,7 @@ def fit_factors(rows: list[dict[str, float]], targets: list[float], classes: int
 
 
 def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, as lowercase hex."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 

@@ -116,6 +116,11 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "search config") -> SearchConfig:
+        """A ``SearchConfig`` from a mapping of its fields (a YAML ``search:`` section or ``config.json``).
+
+        Raises ``UserError`` naming ``source`` and the field for an unknown field, a wrong type or a value out of
+        range.
+        """
         if not isinstance(d, dict):
             raise UserError(f"{source}: must be a mapping of search settings")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -132,6 +137,7 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
     def budgets(self) -> dict:
+        """The budgets as ``{"latency_ms": ms, "sram_kb": KiB or None, "flash_kb": KiB or None}`` (None: no budget)."""
         return {"latency_ms": self.latency_ms, "sram_kb": self.sram_kb, "flash_kb": self.flash_kb}
 
 
@@ -152,6 +158,10 @@ def search_config_from(search: dict, budgets: dict, seed: int) -> SearchConfig:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """What a search returns and writes to ``result.json``: the architecture string, its exact cost
+    (``ArchCost``: ms, bytes), the budgets, the device and LUT checksum, whether every budget holds, the
+    architecture before repair and fill (``derived_arch``, ``derived_latency_ms``) and strategy extras.
+    """
     arch: str
     cost: ArchCost
     budgets: dict
@@ -173,6 +183,7 @@ class SearchResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchResult:
+        """Read back ``as_dict``'s form (``result.json``); fields it does not know go to ``extra``."""
         cost = ArchCost(*(d[k] for k in ("latency_ms", "sram_bytes", "flash_bytes", "macs", "params")))
         known = {"arch", "budgets", "device", "lut_sha256", "feasible", "repaired", "filled", "derived_arch",
                  "derived_latency_ms", "out_dir", *cost.as_dict()}

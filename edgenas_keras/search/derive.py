@@ -52,6 +52,9 @@ def initial_alpha(space: SearchSpace, bias: float, shape) -> np.ndarray:
 
 
 def cheapest_indices(space: SearchSpace) -> np.ndarray:
+    """The space's cheapest architecture in index form, shape (num_blocks, len(FACTORS)): the bottom of every
+    factor's cheapest-first order (skip where legal, smallest kernel, expansion, channels, no SE).
+    """
     idx = np.zeros((space.num_blocks, len(FACTORS)), np.int64)
     for i, slot in enumerate(space.slots):
         for j, f in enumerate(FACTORS):
@@ -71,9 +74,11 @@ class Pricer:
         self._cache: dict[bytes, ArchCost] = {}
 
     def latency(self, idx: np.ndarray) -> float:
+        """Latency in ms of the architecture ``idx`` (index form) from the latency tables."""
         return float(self.tables.batch_latency_ms(self.space, idx[None])[0])
 
     def cost(self, idx: np.ndarray) -> ArchCost:
+        """The exact ``ArchCost`` of ``idx`` (ms, bytes), memoised."""
         key = np.asarray(idx, np.int64).tobytes()
         if key not in self._cache:
             self._cache[key] = arch_cost(self.space, self.space.from_indices(idx), self.lut)

@@ -149,6 +149,7 @@ class ExpectedCosts:
         return self.mem_scale * (self.persist_const + self.persistent(probs) + KB * smooth_max)
 
     def flash_bytes(self, probs):
+        """E[FLASH] in bytes (scalar tensor) for ``probs`` (as ``memory``): exact, flash is additive over operators."""
         return self.flash_const + self.flash(probs)
 
     def _fit_mem_scale(self, lut: Lut, seed: int) -> float:

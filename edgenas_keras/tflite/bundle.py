@@ -103,6 +103,9 @@ def arena_size(measured: int) -> int:
 
 @dataclass(frozen=True)
 class Bundle:
+    """A written firmware bundle: its folder, C name, operator set, arena sizes in bytes (host bisection,
+    ``kTensorArenaSize``, the emulated core's when measured) and each file's sha256.
+    """
     out_dir: Path
     name: str
     ops: tuple[str, ...]          # the operator set, sorted
@@ -516,6 +519,7 @@ def _check_name(name: str) -> str:
 
 
 def default_name(model_path: str | Path) -> str:
+    """A C identifier from the model's file name (lowercase, ``_`` for other characters, ``m_`` before a digit)."""
     stem = re.sub(r"[^a-z0-9_]+", "_", Path(model_path).stem.lower()).strip("_") or "model"
     return stem if not stem[0].isdigit() else f"m_{stem}"
 

@@ -33,6 +33,10 @@ def dataset_info(data_dir: str | Path) -> dict:
 
 def eval_dataset(data_dir, resolution: int, channels: int, batch_size: int, limit: int | None,
                  normalized: bool = True):
+    """The eval split as a tf.data.Dataset of (images (batch, resolution, resolution, channels), labels
+    (batch,)), the first ``limit`` images (all when None); pixels in the model's input range when
+    ``normalized``, raw uint8-valued floats otherwise. Raises ``UserError`` for a folder with no eval split.
+    """
     ds = reader.make_dataset(data_dir, "eval", batch_size, resolution, channels, normalized=normalized)
     if limit is not None:
         ds = ds.unbatch().take(limit).batch(batch_size)

@@ -56,6 +56,9 @@ _ITEMSIZE = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "float16": 2, "int32"
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """One tensor of a .tflite subgraph: index, name, shape, dtype, quantisation (one scale and zero point per
+    channel for per-channel quantisation) and the bytes of its constant data (0 for activations).
+    """
     index: int
     name: str
     shape: tuple[int, ...]
@@ -70,18 +73,22 @@ class TensorInfo:
 
     @property
     def is_constant(self) -> bool:
+        """True for a tensor with data in the file (weights, biases)."""
         return self.constant_bytes > 0
 
     @property
     def elements(self) -> int:
+        """Number of elements (1 for a scalar)."""
         return int(np.prod(self.shape)) if self.shape else 1
 
     @property
     def nbytes(self) -> int:
+        """Size in bytes at its dtype (4 bytes per element for a dtype not listed)."""
         return self.elements * _ITEMSIZE.get(self.dtype, 4)
 
     @property
     def hwc(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the shape, batch dropped (``hwc``)."""
         return hwc(self.shape)
 
     def details(self) -> dict:
@@ -92,6 +99,7 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class OperatorInfo:
+    """One operator of a subgraph: its builtin name, input and output tensor indices (-1: omitted), raw options."""
     index: int
     op: str                         # builtin name, e.g. 'CONV_2D'
     inputs: tuple[int, ...]         # tensor indices, -1 for an omitted optional input
@@ -282,12 +290,15 @@ class TfliteModel:
 
     @property
     def constant_bytes(self) -> int:
+        """Bytes of constant data (weights, biases) in this subgraph."""
         return sum(t.constant_bytes for t in self.tensors)
 
     def input_details(self) -> list[dict]:
+        """The inputs' ``TensorInfo.details`` (index, name, shape, dtype, scale, zero point), interpreter style."""
         return [self.tensors[i].details() for i in self.inputs]
 
     def output_details(self) -> list[dict]:
+        """The outputs' ``TensorInfo.details``, interpreter style."""
         return [self.tensors[i].details() for i in self.outputs]
 
     def int8_problems(self) -> list[str]:
@@ -318,6 +329,7 @@ class TfliteModel:
 
     @property
     def is_int8(self) -> bool:
+        """True for a full-int8 model (no ``int8_problems``)."""
         return not self.int8_problems()
 
     def require_int8(self) -> TfliteModel:

@@ -301,6 +301,7 @@ def run(model_bytes: bytes, inputs, arena_size: int | None = None) -> list[np.nd
 
 @dataclass(frozen=True)
 class InvokeTiming:
+    """Host timing of ``invoke()`` in the TFLM runtime, in seconds: the median and the interpreter's own overhead."""
     median_s: float      # median wall time of one ``invoke()``
     overhead_s: float    # the same on a one-operator, one-element model: the interpreter's per-invoke cost
 
