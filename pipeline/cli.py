@@ -16,8 +16,11 @@ import os
 import sys
 import warnings
 
-# google-api-core warns about Python 3.10 on every Google client import; users should see our output.
-warnings.filterwarnings("ignore", category=FutureWarning)
+# The Google client libraries (TFX and kfp import them) warn on import about their own future support:
+# google-api-core about Python 3.10 once per client package, google-auth about grpcio, aiplatform about
+# google-cloud-storage (about 17 FutureWarnings before a command prints anything); users should see our
+# output. Only those: every other warning (tfmot's "will not be quantized" among them) still shows.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.")
 
 import edgenas_keras  # noqa: E402,F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from edgenas_keras.errors import UserError  # noqa: E402
