@@ -85,7 +85,9 @@ def quiet_logging(stream=None) -> _ProgressHandler:
 
     import absl.logging
 
-    warnings.filterwarnings("ignore", category=UserWarning)  # Keras / TFLite converter advice, not ours
+    # Keras / TFLite converter advice, not ours; other libraries' UserWarnings stay visible (tfmot's
+    # "... will not be quantized" names a layer that stays float in the int8 model)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(tf_keras|keras|tensorflow)(\.|$)")
     absl.logging.set_verbosity(absl.logging.INFO)  # the records must reach our handler ...
     absl_handler = absl.logging.get_absl_handler()
     absl_handler.setLevel(logging.ERROR)  # ... but absl's own stderr handler shows only errors
@@ -175,12 +177,25 @@ def bind_runtime_parameters(pipeline, values: dict):
     return ir
 
 
+_BEAM_STEP = re.compile(r"\s\[while running '.*'\]\s*$")
+
+
 def _find_user_error(exc: BaseException) -> UserError | None:
+    """The ``UserError`` behind an exception a runner raised (Beam re-raises it retyped, or as a
+    RuntimeError naming the class in its text), without Beam's step annotation; None if there is none."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, UserError):
-            return exc
+            # Beam re-raises an exception of the same type with its step appended: "... [while running 'X']"
+            text = str(exc)
+            stripped = _BEAM_STEP.sub("", text)
+            if stripped == text:
+                return exc
+            try:
+                return type(exc)(stripped)   # the same error class, when it is built from its message
+            except TypeError:
+                return UserError(stripped)
         m = re.search(r"(?:edgenas_keras\.errors\.)?(?:UserError|MissingLutKeysError): (.+?)(?:\s\[while running.*)?$",
                       str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
         if m:

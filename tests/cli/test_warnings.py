@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # the text tfmot writes (quantize.py:213-218)
@@ -54,9 +53,6 @@ def test_only_the_google_client_future_warnings_are_hidden():
     assert "a future change in tfmot" in err
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/runners.py quiet_logging() ignores every UserWarning "
-                   "(warnings.filterwarnings('ignore', category=UserWarning)), so `edgenas run` hides tfmot's "
-                   "warning; narrow that filter there and remove this marker")
 def test_tfmot_will_not_be_quantized_shows_during_a_pipeline_run():
     err = _stderr("import io, warnings, pipeline.cli\nfrom pipeline.runners import quiet_logging\n"
                   "quiet_logging(io.StringIO())\n"
