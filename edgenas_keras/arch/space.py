@@ -137,7 +137,11 @@ class BlockSlot:
 
     @property
     def skip_legal(self) -> bool:
-        return self.stride == 1 and "skip" in self.choices["op"]
+        """Whether skip may be chosen here: the space lists it and the slot keeps the shape (an identity
+        cannot downsample, so a stride-2 slot never skips)."""
+        if self.stride != 1:
+            return False
+        return "skip" in self.choices["op"]
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -324,17 +328,18 @@ class SearchSpace:
         return True
 
     def channels_in(self, arch: Arch) -> list[int]:
-        """Input channels of each block (a skip passes its input channels through)."""
-        c = self.stem_channels
-        out = []
-        for b in arch.blocks:
-            out.append(c)
-            if b.op != "skip":
-                c = b.channels
-        return out
+        """Input channels of each block (a skip passes its input channels through), from
+        ``edgenas_keras.arch.plan.plan``. Raises ``ValueError`` if the space does not allow ``arch``."""
+        from edgenas_keras.arch.plan import plan
+
+        return [p.in_ch for p in plan(self, arch)]
 
     def out_channels(self, arch: Arch) -> int:
-        return ([self.stem_channels] + [b.channels for b in arch.blocks if b.op != "skip"])[-1]
+        """Channels the head reads: the last non-skip block's, or the stem's. ``ValueError`` if the space
+        does not allow ``arch``."""
+        from edgenas_keras.arch.plan import plan
+
+        return plan(self, arch)[-1].out_ch
 
     # -- sampling and the index form -------------------------------------------------------------------
     def sample(self, n: int | None = None, seed: int = 0):

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgenas_keras.arch.space import Arch, Block, SearchSpace
+from edgenas_keras.arch.plan import BlockPlan, block_choices, block_plan, plan, reachable_in_channels
+from edgenas_keras.arch.plan import se_reduced_channels as se_reduced_channels  # re-exported (moved to arch.plan)
+from edgenas_keras.arch.space import Arch, BlockSlot, SearchSpace
 
 
 HW = tuple[int, int]
@@ -323,26 +325,31 @@ def depthwise(in_shape, kernel, stride, activation="relu6", padding="same") -> O
                   weights=kernel * kernel * c, bias=c, quant_channels=c, batchnorm=True)
 
 
-def se_reduced_channels(channels: int, ratio: int) -> int:
-    """Channels of the SE bottleneck: C / r, at least 8 (tiny bottlenecks quantise badly)."""
-    return max(8, channels // ratio)
-
-
-def _se(g: OpGraph, x: int, shape, ratio: int) -> int:
+def _se(g: OpGraph, x: int, shape, cr: int) -> int:
+    """Append squeeze-and-excitation over ``x`` (shape (H, W, C)) with a ``cr``-channel bottleneck."""
     h, w, c = shape
     pooled = g.add(OpSpec("MEAN", (h, w, c), (1, 1, c)), (x,))
-    cr = se_reduced_channels(c, ratio)
     z = g.add(conv2d((1, 1, c), cr, activation="relu6", bn=False), (pooled,))
     gate = g.add(conv2d((1, 1, cr), c, activation="relu6", bn=False), (z,))
     return g.add(OpSpec("MUL", (h, w, c), (h, w, c), variant="bcast"), (x, gate))
 
 
 def arch_graph(space: SearchSpace, arch: Arch, resolution: int | None = None) -> OpGraph:
-    """The int8 TFLite operators of ``arch`` in ``space``, in execution order.
+    """The int8 TFLite operators of ``arch`` in ``space``, in execution order: the stem, each block as
+    ``edgenas_keras.arch.plan.plan`` lays it out, the head.
 
-    ``resolution`` overrides the space's input resolution (LUT keys carry it; nothing is hard-coded).
+    Args:
+        space: the search space.
+        arch: an architecture of ``space``.
+        resolution: input side in pixels; None takes the space's (LUT keys carry it; nothing is hard-coded).
+
+    Returns:
+        The ``OpGraph`` (activation sizes in bytes, int8).
+
+    Raises:
+        ValueError: ``space`` does not allow ``arch``.
     """
-    space.check(arch)
+    plans = plan(space, arch, resolution)
     res = resolution or space.resolution
     g = OpGraph()
     x = g.tensor((res, res, space.in_channels))
@@ -350,8 +357,8 @@ def arch_graph(space: SearchSpace, arch: Arch, resolution: int | None = None) ->
     x = g.add(conv2d((res, res, space.in_channels), space.stem_channels, space.stem_kernel,
                      space.stem_stride, "relu6"), (x,))
     shape = g.nodes[-1].spec.out_shape
-    for slot, b in zip(space.slots, arch.blocks):
-        x, shape = _add_block(g, x, shape, slot.stride, b)
+    for p in plans:
+        x, shape = _add_block(g, x, shape, p)
     h, w, c = shape
     x = g.add(OpSpec("MEAN", (h, w, c), (1, 1, c)), (x,))
     fc = OpSpec("FULLY_CONNECTED", (1, 1, c), (1, 1, space.num_classes),
@@ -364,61 +371,70 @@ def arch_graph(space: SearchSpace, arch: Arch, resolution: int | None = None) ->
 def reachable_keys(space: SearchSpace, resolutions: list[int] | None = None) -> list[str]:
     """Every LUT key any architecture of ``space`` can produce (stem, blocks, head), sorted.
 
-    A block's input channels are the stem's or any earlier block's choice that only skips separate from it.
+    A block's input channels are the stem's or any earlier block's choice that only skips separate from it
+    (``edgenas_keras.arch.plan.reachable_in_channels``); each slot contributes every legal block
+    (``block_choices``) at each of them.
+
+    Args:
+        space: the search space.
+        resolutions: input sides in pixels (each must divide by the total stride); None: the space's own.
+
+    Returns:
+        The sorted LUT keys.
+
+    Raises:
+        ValueError: a resolution is not divisible by the space's total stride.
     """
     keys: set[str] = set()
     for res in resolutions or [space.resolution]:
         sp = space.with_resolution(res) if res != space.resolution else space
-        # A one-block-at-a-time walk: for each slot and each reachable input-channel count, every choice.
-        reach = {sp.stem_channels}
         stem = conv2d((res, res, sp.in_channels), sp.stem_channels, sp.stem_kernel, sp.stem_stride, "relu6")
         keys.add(stem.key)
-        for slot in sp.slots:
-            c = slot.choices
-            for cin in sorted(reach):
-                for op in slot.ops:
-                    if op == "skip":
-                        continue
-                    for k in c["kernel"]:
-                        for e in (c["expansion"] if op == "ir" else (None,)):
-                            for se in c["se"]:
-                                for cout in c["channels"]:
-                                    for spec in block_specs(slot, cin, Block(op, k, e, se, cout)):
-                                        keys.add(spec.key)
-            nxt = set(c["channels"])
-            if slot.skip_legal:
-                nxt |= reach
-            reach = nxt
+        reach = reachable_in_channels(sp)
+        for slot, ins in zip(sp.slots, reach):
+            for cin in sorted(ins):
+                for b in block_choices(slot):
+                    keys.update(spec.key for spec in block_specs(slot, cin, b))
         f = sp.final_resolution
-        for cin in reach:
+        for cin in reach[-1]:
             keys.add(OpSpec("MEAN", (f, f, cin), (1, 1, cin)).key)
             keys.add(lut_key("FULLY_CONNECTED", (1, 1, cin), sp.num_classes))
         keys.add(lut_key("SOFTMAX", (1, 1, sp.num_classes), sp.num_classes))
     return sorted(keys)
 
 
-def _add_block(g: OpGraph, x: int, shape, stride: int, block) -> tuple[int, tuple]:
-    """Append one block's operators to ``g``; returns the output tensor and shape (skip adds nothing)."""
-    if block.op == "skip":
+def _add_block(g: OpGraph, x: int, shape, p: BlockPlan) -> tuple[int, tuple]:
+    """Append the operators of the block ``p`` plans to ``g``, reading tensor ``x`` of ``shape`` (H, W, C with
+    C == ``p.in_ch``); returns the output tensor and shape (skip adds nothing)."""
+    if p.is_skip:
         return x, shape
-    block_in, in_shape = x, shape
-    if block.op == "ir":
-        x = g.add(conv2d(shape, shape[2] * block.expansion, activation="relu6"), (x,))
+    block_in = x
+    if p.block.op == "ir":
+        x = g.add(conv2d(shape, p.mid_ch, activation="relu6"), (x,))
         shape = g.nodes[-1].spec.out_shape
-    x = g.add(depthwise(shape, block.kernel, stride), (x,))
+    x = g.add(depthwise(shape, p.block.kernel, p.stride), (x,))
     shape = g.nodes[-1].spec.out_shape
-    if block.se:
-        x = _se(g, x, shape, block.se)
-    x = g.add(conv2d(shape, block.channels), (x,))
+    if p.se_ch:
+        x = _se(g, x, shape, p.se_ch)
+    x = g.add(conv2d(shape, p.out_ch), (x,))
     shape = g.nodes[-1].spec.out_shape
-    if stride == 1 and in_shape[2] == block.channels:
+    if p.residual:
         x = g.add(OpSpec("ADD", shape, shape), (block_in, x))
     return x, shape
 
 
-def block_specs(slot, cin: int, block) -> list[OpSpec]:
-    """The operators of one block at ``slot`` with ``cin`` input channels (empty for skip)."""
+def block_specs(slot: BlockSlot, cin: int, block) -> list[OpSpec]:
+    """The int8 operators of one block at ``slot`` (at the slot's input resolution).
+
+    Args:
+        slot: the searchable position.
+        cin: the block's input channels.
+        block: the block's choice (``edgenas_keras.arch.space.Block``).
+
+    Returns:
+        Its operators in execution order (empty for skip).
+    """
     g = OpGraph()
     x = g.tensor((slot.in_res, slot.in_res, cin))
-    _add_block(g, x, (slot.in_res, slot.in_res, cin), slot.stride, block)
+    _add_block(g, x, (slot.in_res, slot.in_res, cin), block_plan(slot, cin, block))
     return g.specs

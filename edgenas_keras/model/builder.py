@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from edgenas_keras.cost.graph import se_reduced_channels
+from edgenas_keras.arch.plan import plan
 from edgenas_keras.arch.space import Arch, SearchSpace
 
 L = keras.layers
@@ -38,10 +38,12 @@ def dw_bn_relu(x, kernel, stride, name):
     return L.ReLU(6.0, name=f"{name}_dwrelu")(x)
 
 
-def squeeze_excite(x, ratio, name):
+def squeeze_excite(x, reduced, name):
+    """Squeeze-and-excitation gate over ``x`` (B, H, W, C) with a ``reduced``-channel bottleneck (the plan's
+    ``se_ch``); returns ``x`` scaled per channel, same shape."""
     c = x.shape[-1]
     s = L.GlobalAveragePooling2D(keepdims=True, name=f"{name}_sepool")(x)
-    s = L.Conv2D(se_reduced_channels(c, ratio), 1, name=f"{name}_sereduce")(s)
+    s = L.Conv2D(reduced, 1, name=f"{name}_sereduce")(s)
     s = L.ReLU(6.0, name=f"{name}_serelu")(s)
     # Bias 3 makes the gate relu6(z + 3), i.e. 6 x hard-sigmoid, open at 3 from the start. With bias 0 about half
     # the channels start shut (relu6 of a centred z) and a network of several SE blocks does not train at all
@@ -53,23 +55,39 @@ def squeeze_excite(x, ratio, name):
 
 def build_model(space: SearchSpace, arch: Arch, resolution: int | None = None, dropout: float = 0.0,
                 name: str = "edgenas") -> keras.Model:
-    """Build ``arch`` as a Functional model with softmax output (``num_classes`` probabilities)."""
-    space.check(arch)
+    """Build ``arch`` as a Functional model with softmax output, each block as
+    ``edgenas_keras.arch.plan.plan`` lays it out (widths, SE bottleneck, residual ADD).
+
+    Args:
+        space: the search space.
+        arch: an architecture of ``space``.
+        resolution: input side in pixels; None takes the space's.
+        dropout: dropout rate before the classifier (0: none).
+        name: the model's name.
+
+    Returns:
+        A ``tf_keras`` Functional model: input (batch, resolution, resolution, in_channels) images, output
+        (batch, num_classes) probabilities.
+
+    Raises:
+        ValueError: ``space`` does not allow ``arch``.
+    """
+    plans = plan(space, arch, resolution)
     res = resolution or space.resolution
     inp = keras.Input((res, res, space.in_channels), name="image")
     x = conv_bn_relu(inp, space.stem_channels, space.stem_kernel, space.stem_stride, "stem")
-    for slot, b in zip(space.slots, arch.blocks):
-        if b.op == "skip":
+    for p in plans:
+        if p.is_skip:
             continue
-        n = f"b{slot.index}"
+        n = f"b{p.index}"
         block_in = x
-        if b.op == "ir":
-            x = conv_bn_relu(x, x.shape[-1] * b.expansion, 1, 1, f"{n}_expand")
-        x = dw_bn_relu(x, b.kernel, slot.stride, n)
-        if b.se:
-            x = squeeze_excite(x, b.se, n)
-        x = conv_bn_relu(x, b.channels, 1, 1, f"{n}_project", relu=False)
-        if slot.stride == 1 and block_in.shape[-1] == b.channels:
+        if p.block.op == "ir":
+            x = conv_bn_relu(x, p.mid_ch, 1, 1, f"{n}_expand")
+        x = dw_bn_relu(x, p.block.kernel, p.stride, n)
+        if p.se_ch:
+            x = squeeze_excite(x, p.se_ch, n)
+        x = conv_bn_relu(x, p.out_ch, 1, 1, f"{n}_project", relu=False)
+        if p.residual:
             x = L.Add(name=f"{n}_add")([block_in, x])
     x = L.GlobalAveragePooling2D(name="head_pool")(x)
     if dropout:

@@ -24,8 +24,9 @@ of Single-Path-NAS / Once-for-All style weight sharing), not the DARTS mixture.
   only for the sampled one (the mask of a 5x5 kernel still has a gradient when 3x3 was drawn).
 - Masks depend on a block's *actual* input channel count, which is the output channel count of the last
   non-skip block before it; the supernet threads that count (a stop-gradient scalar) from block to block,
-  and the residual ADD is applied exactly when the sampled block has stride 1 and ``cin == c``, as in
-  ``ops.arch_graph`` and ``builder.build_model``.
+  and the residual ADD is applied exactly when the sampled block has stride 1 and ``cin == c``: the
+  per-sample tensor form of ``edgenas_keras.arch.plan.has_residual``, which ``cost.graph.arch_graph`` and
+  ``builder.build_model`` read through ``plan`` (``tests/test_plan.py`` checks they agree on fixed paths).
 - Batch normalisation always uses batch statistics (as DARTS does): widths change from step to step, so
   running statistics would be meaningless; the supernet is only trained and scored, never deployed (the
   found architecture is rebuilt and retrained from scratch by the trainer). To score one child with
@@ -42,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from edgenas_keras.cost.graph import se_reduced_channels
+from edgenas_keras.arch.plan import se_reduced_channels
 from edgenas_keras.arch.space import FACTORS, Arch, Block, SearchSpace
 
 NEG = -1e9  # logit of an illegal choice (skip at a stride-2 block, padding beyond a factor's choices)
