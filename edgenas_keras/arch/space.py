@@ -60,6 +60,7 @@ class Block:
 
     @property
     def token(self) -> str:
+        """The block's canonical token, e.g. ``ir_k3_e6_se4_c24`` or ``skip`` (the codec's inverse of ``decode_block``)."""
         if self.op == "skip":
             return "skip"
         parts = [self.op, f"k{self.kernel}"]
@@ -73,6 +74,7 @@ class Block:
 
 @dataclass(frozen=True)
 class Arch:
+    """An architecture: one ``Block`` per slot of a search space, input to output. ``str(arch)`` is its string form."""
     blocks: tuple[Block, ...]
 
     def __str__(self) -> str:
@@ -80,14 +82,19 @@ class Arch:
 
     @property
     def num_blocks(self) -> int:
+        """Number of blocks (slots)."""
         return len(self.blocks)
 
 
 def encode(arch: Arch) -> str:
+    """The architecture string: the blocks' canonical tokens joined by ``-``."""
     return "-".join(b.token for b in arch.blocks)
 
 
 def decode_block(token: str, position: int = 1) -> Block:
+    """One block token (factors in any order) -> ``Block``; ``position`` (1-based) only names the block in
+    errors. Raises ``SpaceError`` (a ValueError) naming the token and the bad factor.
+    """
     where = f"block {position} token {token!r}"
     if not token:
         raise SpaceError(f"{where}: empty token (two '-' in a row, or a leading/trailing '-')")
@@ -120,6 +127,7 @@ def decode(text: str) -> Arch:
 
 
 def canonical(text: str) -> str:
+    """The canonical form of an architecture string (factors in the codec's order). Raises ``SpaceError``."""
     return encode(decode(text))
 
 
@@ -145,10 +153,12 @@ class BlockSlot:
 
     @property
     def ops(self) -> tuple[str, ...]:
+        """The operations legal at this slot: its ``op`` choices, without ``skip`` where skipping is not legal."""
         return tuple(o for o in self.choices["op"] if o != "skip" or self.skip_legal)
 
     @property
     def cardinality(self) -> int:
+        """Number of distinct legal blocks at this slot (``block_choices`` enumerates them)."""
         c = self.choices
         per_conv = len(c["kernel"]) * len(c["se"]) * len(c["channels"])
         n = 0
@@ -159,6 +169,10 @@ class BlockSlot:
 
 @dataclass(frozen=True)
 class SearchSpace:
+    """A search space: input resolution (pixels) and channels, the stem, one ``BlockSlot`` per block (stride and
+    the choices of each factor) and the head's classes. Load with ``SearchSpace.load(path or None)``; the
+    shipped space is ``arch/spaces/default.yaml``.
+    """
     name: str
     resolution: int
     in_channels: int
@@ -173,6 +187,9 @@ class SearchSpace:
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict, source: str = "<dict>") -> SearchSpace:
+        """A space from its YAML form; ``SpaceError`` naming ``source`` and the field for anything missing or
+        out of range.
+        """
         def need(mapping, key, where):
             if not isinstance(mapping, dict) or key not in mapping:
                 raise SpaceError(f"{source}: missing field {where}{key}")
@@ -254,6 +271,7 @@ class SearchSpace:
         return cls.from_dict(d, source=str(p))
 
     def with_resolution(self, resolution: int) -> SearchSpace:
+        """The same space at another input resolution (pixels); ``SpaceError`` if the strides do not divide it."""
         d = self.to_dict()
         d["resolution"] = resolution
         return SearchSpace.from_dict(d, source=self.source)
@@ -270,6 +288,7 @@ class SearchSpace:
         return SearchSpace.from_dict(d, source=self.source)
 
     def to_dict(self) -> dict:
+        """The YAML form (``from_dict``'s input)."""
         return {
             "name": self.name,
             "resolution": self.resolution,
@@ -284,10 +303,12 @@ class SearchSpace:
     # -- structure -------------------------------------------------------------------------------------
     @property
     def num_blocks(self) -> int:
+        """Number of blocks (slots)."""
         return len(self.strides)
 
     @cached_property
     def slots(self) -> tuple[BlockSlot, ...]:
+        """The block slots, input to output, each with its stride and input resolution in pixels."""
         res = self.resolution // self.stem_stride
         out = []
         for i, (s, c) in enumerate(zip(self.strides, self.choices)):
@@ -297,10 +318,12 @@ class SearchSpace:
 
     @property
     def cardinality(self) -> int:
+        """Number of architectures in the space: the product of the slots' cardinalities."""
         return math.prod(s.cardinality for s in self.slots)
 
     @property
     def final_resolution(self) -> int:
+        """Side in pixels of the last block's output (what the head pools)."""
         return self.resolution // self.stem_stride // math.prod(self.strides)
 
     def check(self, arch: Arch) -> None:
@@ -321,6 +344,7 @@ class SearchSpace:
                 raise SpaceError(f"{where}: expansion {b.expansion} not in {list(slot.choices['expansion'])}")
 
     def contains(self, arch: Arch) -> bool:
+        """True when ``check(arch)`` passes."""
         try:
             self.check(arch)
         except ValueError:
@@ -383,6 +407,9 @@ class SearchSpace:
         return idx
 
     def from_indices(self, idx) -> Arch:
+        """The architecture of an index form, shape (num_blocks, len(FACTORS)): per block, the index of each
+        factor's choice (``to_indices``'s inverse). ``ValueError`` for a wrong shape.
+        """
         idx = np.asarray(idx)
         if idx.shape != (self.num_blocks, len(FACTORS)):
             raise ValueError(f"index form must have shape ({self.num_blocks}, {len(FACTORS)}), got {idx.shape}")

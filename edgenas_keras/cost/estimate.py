@@ -360,6 +360,7 @@ class ArchCost:
     sram_host_bytes: int = 0
 
     def as_dict(self) -> dict:
+        """The figures as a JSON-ready dict (ms, bytes, counts)."""
         return {"latency_ms": self.latency_ms, "sram_bytes": self.sram_bytes, "flash_bytes": self.flash_bytes,
                 "macs": self.macs, "params": self.params, "sram_target_bytes": self.sram_target_bytes,
                 "sram_host_bytes": self.sram_host_bytes}

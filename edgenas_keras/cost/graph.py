@@ -211,6 +211,7 @@ class OpSpec:
 
     @property
     def key(self) -> str:
+        """This operator's LUT key (``lut_key``)."""
         return lut_key(self.op, self.in_shape, self.out_shape[2], self.kernel_hw, self.stride_hw, self.padding,
                        self.activation, self.variant, dilation=self.dilation_hw,
                        depth_multiplier=self.depth_multiplier, out_hw=self.out_shape[:2])
@@ -236,11 +237,13 @@ class OpSpec:
 
     @property
     def params(self) -> int:
+        """Weights plus biases (elements)."""
         return self.weights + self.bias
 
 
 @dataclass
 class OpNode:
+    """One operator of an ``OpGraph``: its ``OpSpec``, the activation tensor ids it reads and the one it writes."""
     spec: OpSpec
     inputs: tuple[int, ...]   # activation tensor ids read
     output: int               # activation tensor id written
@@ -258,6 +261,7 @@ class OpGraph:
     n_constants: int | None = None
 
     def tensor(self, shape: tuple[int, ...]) -> int:
+        """Register an activation tensor of ``shape`` (int8: one byte per element); returns its id."""
         n = 1
         for s in shape:
             n *= int(s)
@@ -265,6 +269,7 @@ class OpGraph:
         return len(self.tensor_bytes) - 1
 
     def add(self, spec: OpSpec, inputs: tuple[int, ...]) -> int:
+        """Append an operator reading tensor ids ``inputs``; returns the id of its new output tensor."""
         out = self.tensor(spec.out_shape)
         self.nodes.append(OpNode(spec, tuple(inputs), out))
         self.output_id = out
@@ -279,22 +284,27 @@ class OpGraph:
 
     @property
     def all_tensors(self) -> int:
+        """Activation plus constant tensors (what the flatbuffer and the arena's per-tensor overhead count)."""
         return len(self.tensor_bytes) + self.constant_tensors
 
     @property
     def specs(self) -> list[OpSpec]:
+        """The operators' specs, in order."""
         return [n.spec for n in self.nodes]
 
     @property
     def op_types(self) -> list[str]:
+        """The operators' builtin names, in order."""
         return [n.spec.op for n in self.nodes]
 
     @property
     def keys(self) -> list[str]:
+        """The operators' LUT keys, in order."""
         return [n.spec.key for n in self.nodes]
 
     @property
     def macs(self) -> int:
+        """Multiply-accumulates of one inference."""
         return sum(s.macs for s in self.specs)
 
     @property
@@ -312,6 +322,9 @@ class OpGraph:
 # -- constructors of the operators our blocks use ----------------------------------------------------------
 
 def conv2d(in_shape, out_c, kernel=1, stride=1, activation="none", padding="same", bn=True) -> OpSpec:
+    """A CONV_2D on an (H, W, C) input with ``out_c`` filters of ``kernel`` x ``kernel`` (int8 weights,
+    per-channel quantisation, int32 bias; batch norm folded when ``bn``).
+    """
     h, w, c = in_shape
     out = (conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding), out_c)
     return OpSpec("CONV_2D", tuple(in_shape), out, kernel, stride, padding, activation,
@@ -319,6 +332,7 @@ def conv2d(in_shape, out_c, kernel=1, stride=1, activation="none", padding="same
 
 
 def depthwise(in_shape, kernel, stride, activation="relu6", padding="same") -> OpSpec:
+    """A DEPTHWISE_CONV_2D (multiplier 1) on an (H, W, C) input with a ``kernel`` x ``kernel`` window."""
     h, w, c = in_shape
     out = (conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding), c)
     return OpSpec("DEPTHWISE_CONV_2D", tuple(in_shape), out, kernel, stride, padding, activation,

@@ -27,12 +27,14 @@ BN_MOMENTUM = 0.9
 
 
 def conv_bn_relu(x, filters, kernel, stride, name, relu=True):
+    """Conv2D (no bias) + BatchNorm (+ ReLU6 unless ``relu`` is False), layers named ``{name}_conv``, ``_bn``, ``_relu``."""
     x = L.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return L.ReLU(6.0, name=f"{name}_relu")(x) if relu else x
 
 
 def dw_bn_relu(x, kernel, stride, name):
+    """DepthwiseConv2D (no bias) + BatchNorm + ReLU6, layers named ``{name}_dw``, ``_dwbn``, ``_dwrelu``."""
     x = L.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
     x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_dwbn")(x)
     return L.ReLU(6.0, name=f"{name}_dwrelu")(x)

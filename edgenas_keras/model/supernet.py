@@ -50,6 +50,7 @@ NEG = -1e9  # logit of an illegal choice (skip at a stride-2 block, padding beyo
 
 
 def max_choices(space: SearchSpace) -> int:
+    """The most choices any factor of any slot has: the last axis of alpha, shape (blocks, factors, max_choices)."""
     return max(len(c[f]) for c in space.choices for f in FACTORS)
 
 
@@ -156,6 +157,7 @@ class Supernet(keras.Model):
 
     @property
     def weight_variables(self) -> list[tf.Variable]:
+        """The trainable variables other than alpha (what weight steps update)."""
         return [v for v in self.trainable_variables if v is not self.alpha]
 
     def logits(self) -> tf.Tensor:
@@ -163,6 +165,7 @@ class Supernet(keras.Model):
         return tf.where(self.legal, self.alpha, NEG)
 
     def probs(self, temperature=1.0) -> tf.Tensor:
+        """softmax(masked alpha / temperature) per factor, shape (blocks, factors, max_choices); illegal choices 0."""
         return tf.nn.softmax(self.logits() / temperature, axis=-1)
 
     def sample_gates(self, temperature, seed) -> tf.Tensor:
@@ -175,6 +178,7 @@ class Supernet(keras.Model):
         return hard + soft - tf.stop_gradient(soft)
 
     def call(self, inputs, training=None):
+        """``inputs = (images (batch, H, W, C), gates)`` -> class probabilities (batch, classes) of the gated path."""
         images, gates = inputs
         return self.forward(images, gates)[0]
 

@@ -134,6 +134,7 @@ class SearchConfig:
         return cls(**d)
 
     def as_dict(self) -> dict:
+        """Every field as a dict (``config.json``; ``from_dict``'s input)."""
         return dataclasses.asdict(self)
 
     def budgets(self) -> dict:
@@ -176,6 +177,7 @@ class SearchResult:
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
+        """The ``result.json`` form: the architecture, its cost figures at top level, budgets and extras."""
         return {"arch": self.arch, **self.cost.as_dict(), "budgets": self.budgets, "device": self.device,
                 "lut_sha256": self.lut_sha256, "feasible": self.feasible, "repaired": self.repaired,
                 "filled": self.filled, "derived_arch": self.derived_arch,

@@ -120,6 +120,7 @@ class SubgraphInfo:
 
     @property
     def op_set(self) -> list[str]:
+        """Distinct operator names, sorted (what an op resolver must register)."""
         return sorted({o.op for o in self.operators})
 
 
