@@ -22,6 +22,8 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 test: setup lint
+	@d=$$(mktemp -d); $(VENV)/bin/mkdocs build --strict --quiet -d "$$d/site"; rc=$$?; rm -rf "$$d"; \
+	  if [ $$rc -ne 0 ]; then echo "mkdocs build --strict failed (docs/, mkdocs.yml)"; fi; exit $$rc
 	@$(VENV)/bin/pytest -q tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; exit $$rc
 
