@@ -4,10 +4,11 @@ Every layer the builder uses quantizes out of the box (DESIGN.md section 2) exce
 gate's ``Multiply``: tfmot's registry does not know it ("Layer multiply ... is not supported"). The int8 MUL
 kernel rescales its output from its two int8 inputs, and both inputs are already quantised by the layers that
 produce them (a ReLU6 fused into its convolution on either side), so, as for tfmot's own ``Add``, only the
-*output* needs a fake-quant node: ``SeMultiplyQuantizeConfig`` gives it the same 8-bit moving-average,
-asymmetric, per-tensor quantizer the registry gives ``Add``. That makes the QAT graph convert to exactly the
-int8 operators of ``ops.arch_graph`` (tests/train checks the operator list for architectures with and without
-SE), so the latency the search priced is the latency of the model we ship.
+*output* needs a fake-quant node: ``SeMultiplyQuantizeConfig`` is tfmot's own output-only
+``Default8BitOutputQuantizeConfig``, the same 8-bit moving-average, asymmetric, per-tensor quantizer the
+registry gives ``Add``. That makes the QAT graph convert to exactly the int8 operators of ``ops.arch_graph``
+(tests/train checks the operator list for architectures with and without SE), so the latency the search
+priced is the latency of the model we ship.
 
 ``quantize_model`` annotates every layer (the ``Multiply`` with our config, the rest with the registry's
 default), applies the annotations inside ``quantize_scope`` and returns a new model that starts from the float
@@ -33,31 +34,21 @@ import tf_keras as keras
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (
     QuantizeLayer as _QuantizeLayer,
 )
+# The registry's output-only config (for Add and friends); tfmot does not export it either.
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
+    Default8BitOutputQuantizeConfig as _Default8BitOutputQuantizeConfig,
+)
 
 _q = tfmot.quantization.keras
 
 
-class SeMultiplyQuantizeConfig(_q.QuantizeConfig):
-    """Output-only 8-bit quantisation for the SE ``Multiply`` (the registry's treatment of ``Add``)."""
+class SeMultiplyQuantizeConfig(_Default8BitOutputQuantizeConfig):
+    """Output-only 8-bit quantisation for the SE ``Multiply``: tfmot's own ``Default8BitOutputQuantizeConfig``
+    (one moving-average, asymmetric, per-tensor 8-bit output quantizer, as the registry gives ``Add``).
 
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return [_q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
-                                                      narrow_range=False)]
-
-    def get_config(self):
-        return {}
+    A subclass only for its name: ``qat_model.h5`` files record the config by class name, and those written
+    before this was tfmot's class (``get_config() == {}``) load as ``SeMultiplyQuantizeConfig()``, which is
+    ``quantize_output=True``, the same quantizer."""
 
 
 # Objects a saved QAT model refers to by name; pass to ``quantize_scope`` (or ``custom_objects``) to load one.
