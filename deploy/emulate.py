@@ -36,6 +36,7 @@ import numpy as np
 
 from deploy import tflm_build as tb
 from edgenas_keras.errors import UserError
+from edgenas_keras.tflite.c_source import c_array
 
 APP_DIR = tb.FIRMWARE_DIR / "app"
 # The measuring arena (static, in RAM): the MPS2 machines have 4 MiB of RAM, our RV32 layout 8 MiB.
@@ -134,7 +135,8 @@ def _bundle_symbols(bundle_dir: Path) -> tuple[str, str, str]:
 
 
 def _c_bytes(data: bytes) -> str:
-    return ",\n".join(", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16))
+    """The input's bytes for the glue's array: 16 a line, no indent, no comma after the last byte."""
+    return c_array(data, 16, indent="", trailing_comma=False)
 
 
 def _write_glue(work: Path, bundle_dir: Path, data: bytes) -> str:
