@@ -35,6 +35,7 @@ channels the table never saw, any other operator) is still refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -48,11 +49,10 @@ from edgenas_keras.lut import analytical
 
 FORMAT = "edgenas-lut"
 VERSION = 1
+# The schema (lut_assets/lut.schema.json) is what parse() enforces; these restate its enums for callers.
 UNITS = ("cycles", "instructions", "us")
 CLOCKED_UNITS = ("cycles", "instructions")   # rescaled by clock_mhz; "instructions" at one per cycle
 METHODS = ("measured", "emulated", "analytical", "fixture")
-REQUIRED_META = ("device", "core", "clock_mhz", "runtime", "kernels", "method", "unit", "tool_version", "date",
-                 "sources")
 
 
 def assets_dir() -> Path:
@@ -249,51 +249,99 @@ def _host_rebase():
     return rebase
 
 
-def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@functools.cache
+def _schema_validator():
+    """The validator of ``lut_assets/lut.schema.json`` (read and checked once per process)."""
+    import jsonschema  # noqa: PLC0415  (about 0.1 s to import; only parsing a LUT needs it)
+
+    schema = json.loads((assets_dir() / "lut.schema.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _where(path) -> str:
+    """``metadata.calibration.factors``, ``entries[3].value``: a JSON path as the error messages spell it."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _schema_error(error, doc, source: str) -> str:
+    """One line naming the file, the field (and an entry's key) and what the schema wants there."""
+    path = list(error.absolute_path)
+    where = _where(path)
+    if path[:1] == ["entries"] and len(path) >= 2 and isinstance(path[1], int):
+        entry = doc["entries"][path[1]]
+        if isinstance(entry, dict) and isinstance(entry.get("key"), str) and path[2:3] not in ([], ["key"]):
+            where = f"{_where(path[:2])} ({entry['key']}): {_where(path[2:])}"
+    kind, want, got = error.validator, error.validator_value, error.instance
+    if kind == "required":
+        missing = next(k for k in want if k not in got)
+        return f"{source}: {where or 'the LUT'} lacks required field {missing!r}"
+    if kind == "type" and not path:
+        return f"{source}: a LUT must be a JSON object"
+    if kind == "const" and path == ["version"]:
+        return f"{source}: LUT version {_short(got)} is not supported (this tool reads version {VERSION})"
+    if kind == "const":
+        return f"{source}: field {where!r} must be {want!r}, got {_short(got)}"
+    if kind == "enum":
+        return f"{source}: {where} must be one of {tuple(want)}, got {_short(got)}"
+    if kind == "type":
+        return f"{source}: {where} must be of type {want}, got {_short(got)}"
+    if kind in ("exclusiveMinimum", "minimum"):
+        op = ">" if kind == "exclusiveMinimum" else ">="
+        return f"{source}: {where} must be a number {op} {want}, got {_short(got)}"
+    if kind == "minLength":
+        return f"{source}: {where} must be a non-empty string"
+    if kind == "pattern":
+        return (f"{source}: {where} {_short(got)} is not a LUT key (OP|in=HxWxC|out=C|k=K|s=S|p=PAD|act=ACT"
+                "[|...], edgenas_keras.cost.graph.lut_key)")
+    if kind == "additionalProperties":
+        extra = sorted(set(got) - set(error.schema.get("properties", {})))
+        return f"{source}: {where or 'the LUT'} has unknown field(s) {', '.join(map(repr, extra))}"
+    return f"{source}: {where or 'the LUT'}: {error.message.splitlines()[0]}"
+
+
+def _schema_order(error) -> tuple:
+    """Report the shallowest error first, then in document order (entries[3] before entries[10])."""
+    path = list(error.absolute_path)
+    return len(path), [(0, p, "") if isinstance(p, int) else (1, 0, p) for p in path]
 
 
 def parse(doc, source: str, sha256: str = "") -> Lut:
-    """Validate a decoded LUT document; errors name the file and the entry."""
-    if not isinstance(doc, dict):
-        raise UserError(f"{source}: a LUT must be a JSON object")
-    if doc.get("format") != FORMAT:
-        raise UserError(f"{source}: field 'format' must be {FORMAT!r}, got {doc.get('format')!r}")
-    if doc.get("version") != VERSION:
-        raise UserError(f"{source}: LUT version {doc.get('version')!r} is not supported (this tool reads "
-                        f"version {VERSION})")
-    meta = doc.get("metadata")
-    if not isinstance(meta, dict):
-        raise UserError(f"{source}: missing object 'metadata'")
-    for k in REQUIRED_META:
-        if k not in meta:
-            raise UserError(f"{source}: metadata lacks required field {k!r}")
-    if not _positive(meta["clock_mhz"]):
-        raise UserError(f"{source}: metadata.clock_mhz must be a positive finite number")
-    if meta["unit"] not in UNITS:
-        raise UserError(f"{source}: metadata.unit must be one of {UNITS}, got {meta['unit']!r}")
-    if meta["method"] not in METHODS:
-        raise UserError(f"{source}: metadata.method must be one of {METHODS}, got {meta['method']!r}")
-    entries_doc = doc.get("entries")
-    if not isinstance(entries_doc, list):
-        raise UserError(f"{source}: 'entries' must be a list")
+    """Validate a decoded LUT document against ``lut_assets/lut.schema.json``, then what the schema cannot
+    say (finite numbers: Python's ``json`` reads ``Infinity`` and ``NaN``; no key twice; the calibration and
+    re-basing records). Every error is one ``UserError`` line naming the file and the field or entry."""
+    errors = sorted(_schema_validator().iter_errors(doc), key=_schema_order)
+    if errors:
+        raise UserError(_schema_error(errors[0], doc, source))
+    meta = doc["metadata"]
+    if not _finite(meta["clock_mhz"]):
+        raise UserError(f"{source}: metadata.clock_mhz must be a positive finite number, "
+                        f"got {meta['clock_mhz']!r}")
     entries: dict[str, LutEntry] = {}
-    for i, e in enumerate(entries_doc):
+    for i, e in enumerate(doc["entries"]):
         where = f"{source}: entries[{i}]"
-        if not isinstance(e, dict) or not isinstance(e.get("key"), str) or not e["key"]:
-            raise UserError(f"{where}: needs a non-empty string 'key'")
         key = e["key"]
         if key in entries:
             raise UserError(f"{where}: duplicate key {key!r}")
-        if not _positive(e.get("value")):
-            raise UserError(f"{where} ({key}): value must be a positive finite number, got {e.get('value')!r}")
         disp = e.get("dispersion", 0.0)
-        if not (isinstance(disp, (int, float)) and math.isfinite(disp) and disp >= 0):
-            raise UserError(f"{where} ({key}): dispersion must be a finite number >= 0")
-        n = e.get("samples", 1)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise UserError(f"{where} ({key}): samples must be an integer >= 1")
-        entries[key] = LutEntry(float(e["value"]), float(disp), n)
+        if not _finite(e["value"]):
+            raise UserError(f"{where} ({key}): value must be a positive finite number, got {e['value']!r}")
+        if not _finite(disp):
+            raise UserError(f"{where} ({key}): dispersion must be a finite number >= 0, got {disp!r}")
+        entries[key] = LutEntry(float(e["value"]), float(disp), int(e.get("samples", 1)))
     if meta.get("calibration") is not None:
         _lut_calibrate().check(meta["calibration"], source)
     if meta.get("rebase") is not None:
