@@ -354,21 +354,14 @@ def arch_int8_model(space, arch, seed: int = 0) -> bytes:
 
 
 def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
-    def ranks(x):
-        x = np.asarray(x, dtype=float)
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=float)
-        for v in np.unique(x):   # ties share their average rank
-            idx = x == v
-            r[idx] = r[idx].mean()
-        return r
+    """Spearman rank correlation (``scipy.stats.spearmanr``: average ranks for ties); NaN, without scipy's
+    warning, for fewer than 2 values or a constant input."""
+    from scipy.stats import spearmanr  # noqa: PLC0415
 
-    ra, rb = ranks(a), ranks(b)
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def accuracy(predicted_ms, measured_ms) -> dict:
