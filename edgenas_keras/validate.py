@@ -19,7 +19,7 @@ and its verdict, and ``reasons`` names every failing one. Checks:
   the maximum is the conservative figure.
 - ``flash``: the model's bytes plus the TFLM runtime's own code and constant data for the device
   (``RUNTIME_FLASH``, with sources; override with ``runtime_flash_bytes`` when a link map gives the real one).
-- ``accuracy``: int8 top-1 on the eval split, run in the TFLM runtime (``train.tflm_evaluate``), with the
+- ``accuracy``: int8 top-1 on the eval split, run in the TFLM runtime (``tflite.evaluate.tflm_evaluate``), with the
   per-class accuracy beside it in the check's details (``per_class``: for each class in label order, the
   share of its eval images labelled correctly, and the counts) and, for more than 5 classes,
   ``top5_accuracy``. The class names are the data set's (``stats.json``); a model with another number of

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
+from edgenas_keras.lut import table
 from edgenas_keras.lut.table import (  # noqa: F401  (the package's public names)
     CLOCKED_UNITS,
     FORMAT,
@@ -53,7 +54,7 @@ def load_device(device: str, clock_mhz: float | None = None) -> Lut:
     if entry is None:
         known = ", ".join(shipped_devices()) or "none"
         raise UserError(f"no shipped LUT for device {device!r} (shipped: {known}); pass --lut FILE for your own")
-    path = assets_dir() / entry["file"]
+    path = table.assets_dir() / entry["file"]
     lut = load(path)
     if lut.sha256 != entry["sha256"]:
         raise UserError(f"{path}: sha256 {lut.sha256[:12]}... does not match lut_assets/manifest.json "
@@ -84,7 +85,7 @@ def shipped_file(device: str, method: str) -> Path:
     manifest entry for that device whose table has that method (``cortex-m7`` + ``analytical`` ->
     ``lut_assets/analytical/cortex-m7.json``), else ``lut_assets/<device>.json`` when that file is free or
     of the same method, else ``lut_assets/<method>/<device>.json``."""
-    root = assets_dir()
+    root = table.assets_dir()
     for name, entry in sorted(manifest().get("luts", {}).items()):
         path = root / entry["file"]
         if entry.get("device", name) == device and path.is_file() and _method_of(path) == method:
@@ -108,11 +109,11 @@ def update_manifest(device: str, path: Path, sha256: str) -> None:
     Every name whose entry points at ``path`` (a device and its aliases share one file) gets the new checksum;
     a file no name points at is entered as ``device`` (or, when that name is taken by another file,
     ``<device>-<method>`` with ``"device": device``). ``path`` must be under ``lut_assets/``."""
-    mpath = assets_dir() / "manifest.json"
+    mpath = table.assets_dir() / "manifest.json"
     try:
-        rel = Path(path).resolve().relative_to(assets_dir().resolve()).as_posix()
+        rel = Path(path).resolve().relative_to(table.assets_dir().resolve()).as_posix()
     except ValueError:
-        raise UserError(f"{path} is not under {assets_dir()}: only shipped tables go in the manifest") from None
+        raise UserError(f"{path} is not under {table.assets_dir()}: only shipped tables go in the manifest") from None
     m = manifest()
     luts = m.setdefault("luts", {})
     names = [n for n, e in luts.items() if e.get("file") == rel]

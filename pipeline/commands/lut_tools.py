@@ -169,7 +169,6 @@ def _default_method(device: str) -> str:
 def cmd_build(args) -> int:
     from edgenas_keras import lut as lutmod
     from edgenas_keras.lut import measure as lut_build
-    from edgenas_keras.lut import analytical as lut_models
 
     name, args.device = args.device, lutmod.device_of(args.device)
     if name != args.device:   # a shipped alias (cortex-m7-analytical): its device, and its table's method
@@ -231,7 +230,7 @@ def cmd_build(args) -> int:
         table = lut_build.build_measured_lut(keys, out, args.device, update_manifest=not args.out, keep=keep,
                                              progress=not args.json)
     else:
-        table = lut_models.build_analytical_lut(args.device, list(dict.fromkeys([*keys, *keep])),
+        table = lutmod.build_analytical_lut(args.device, list(dict.fromkeys([*keys, *keep])),
                                                 datetime.date.today().isoformat(), lut_build.TOOL_VERSION)
         sha = table.save(out)
         if not args.out:

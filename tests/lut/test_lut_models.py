@@ -157,7 +157,9 @@ def test_build_writes_the_shipped_file_of_its_method_and_every_name_of_it(tmp_pa
 
     root = tmp_path / "lut_assets"
     shutil.copytree(lutmod.assets_dir(), root, ignore=shutil.ignore_patterns("*.png", "*.jsonl", "*.md"))
-    monkeypatch.setattr(lutmod, "assets_dir", lambda: root)
+    from edgenas_keras.lut import table
+
+    monkeypatch.setattr(table, "assets_dir", lambda: root)   # every reader of lut_assets/ goes through it
     before = lutmod.manifest()["luts"]
     assert main(["lut", "build", "--device", "cortex-m7", "--method", "analytical", "--limit", "3", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
