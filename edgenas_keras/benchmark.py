@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras._fs import atomic_write_json
 from edgenas_keras.arch.space import Arch, Block, SearchSpace, decode, encode
 
 # -- hand-designed networks ------------------------------------------------------------------------------
@@ -290,9 +291,7 @@ def digest(obj) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=1, sort_keys=True, default=float)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras._fs import atomic_write_text
 from edgenas_keras.errors import UserError
 
 KB = 1024
@@ -102,9 +103,7 @@ class Report:
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
         text = self.html()
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
+        atomic_write_text(out, text)
         return out
 
 

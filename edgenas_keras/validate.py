@@ -39,6 +39,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgenas_keras._fs import atomic_write_json
 from edgenas_keras.cost import estimate as cost
 from edgenas_keras.errors import UserError
 from edgenas_keras.lut import device_of
@@ -330,7 +331,4 @@ def _reason(name: str, c: dict) -> str:
 
 def write_blessing(doc: dict, path: str | Path) -> None:
     """Write the blessing document atomically."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    tmp.replace(p)
+    atomic_write_json(path, doc, indent=2, sort_keys=True)

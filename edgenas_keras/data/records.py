@@ -29,6 +29,7 @@ from pathlib import Path
 
 import google_crc32c
 
+from edgenas_keras._fs import atomic_write_json, atomic_writer
 from edgenas_keras.errors import UserError
 
 SPLITS = ("train", "eval")
@@ -173,13 +174,11 @@ def write_shard(
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     labels = {"0": 0, "1": 0}  # every label index that occurs, as a string (VWW: always both)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+    with atomic_writer(path) as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         for r in recs:
             gz.write(tfrecord_frame(r.example))
             digest.update(hashlib.sha256(r.example).digest())
             labels[str(r.label)] = labels.get(str(r.label), 0) + 1
-    os.replace(tmp, path)
     summary = {
         "file": rel,
         "split": split,
@@ -192,9 +191,7 @@ def write_shard(
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=2, sort_keys=True)
 
 
 def read_summaries(staging: str | Path) -> list[dict]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgenas_keras._fs import atomic_write_json
 from edgenas_keras.errors import UserError
 from edgenas_keras.lut import table
 from edgenas_keras.lut.table import (  # noqa: F401  (the package's public names)
@@ -123,6 +124,4 @@ def update_manifest(device: str, path: Path, sha256: str) -> None:
         names = [name]
     for n in names:
         luts[n]["sha256"] = sha256
-    tmp = mpath.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-    tmp.replace(mpath)
+    atomic_write_json(mpath, m, indent=2, sort_keys=True)

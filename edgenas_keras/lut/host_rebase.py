@@ -54,6 +54,7 @@ import statistics
 import time
 from pathlib import Path
 
+from edgenas_keras._fs import atomic_write_bytes, atomic_write_json
 from edgenas_keras import machine
 from edgenas_keras.errors import UserError
 from edgenas_keras.lut.rebase import CLASSES, check, factor, rebase_class  # noqa: F401  (part of this module's API)
@@ -124,9 +125,7 @@ def _model_bytes(key: str) -> bytes:
         return path.read_bytes()
     data = lut_build.single_op_model(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, data)
     return data
 
 
@@ -172,9 +171,7 @@ def context_check(lut, factors: dict[str, float]) -> dict | None:
     else:
         data = lut_build.arch_int8_model(space, arch)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic_write_bytes(path, data)
     measured = lut_build.measure_model(data)["value"] / 1000.0
     rebased = sum(lut.entries[k].value * factors[rebase_class(k)] for k in keys) / 1000.0
     return {"arch": CONTEXT_ARCH, "measured_ms": measured, "rebased_ms": rebased,
@@ -225,9 +222,7 @@ def compute(lut, here: dict | None = None, use_cache: bool = True) -> tuple[dict
            "date": datetime.date.today().isoformat(), "seconds": round(time.monotonic() - t0, 1),
            "cache": str(path), "fit": "per class: median of here / table over the class's probes"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, rec, indent=1, sort_keys=True)
     _memo[(sha, fp)] = rec
     return rec, False
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import io
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras._fs import atomic_write_bytes
 from edgenas_keras import lut as lutmod
 from edgenas_keras import machine
 from edgenas_keras.cost.graph import default_out_hw, parse_key
@@ -452,10 +454,10 @@ def scatter_plot(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, png.getvalue())
 
 
 __all__ = ["accuracy", "arch_int8_model", "build_measured_lut", "measure_key", "measure_model", "scatter_plot",

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgenas_keras._fs import atomic_write_bytes
 from edgenas_keras.errors import MissingLutKeysError, UserError
 from edgenas_keras.lut import analytical
 
@@ -182,12 +183,9 @@ class Lut:
 
     def save(self, path: str | Path) -> str:
         """Write atomically; returns the sha256 of the file."""
-        p = Path(path)
-        text = self.dumps()
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)
-        return hashlib.sha256(text.encode()).hexdigest()
+        data = self.dumps().encode()
+        atomic_write_bytes(path, data)
+        return hashlib.sha256(data).hexdigest()
 
 
 HEAD_OPS = ("FULLY_CONNECTED", "SOFTMAX")

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras._fs import atomic_write_json
 from edgenas_keras.arch.space import FACTORS, Arch, SearchSpace
 from edgenas_keras.cost.estimate import (
     ArchCost,
@@ -101,9 +102,7 @@ def reader_data(data_dir, config: SearchConfig, resolution: int, channels: int) 
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, obj, indent=1, sort_keys=True, default=float)
 
 
 def _stderr(msg: str) -> None:
