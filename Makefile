@@ -21,10 +21,12 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# pytest -n 2 (pytest-xdist, one worker per core; --dist loadfile keeps a file's tests and its module fixtures
+# on one worker): most tests wait on single-threaded TensorFlow tracing, so two workers nearly halve the suite.
 test: setup lint
 	@d=$$(mktemp -d); $(VENV)/bin/mkdocs build --strict --quiet -d "$$d/site"; rc=$$?; rm -rf "$$d"; \
 	  if [ $$rc -ne 0 ]; then echo "mkdocs build --strict failed (docs/, mkdocs.yml)"; fi; exit $$rc
-	@$(VENV)/bin/pytest -q tests; rc=$$?; \
+	@$(VENV)/bin/pytest -q -n 2 --dist loadfile tests; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; exit $$rc
 
 lock:
