@@ -115,6 +115,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "training config") -> TrainConfig:
+        """A config from a mapping of field names to values (missing fields take their defaults).
+
+        Raises:
+            UserError: ``{source}: unknown field(s) ...`` (listing the known ones) for a name that is not a
+                field; ``training config: NAME must be ...`` for a value of the wrong type or out of range.
+        """
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -122,21 +128,28 @@ class TrainConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
+        """Every field by name (``from_dict``'s input); written to ``config.json`` under ``train``."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """A finished training run: its ``out_dir``, ``metrics`` (the content of ``metrics.json``) and
+    ``history`` (of ``history.json``: per-epoch Keras logs, ``{"float": {...}, "qat": {...}}``)."""
+
     out_dir: Path
     metrics: dict
     history: dict
 
     @property
     def int8_model(self) -> Path:
+        """The QAT int8 model, ``out_dir/model_int8.tflite`` (the one to ship)."""
         return self.out_dir / "model_int8.tflite"
 
     @property
     def ptq_model(self) -> Path:
+        """The PTQ baseline, ``out_dir/model_ptq_int8.tflite``: the float model quantised after training,
+        calibrated on the same representative images."""
         return self.out_dir / "model_ptq_int8.tflite"
 
 
@@ -153,6 +166,9 @@ def _batches(images: np.ndarray, size: int):
 
 
 def representative_fn(images: np.ndarray):
+    """The converter's representative dataset over ``images`` ((n, H, W, C), the model's input range): a
+    generator function yielding each image as ``[(1, H, W, C) float32]``, in order."""
+
     def gen():
         for x in images:
             yield [x[None].astype(np.float32)]

@@ -31,6 +31,8 @@ from edgenas_keras.lut.table import (  # noqa: F401  (the package's public names
 
 
 def shipped_devices() -> list[str]:
+    """The names of the shipped LUTs, sorted: every key of ``lut_assets/manifest.json``'s ``luts``, devices
+    (``cortex-m7``) and their aliases (``cortex-m7-analytical``) alike; empty without a manifest."""
     return sorted(manifest().get("luts", {}))
 
 

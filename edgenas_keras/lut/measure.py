@@ -254,6 +254,20 @@ def measure_model(model_bytes: bytes, budget_s: float = TIME_BUDGET_S) -> dict:
 
 
 def measure_key(key: str, budget_s: float = TIME_BUDGET_S) -> dict:
+    """Time the single-operator model of ``key`` on this host (``single_op_model``, then ``measure_model``).
+
+    Args:
+        key: a LUT key (``cost.graph.lut_key``).
+        budget_s: the timing budget in CPU seconds that sets the number of repeats.
+
+    Returns:
+        ``{"value": median net µs per invoke, "dispersion": MAD in µs, "samples": invokes timed}``, times
+        in this thread's CPU time with the interpreter's per-invoke overhead subtracted.
+
+    Raises:
+        UserError: the generator cannot build ``key`` (malformed, or an operator it has no model for).
+        RuntimeError: the converter did not produce exactly the operator ``key`` names.
+    """
     return measure_model(single_op_model(key), budget_s)
 
 
@@ -273,6 +287,10 @@ def _read_progress(path: Path) -> dict[str, dict]:
 
 
 def host_metadata(device: str, sources: list[str]) -> dict:
+    """The ``metadata`` of a table measured on this host: ``device``, the CPU model as ``core``, the nominal
+    ``clock_mhz`` (``host_clock_mhz``, informational: the unit is ``us``), runtime ``tflm-python`` with
+    ``tflm-reference`` kernels, method ``measured``, today's date, ``sources``, and ``host`` (the CPU model
+    and ``machine.identity()``, what ``machine.check_lut`` compares a later machine with)."""
     return {"device": device, "core": _cpu_model(),
             "clock_mhz": host_clock_mhz(), "runtime": "tflm-python", "kernels": "tflm-reference",
             "method": "measured", "unit": "us", "tool_version": TOOL_VERSION,

@@ -63,6 +63,10 @@ def assets_dir() -> Path:
 
 @dataclass(frozen=True)
 class LutEntry:
+    """One entry of a LUT, as the file stores it (before the calibration and re-basing factors of
+    ``Lut.raw``): ``value`` in the table's unit (cycles, instructions or µs), ``dispersion`` the MAD of the
+    samples in the same unit (0 for analytical), ``samples`` the number of timings (1 for analytical)."""
+
     value: float
     dispersion: float
     samples: int
@@ -70,6 +74,10 @@ class LutEntry:
 
 @dataclass
 class Lut:
+    """A parsed LUT (module docstring): its ``metadata``, entries by key, the file's ``sha256`` ('' when
+    built in memory), ``source`` (the path, for messages) and ``estimator``, the analytical model that prices
+    keys the entries do not list (in the table's unit; None unless ``metadata.model`` names one)."""
+
     metadata: dict
     entries: dict[str, LutEntry]
     sha256: str = ""
@@ -79,14 +87,18 @@ class Lut:
 
     @property
     def device(self) -> str:
+        """The device the table is for (``metadata.device``: ``cortex-m7``, also when loaded by an alias)."""
         return self.metadata["device"]
 
     @property
     def unit(self) -> str:
+        """The unit of the entries: ``cycles``, ``instructions`` or ``us`` (``UNITS``)."""
         return self.metadata["unit"]
 
     @property
     def clock_mhz(self) -> float:
+        """The clock in MHz: what cycle and instruction values are converted at (``with_clock`` overrides
+        it); for a ``us`` table recorded only (a host table's nominal clock)."""
         return float(self.metadata["clock_mhz"])
 
     def with_clock(self, clock_mhz: float | None) -> Lut:
@@ -102,6 +114,8 @@ class Lut:
         return Lut(meta, self.entries, self.sha256, self.source, self.estimator)
 
     def to_us(self, value: float) -> float:
+        """A value in the table's unit in µs: cycles (and instructions, at one per cycle) divided by
+        ``clock_mhz``; a ``us`` value unchanged."""
         return value / self.clock_mhz if self.unit in CLOCKED_UNITS else value
 
     @property
@@ -141,6 +155,12 @@ class Lut:
         return sorted({k for k in keys if k not in self.entries} - set(self.head_estimated(keys)))
 
     def require(self, keys: Iterable[str]) -> None:
+        """Check that the table can price every key of ``keys`` (listed, analytical, or a head estimate).
+
+        Raises:
+            MissingLutKeysError: (a ``UserError``) some keys are neither listed nor estimated; the message
+                gives their count, the first five and ``build_hint``.
+        """
         miss = self.missing(keys)
         if miss:
             raise MissingLutKeysError(self.source, miss, self.build_hint)
@@ -165,20 +185,28 @@ class Lut:
         return value * _lut_calibrate().factor(cal, key) if cal else value
 
     def op_us(self, key: str) -> float:
+        """The latency of one operator in µs: ``raw(key)`` (calibrated, re-based) through ``to_us``. Raises
+        ``MissingLutKeysError`` as ``raw``."""
         return self.to_us(self.raw(key))
 
     def latency_ms(self, keys: Iterable[str]) -> float:
+        """The latency in ms of a graph's operators: the sum of ``op_us`` over ``keys`` (a key listed twice
+        counts twice) / 1000. Raises ``MissingLutKeysError`` (``require``) before pricing any key."""
         keys = list(keys)
         self.require(keys)
         return sum(self.op_us(k) for k in keys) / 1000.0
 
     # -- serialisation ----------------------------------------------------------------------------------
     def to_json(self) -> dict:
+        """The LUT document (format v1): ``format``, ``version``, ``metadata`` and the entries sorted by key.
+        The estimator is not stored: ``parse`` rebuilds it from ``metadata.model``."""
         return {"format": FORMAT, "version": VERSION, "metadata": self.metadata,
                 "entries": [{"key": k, "value": e.value, "dispersion": e.dispersion, "samples": e.samples}
                             for k, e in sorted(self.entries.items())]}
 
     def dumps(self) -> str:
+        """``to_json`` as the file's text (indent 1, sorted keys, final newline): what ``save`` writes and
+        hashes."""
         return json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
 
     def save(self, path: str | Path) -> str:
@@ -353,6 +381,12 @@ def parse(doc, source: str, sha256: str = "") -> Lut:
 
 
 def load(path: str | Path) -> Lut:
+    """Read and ``parse`` the LUT file at ``path``; its ``sha256`` is that of the file's bytes (compared with
+    the manifest by ``load_device``, not here).
+
+    Raises:
+        UserError: the file does not exist, is not valid JSON (or UTF-8), or fails ``parse``'s checks.
+    """
     p = Path(path)
     if not p.is_file():
         raise UserError(f"LUT file {p} does not exist")

@@ -53,6 +53,7 @@ TRIES = 200            # draws for one child (mutation or crossover) to land in 
 
 
 def max_len(space: SearchSpace) -> int:
+    """The most choices any factor of any block has: the last axis L of ``one_hot_gates``."""
     return max(len(c[f]) for c in space.choices for f in FACTORS)
 
 
@@ -71,6 +72,8 @@ def canonical_indices(space: SearchSpace, idx: np.ndarray) -> np.ndarray:
 
 
 def key_of(idx: np.ndarray) -> bytes:
+    """A hashable key of an index form (its int64 bytes): the scorers' and ``evolve``'s cache key. Index
+    forms of one architecture differ unless canonical (``canonical_indices``)."""
     return np.asarray(idx, np.int64).tobytes()
 
 
@@ -110,6 +113,7 @@ class ChildScorer:
 
     @property
     def scored(self) -> int:
+        """The number of distinct children (index forms) scored so far."""
         return len(self.cache)
 
     def bn_stats(self, gates) -> list:
@@ -127,6 +131,12 @@ class ChildScorer:
         return stats
 
     def score(self, idx: np.ndarray) -> dict:
+        """Score the child ``idx`` ((num_blocks, 5) index form) with inherited weights: BN statistics
+        recomputed on the calibration batches, then evaluated on the held-out batches; cached per index form.
+
+        Returns:
+            ``{"accuracy": top-1 fraction, "ce": mean cross-entropy in nats, "images": images scored}``.
+        """
         import tensorflow as tf
 
         k = key_of(idx)
@@ -210,9 +220,21 @@ class TrainedScorer:
 
     @property
     def scored(self) -> int:
+        """The number of distinct architectures scored, those read from ``log_path`` included."""
         return len(self.cache)
 
     def score(self, idx: np.ndarray) -> dict:
+        """Score ``idx`` ((num_blocks, 5) index form) by ``train_and_score``, or return its cached score
+        (cache keyed by the index form as given; rows read from ``log_path`` by the canonical one). A new
+        score is appended to ``log_path`` and logged.
+
+        Returns:
+            ``{"accuracy": top-1 fraction, "ce": mean cross-entropy in nats, "images": images scored,
+            "cpu_s": CPU seconds of this process to train and score it}``.
+
+        Raises:
+            UserError: the validation subset is empty (``train_and_score``).
+        """
         k = key_of(idx)
         if k not in self.cache:
             arch = self.space.from_indices(idx)
@@ -246,13 +268,18 @@ class Window:
 
     @property
     def space(self) -> SearchSpace:
+        """The search space of the pricer."""
         return self.pricer.space
 
     def bounds(self) -> tuple[float, float]:
+        """The latency window ``(low * B, B)`` in ms, B the search's latency budget
+        (``pricer.config.latency_ms``)."""
         b = self.pricer.config.latency_ms
         return self.low * b, b
 
     def contains(self, idx: np.ndarray) -> bool:
+        """True when ``idx`` (index form) has a latency in ``bounds()`` (ms, from the pricer's latency tables)
+        and meets every other budget (``pricer.violation(idx) == 0``: SRAM and flash by the exact models)."""
         lo, hi = self.bounds()
         lat = self.pricer.latency(idx)
         return lo <= lat <= hi and self.pricer.violation(idx) == 0

@@ -117,6 +117,8 @@ class Bundle:
     target_arena_bytes: int | None = None   # arena_used_bytes() on the emulated core, when measured
 
     def as_dict(self) -> dict:
+        """The fields as JSON-ready values (``out_dir`` a string, ``ops`` a list; arenas in bytes), for
+        ``edgenas bundle``'s output."""
         return {"out_dir": str(self.out_dir), "name": self.name, "ops": list(self.ops),
                 "host_arena_bytes": self.host_arena_bytes, "tensor_arena_size": self.tensor_arena_size,
                 "arena_source": self.arena_source, "target_arena_bytes": self.target_arena_bytes,
