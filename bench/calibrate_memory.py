@@ -4,7 +4,7 @@ bisection on this host, the greedy-planned activation bytes, operator/tensor cou
     .venv/bin/python bench/calibrate_memory.py --n 12 --seed 100 --out runs/memory_calibration.json
 
 Last line: JSON with the worst and mean relative errors of the SRAM and flash models on these architectures.
-tests/test_converted_models.py asserts the bounds (10% SRAM, 5% flash) on another seed.
+tests/tflite/test_converted_models.py asserts the bounds (10% SRAM, 5% flash) on another seed.
 """
 
 from __future__ import annotations

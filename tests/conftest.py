@@ -1,7 +1,6 @@
 """Test set-up shared by every test: the environment every EdgeNAS process needs, before TensorFlow loads."""
 
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -13,5 +12,4 @@ import edgenas_keras  # noqa: E402,F401  (the one place the library sets it for 
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))  # tests/lut_fixtures.py and other test helpers
 

@@ -15,7 +15,7 @@ and ``reachable_keys``) reads the rules of a block from here instead of re-deriv
 The supernet (``edgenas_keras.model.supernet``) samples a path per step and knows its input channel count
 only as a tensor (threaded from block to block), so it cannot call ``plan``. Its residual mask
 ``tf.equal(cin, c_sel)``, applied only on stride-1 slots, is the per-sample tensor form of the same rule
-(``tests/test_plan.py`` checks that it adds the residual exactly where ``plan`` says, on fixed paths).
+(``tests/arch/test_plan.py`` checks that it adds the residual exactly where ``plan`` says, on fixed paths).
 """
 
 from __future__ import annotations

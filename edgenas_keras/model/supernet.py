@@ -26,7 +26,7 @@ of Single-Path-NAS / Once-for-All style weight sharing), not the DARTS mixture.
   non-skip block before it; the supernet threads that count (a stop-gradient scalar) from block to block,
   and the residual ADD is applied exactly when the sampled block has stride 1 and ``cin == c``: the
   per-sample tensor form of ``edgenas_keras.arch.plan.has_residual``, which ``cost.graph.arch_graph`` and
-  ``builder.build_model`` read through ``plan`` (``tests/test_plan.py`` checks they agree on fixed paths).
+  ``builder.build_model`` read through ``plan`` (``tests/arch/test_plan.py`` checks they agree on fixed paths).
 - Batch normalisation always uses batch statistics (as DARTS does): widths change from step to step, so
   running statistics would be meaningless; the supernet is only trained and scored, never deployed (the
   found architecture is rebuilt and retrained from scratch by the trainer). To score one child with

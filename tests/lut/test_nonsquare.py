@@ -59,7 +59,7 @@ def kws(tmp_path_factory):
 @pytest.fixture(scope="module")
 def kws_fixed(tmp_path_factory):
     """The same layers exported with a fixed batch of 1: a native dilated CONV_2D, which analyze accepts (it
-    refuses the space-to-batch form TFLM runs wrong, tests/test_shape_consistency.py)."""
+    refuses the space-to-batch form TFLM runs wrong, tests/tflite/test_shape_consistency.py)."""
     data = _convert(_kws_like, (50, 7, 1), batch=1)
     path = tmp_path_factory.mktemp("nonsquare_fixed") / "kws_fixed.tflite"
     path.write_bytes(data)

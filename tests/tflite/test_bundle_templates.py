@@ -22,7 +22,7 @@ from edgenas_keras.tflite.bundle import TEMPLATES, make_bundle
 from edgenas_keras.tflite.c_source import c_array
 from edgenas_keras.tflite.model import read_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PERSON = ROOT / "tests" / "data" / "reference_models" / "tflm_person_detect.tflite"
 FIRMWARE_README = ROOT / "deploy" / "firmware" / "README.md"
 

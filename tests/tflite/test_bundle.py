@@ -18,7 +18,7 @@ from edgenas_keras.tflite.bundle import make_bundle
 from edgenas_keras.errors import UserError
 from edgenas_keras.tflite.model import read_model
 
-REF = Path(__file__).parent / "data" / "reference_models"
+REF = Path(__file__).resolve().parents[1] / "data" / "reference_models"
 MLPERF = REF / "mlperf_tiny_vww_96_int8.tflite"
 PERSON = REF / "tflm_person_detect.tflite"
 

@@ -12,7 +12,7 @@ from edgenas_keras.tflite import tflm
 from edgenas_keras.errors import UserError
 from edgenas_keras.tflite.model import hwc, parse, read_int8_model, read_model
 
-REF = Path(__file__).parent / "data" / "reference_models"
+REF = Path(__file__).resolve().parents[1] / "data" / "reference_models"
 MLPERF = REF / "mlperf_tiny_vww_96_int8.tflite"
 PERSON = REF / "tflm_person_detect.tflite"
 # Host arenas from PROVENANCE.md (measured by bisection on an x86-64 host by someone else).
