@@ -45,6 +45,7 @@ from pathlib import Path
 
 from deploy import tflm_build as tb
 from edgenas_keras import lut as lutmod
+from edgenas_keras._fs import read_json_lines, sha256_file
 from edgenas_keras.errors import UserError
 
 FIT_FORMAT = 2   # 2: class_factors
@@ -58,38 +59,44 @@ CHUNK_MAX_KEYS = 160
 # key): one warm-up and one timed invoke per key (a board's default: 3 warm-ups, 5 to 31 samples).
 PROFILER_DEFINES = ("PROFILER_WARMUP=1", "PROFILER_MIN_SAMPLES=1", "PROFILER_MAX_SAMPLES=1")
 
-# Public measurements of public int8 models on boards (../shared/board_anchors.json, with its sources).
+# The public int8 models of the anchors: a file of that name with other bytes is not used.
+IC_RESNET8 = "mlperf_tiny_ic_resnet8_int8.tflite"
+VWW_96 = "mlperf_tiny_vww_96_int8.tflite"
+PERSON_DETECT = "tflm_person_detect.tflite"
+ANCHOR_MODEL_SHA256 = {
+    IC_RESNET8: "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
+    VWW_96: "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
+    PERSON_DETECT: "808cfdfc0cf3a6fa6f6fa26bfa379ea97c16d5db7334637766e39c3408502e9d",
+}
+# Public measurements of public int8 models on boards (../shared/board_anchors.json, with its sources): per
+# board (target, board, clock in MHz) its figures (model, latency in ms, where it is published).
+_BOARD_FIGURES = (
+    ("cortex-m33", "EK-RA6M4 (Cortex-M33)", 200, (
+        (IC_RESNET8, 246.1841,
+         "MLPerf Tiny v0.7 closed, renesas EK-RA6M4 ic results.txt (4.062 inf/s), TFLM + CMSIS-NN"),
+        (VWW_96, 162.364,
+         "MLPerf Tiny v0.7 closed, renesas EK-RA6M4 vww results.txt (6.159 inf/s), TFLM + CMSIS-NN"))),
+    ("cortex-m4", "Nucleo-L4R5ZI (Cortex-M4F)", 120, (
+        (IC_RESNET8, 704.2254,
+         "MLPerf Tiny v0.5 closed, reference Nucleo-L4R5ZI ic results.txt (1.420 inf/s), TFLM + CMSIS-NN"),
+        (VWW_96, 600.6006,
+         "MLPerf Tiny v0.5 closed, reference Nucleo-L4R5ZI vww results.txt (1.665 inf/s), TFLM + CMSIS-NN"))),
+    ("cortex-m7", "STM32F746 (Cortex-M7)", 216, (
+        (PERSON_DETECT, 108.0,
+         "MicroNets (Banbury et al., MLSys 2021) Table 4: TFLM person detection, TFLM + CMSIS-NN"),)),
+    ("riscv32", "PCL Scepu02 (RV32IMAC)", 336, (
+        (IC_RESNET8, 1239.5849,
+         "MLPerf Tiny v0.5 closed, PengChengLaboratory pcl-scepu02 ic performance_log.txt (0.807 inf/s), "
+         "TFLM 2.3.1 reference kernels"),
+        (VWW_96, 846.6507,
+         "MLPerf Tiny v0.5 closed, PengChengLaboratory pcl-scepu02 vww performance_log.txt (1.181 inf/s), "
+         "TFLM 2.3.1 reference kernels"))),
+)
+# One row per figure: target, board, clock_mhz, latency_ms, model, its sha256, source.
 ANCHORS: list[dict] = [
-    {"target": "cortex-m33", "board": "EK-RA6M4 (Cortex-M33)", "clock_mhz": 200, "latency_ms": 246.1841,
-     "model": "mlperf_tiny_ic_resnet8_int8.tflite",
-     "sha256": "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
-     "source": "MLPerf Tiny v0.7 closed, renesas EK-RA6M4 ic results.txt (4.062 inf/s), TFLM + CMSIS-NN"},
-    {"target": "cortex-m33", "board": "EK-RA6M4 (Cortex-M33)", "clock_mhz": 200, "latency_ms": 162.364,
-     "model": "mlperf_tiny_vww_96_int8.tflite",
-     "sha256": "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
-     "source": "MLPerf Tiny v0.7 closed, renesas EK-RA6M4 vww results.txt (6.159 inf/s), TFLM + CMSIS-NN"},
-    {"target": "cortex-m4", "board": "Nucleo-L4R5ZI (Cortex-M4F)", "clock_mhz": 120, "latency_ms": 704.2254,
-     "model": "mlperf_tiny_ic_resnet8_int8.tflite",
-     "sha256": "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
-     "source": "MLPerf Tiny v0.5 closed, reference Nucleo-L4R5ZI ic results.txt (1.420 inf/s), TFLM + CMSIS-NN"},
-    {"target": "cortex-m4", "board": "Nucleo-L4R5ZI (Cortex-M4F)", "clock_mhz": 120, "latency_ms": 600.6006,
-     "model": "mlperf_tiny_vww_96_int8.tflite",
-     "sha256": "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
-     "source": "MLPerf Tiny v0.5 closed, reference Nucleo-L4R5ZI vww results.txt (1.665 inf/s), TFLM + CMSIS-NN"},
-    {"target": "cortex-m7", "board": "STM32F746 (Cortex-M7)", "clock_mhz": 216, "latency_ms": 108.0,
-     "model": "tflm_person_detect.tflite",
-     "sha256": "808cfdfc0cf3a6fa6f6fa26bfa379ea97c16d5db7334637766e39c3408502e9d",
-     "source": "MicroNets (Banbury et al., MLSys 2021) Table 4: TFLM person detection, TFLM + CMSIS-NN"},
-    {"target": "riscv32", "board": "PCL Scepu02 (RV32IMAC)", "clock_mhz": 336, "latency_ms": 1239.5849,
-     "model": "mlperf_tiny_ic_resnet8_int8.tflite",
-     "sha256": "3c002613d1b2475eb51dd78dfb85a546c8ae658dee71cf6ade43b022fe205415",
-     "source": "MLPerf Tiny v0.5 closed, PengChengLaboratory pcl-scepu02 ic performance_log.txt (0.807 inf/s), "
-               "TFLM 2.3.1 reference kernels"},
-    {"target": "riscv32", "board": "PCL Scepu02 (RV32IMAC)", "clock_mhz": 336, "latency_ms": 846.6507,
-     "model": "mlperf_tiny_vww_96_int8.tflite",
-     "sha256": "597a384c8c2c8a1276f04702f25013b7838f2f814f1ca7c174d295b73e3d6b7b",
-     "source": "MLPerf Tiny v0.5 closed, PengChengLaboratory pcl-scepu02 vww performance_log.txt (1.181 inf/s), "
-               "TFLM 2.3.1 reference kernels"},
+    {"target": target, "board": board, "clock_mhz": mhz, "latency_ms": ms, "model": model,
+     "sha256": ANCHOR_MODEL_SHA256[model], "source": source}
+    for target, board, mhz, figures in _BOARD_FIGURES for model, ms, source in figures
 ]
 # The class factor shared by the CMSIS-NN cores (anchor_fit, module docstring): on the boards im2col
 # convolutions cost more cycles per instruction than the rest.
@@ -120,7 +127,7 @@ def reference_model_dirs() -> list[Path]:
 def _anchor_model(a: dict) -> Path | None:
     for d in reference_model_dirs():
         p = d / a["model"]
-        if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == a["sha256"]:
+        if p.is_file() and sha256_file(p) == a["sha256"]:
             return p
     return None
 
@@ -297,14 +304,9 @@ def _arena(key: str, data: bytes) -> int:
 
     p = model_cache_dir() / "arena.jsonl"
     sha = hashlib.sha256(data).hexdigest()
-    if p.is_file():
-        for line in p.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("sha256") == sha:
-                return int(rec["arena_bytes"])
+    for rec in read_json_lines(p):
+        if rec.get("sha256") == sha:
+            return int(rec["arena_bytes"])
     n = tflm.min_arena_bytes(data, key)
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "a") as f:
@@ -401,15 +403,8 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
         raise ValueError("keep needs keep_metadata with its fit: the kept entries' cycles are in their table's fit")
     side = out_path.with_name(out_path.name + ".progress.jsonl")
     stamp = {"target": t.name, "library": lib.info.get("key")}
-    done: dict[str, dict] = {}
-    if side.is_file():
-        for line in side.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and rec.get("target") == t.name and rec.get("library") == stamp["library"]:
-                done[rec["key"]] = rec
+    done: dict[str, dict] = {rec["key"]: rec for rec in read_json_lines(side) if isinstance(rec, dict)
+                             and rec.get("target") == t.name and rec.get("library") == stamp["library"]}
     todo = [k for k in dict.fromkeys(keys) if k not in done and k not in (keep or {})]
     t0 = time.time()
     sizes = {}

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgenas_keras import lut as lutmod
+from edgenas_keras._fs import read_json_lines
 from edgenas_keras.errors import UserError
 from edgenas_keras.tflite.c_source import c_array
 
@@ -207,13 +208,11 @@ def parse_line(line: str):
 
 def _progress(path: Path) -> dict[int, dict]:
     done: dict[int, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[int(rec["index"])] = rec
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue   # a line cut short: that key is asked for again
+    for rec in read_json_lines(path):   # a line cut short is skipped: that key is asked for again
+        try:
+            done[int(rec["index"])] = rec
+        except (KeyError, TypeError, ValueError):
+            continue
     return done
 
 

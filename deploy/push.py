@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from deploy.storage import open_store
+from edgenas_keras._fs import sha256_file
 from edgenas_keras.errors import UserError
 
 MARKER = "PUSHED.json"
@@ -72,14 +73,6 @@ class PushResult:
         }
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def content_hash(files: dict[str, str]) -> str:
     """sha256 of the sorted ``sha256sum`` listing of ``{relative path: sha256}``, manifest.json excluded."""
     listing = "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files) if rel != BUNDLE_MANIFEST)
@@ -96,7 +89,7 @@ def scan_bundle(bundle_dir: Path) -> dict[str, str]:
             if p.is_symlink():
                 raise UserError(f"bundle file {p} is a symlink; copy the file into the bundle instead")
             continue
-        files[p.relative_to(bundle_dir).as_posix()] = _sha256_file(p)
+        files[p.relative_to(bundle_dir).as_posix()] = sha256_file(p)
     if not files:
         raise UserError(f"bundle {bundle_dir} is empty; nothing to push")
     if MARKER in files:

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgenas_keras._fs import sha256_file
 from edgenas_keras.errors import UserError
 
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
@@ -260,14 +261,6 @@ def clone_commands(dest: Path) -> list[list[str]]:
             ["git", "-C", str(dest), "checkout", "-q", "FETCH_HEAD"]]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _tree_fingerprint(root: Path) -> str:
     """A cheap identity of a source tree: its git HEAD if any, else a hash of paths, sizes and mtimes."""
     head = _run_text(["git", "-C", str(root), "rev-parse", "HEAD"]).strip()
@@ -395,7 +388,7 @@ def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSource
         return TflmSources(dest, "EDGENAS_TFLM_SOURCES", ident, {"tflite-micro": head})
     mirror = find_mirror()
     if mirror is not None:
-        ident = _file_sha256(mirror)
+        ident = sha256_file(mirror)
         dest = base / f"mirror-{ident[:16]}" / "tflite-micro"
 
         def unpack(tmp: Path) -> None:
@@ -470,7 +463,7 @@ def _library_key(target: Target, src: TflmSources) -> tuple[str, dict]:
         "compiler": compiler_version(target),
     }
     if not target.is_arm:
-        material["target_makefile"] = _file_sha256(PLATFORM_DIR / target.platform / "tflm_target_makefile.inc")
+        material["target_makefile"] = sha256_file(PLATFORM_DIR / target.platform / "tflm_target_makefile.inc")
     key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:16]
     return key, material
 

@@ -1,4 +1,5 @@
-"""Atomic single-file writes: a reader sees the old file or the new one, never a half-written one.
+"""Atomic single-file writes: a reader sees the old file or the new one, never a half-written one; and the
+two readers that go with files written over time (``sha256_file``, ``read_json_lines``).
 
 Every writer of a single file that others read (LUTs, the LUT manifest, search and benchmark records, the
 blessing, reports, caches, data shards) goes through here: the bytes go to a temporary file in the same folder
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -23,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_writer"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "atomic_writer", "read_json_lines",
+           "sha256_file"]
 
 
 @functools.cache
@@ -72,3 +75,27 @@ def atomic_write_json(path: str | os.PathLike, obj, **json_kwargs) -> None:
     Callers pass the formatting they always used (``indent``, ``sort_keys``, ``default``) so files stay
     byte-identical."""
     atomic_write_text(path, json.dumps(obj, **json_kwargs) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB chunks (a large model or archive is not held in
+    memory). ``OSError`` when it cannot be read."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json_lines(path: str | os.PathLike) -> Iterator:
+    """The JSON values of a JSON-lines file (progress and cache files appended to as work is done), in file
+    order; a line that is not valid JSON (a write cut short by a kill) is skipped, and a missing file has
+    none. The values are as parsed: callers check they are the objects they expect."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            continue

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgenas_keras._fs import sha256_file
 from edgenas_keras.cost.graph import parse_key
 from edgenas_keras.errors import UserError
 
@@ -184,11 +184,6 @@ def fit_factors(rows: list[dict[str, float]], targets: list[float], classes: int
     raise AssertionError("the one-group fit always succeeds")  # pragma: no cover
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, as lowercase hex."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def calibrate(base, measurements: list[Measurement], clock_mhz: float | None = None, classes: int | None = None,
               date: str | None = None):
     """The board's LUT: ``base`` (a ``Lut``) scaled so that its sums match ``measurements``.
@@ -224,7 +219,7 @@ def calibrate(base, measurements: list[Measurement], clock_mhz: float | None = N
         graph = read_int8_model(m.model).graph()
         rows.append(_class_sums_ms(priced, graph.keys))
         targets.append(float(m.latency_ms))
-        points.append({"model": Path(m.model).name, "model_sha256": file_sha256(m.model),
+        points.append({"model": Path(m.model).name, "model_sha256": sha256_file(m.model),
                        "latency_ms": float(m.latency_ms), "base_ms": sum(rows[-1].values())})
     factors, groups, note = fit_factors(rows, targets, classes)
     for p, r in zip(points, rows):

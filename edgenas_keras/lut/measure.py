@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgenas_keras._fs import atomic_write_bytes
+from edgenas_keras._fs import atomic_write_bytes, read_json_lines
 from edgenas_keras import lut as lutmod
 from edgenas_keras import machine
 from edgenas_keras.cost.graph import default_out_hw, parse_key
@@ -274,16 +274,9 @@ def measure_key(key: str, budget_s: float = TIME_BUDGET_S) -> dict:
 # -- the resumable build ----------------------------------------------------------------------------------
 
 def _read_progress(path: Path) -> dict[str, dict]:
-    done: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue   # a line cut short by a kill: measure that key again
-            if isinstance(rec, dict) and "key" in rec and rec.get("value", 0) > 0:
-                done[rec["key"]] = rec
-    return done
+    # a line cut short by a kill is skipped: that key is measured again
+    return {rec["key"]: rec for rec in read_json_lines(path)
+            if isinstance(rec, dict) and "key" in rec and rec.get("value", 0) > 0}
 
 
 def host_metadata(device: str, sources: list[str]) -> dict:
@@ -395,13 +388,11 @@ def read_validation_rows(rows_path: Path | str | None) -> dict[str, dict]:
     """The rows an interrupted ``lut validate --rows FILE`` already measured (JSON lines keyed by ``arch``), so a
     rerun resumes; an unreadable line (a write cut short) is skipped and measured again. Empty without a file."""
     done: dict[str, dict] = {}
-    if rows_path is not None and Path(rows_path).is_file():
-        for line in Path(rows_path).read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["arch"]] = rec
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
+    for rec in read_json_lines(rows_path) if rows_path is not None else ():
+        try:
+            done[rec["arch"]] = rec
+        except (KeyError, TypeError):
+            continue
     return done
 
 
