@@ -232,22 +232,22 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
         fp = factor_probs(space, p)
         return tf.stack([costs.latency(fp), costs.memory(fp), costs.flash_bytes(fp)])
 
-    @tf.function
-    def weight_step(x, y, tau):
-        step_var.assign_add(1)
-        gates = tf.stop_gradient(net.sample_gates(tau, tf.stack([seed, tf.cast(step_var, tf.int32)])))
+    def train_weights(x, y, gates):   # one optimiser step of the weights through the paths ``gates`` pick
         with tf.GradientTape() as tape:
             loss = ce_fn(y, net((x, gates), training=True))
         w_opt.apply_gradients(zip(tape.gradient(loss, net.weight_variables), net.weight_variables))
         return loss
 
     @tf.function
+    def weight_step(x, y, tau):
+        step_var.assign_add(1)
+        gates = tf.stop_gradient(net.sample_gates(tau, tf.stack([seed, tf.cast(step_var, tf.int32)])))
+        return train_weights(x, y, gates)
+
+    @tf.function
     def path_step(x, y, gates):
         step_var.assign_add(1)
-        with tf.GradientTape() as tape:
-            loss = ce_fn(y, net((x, gates), training=True))
-        w_opt.apply_gradients(zip(tape.gradient(loss, net.weight_variables), net.weight_variables))
-        return loss
+        return train_weights(x, y, gates)
 
     @tf.function
     def alpha_step(x, y, tau):
