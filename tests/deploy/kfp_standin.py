@@ -52,6 +52,16 @@ def _display_name_filter(query: dict) -> str | None:
     return None
 
 
+def _listing(items: dict, query: dict, list_key: str, field: str) -> dict:
+    """A list call's answer: the items whose display name and ``field`` match the query's filter and its
+    ``field`` parameter (each when given), under ``list_key``; KFP answers ``{}`` when none match."""
+    name = _display_name_filter(query)
+    value = query.get(field, [None])[0]
+    found = [x for x in items.values()
+             if (name is None or x["display_name"] == name) and (not value or x[field] == value)]
+    return {list_key: found, "total_size": len(found)} if found else {}
+
+
 def _check_spec(body: dict) -> dict:
     spec = body.get("pipeline_spec")
     if not isinstance(spec, dict):
@@ -160,14 +170,7 @@ class KfpStandIn:
             self.experiments[exp["experiment_id"]] = exp
             return 200, exp
         if method == "GET" and ident is None:
-            name = _display_name_filter(query)
-            ns = query.get("namespace", [None])[0]
-            found = [
-                e
-                for e in self.experiments.values()
-                if (name is None or e["display_name"] == name) and (not ns or e["namespace"] == ns)
-            ]
-            return 200, ({"experiments": found, "total_size": len(found)} if found else {})
+            return 200, _listing(self.experiments, query, "experiments", "namespace")
         if method == "GET" and ident in self.experiments:
             return 200, self.experiments[ident]
         raise ApiError(404, f"experiment {ident} not found")
@@ -218,15 +221,7 @@ class KfpStandIn:
             self.recurring_runs[job["recurring_run_id"]] = job
             return 200, job
         if method == "GET" and ident is None:
-            name = _display_name_filter(query)
-            exp_id = query.get("experiment_id", [None])[0]
-            found = [
-                j
-                for j in self.recurring_runs.values()
-                if (name is None or j["display_name"] == name)
-                and (not exp_id or j["experiment_id"] == exp_id)
-            ]
-            return 200, ({"recurringRuns": found, "total_size": len(found)} if found else {})
+            return 200, _listing(self.recurring_runs, query, "recurringRuns", "experiment_id")
         if ident in self.recurring_runs:
             if method == "GET":
                 return 200, self.recurring_runs[ident]

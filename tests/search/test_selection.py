@@ -24,15 +24,26 @@ def _pricer(space, lut, budget, **kw):
     return Pricer(space, lut, cfg, _latency_tables(space, lut, cfg)[0])
 
 
-def _mid_budget(space, pricer_all):
+def _mid_budget(space, lut):
     """A budget a third of the way up the latencies of 2,000 uniform samples of the space."""
+    pricer_all = _pricer(space, lut, 1e9)
     lats = np.sort([pricer_all.latency(space.to_indices(a)) for a in space.sample(2000, seed=4)])
     return float(lats[len(lats) // 3])
 
 
+def _window_search(space, lut, data_dir, out, **config):
+    """A search at a mid budget B with the window [0.7 B, B] (``config``: the rest of ``small_config``'s
+    fields); its architecture is checked feasible and in the window. (result, B, the configuration)."""
+    budget = _mid_budget(space, lut)
+    cfg = small_config(latency_ms=budget, window_low=0.7, **config)
+    r = run_search(data_dir, lut, cfg, out, space=space)
+    lat = arch_cost(space, decode(r.arch), lut).latency_ms
+    assert r.feasible and 0.7 * budget <= lat <= budget
+    return r, budget, cfg
+
+
 def test_window_sampler_and_evolution_stay_in_the_window_and_find_better_children(space, lut):
-    probe = _pricer(space, lut, 1e9)
-    budget = _mid_budget(space, probe)
+    budget = _mid_budget(space, lut)
     sram_kb = np.median([arch_cost(space, a, lut).sram_bytes for a in space.sample(40, seed=3)]) / 1024
     pricer = _pricer(space, lut, budget, sram_kb=sram_kb)   # a memory budget that binds about half the time
     window = Window(pricer, 0.8)
@@ -103,13 +114,9 @@ def _restored_net(space, out):
 
 @pytest.mark.slow
 def test_proxy_derivation_returns_the_child_whose_inherited_weights_score_best(space, lut, data_dir, tmp_path):
-    probe = _pricer(space, lut, 1e9)
-    budget = _mid_budget(space, probe)
-    cfg = small_config(latency_ms=budget, derive="proxy", candidates=10, population=4, window_low=0.7,
-                       bn_batches=1, score_batches=2)
-    r = run_search(data_dir, lut, cfg, tmp_path / "s", space=space)
-    assert r.feasible and r.cost.latency_ms <= budget and r.cost.latency_ms >= 0.7 * budget
-    assert arch_cost(space, decode(r.arch), lut).latency_ms <= budget
+    r, budget, cfg = _window_search(space, lut, data_dir, tmp_path / "s", derive="proxy", candidates=10,
+                                    population=4, bn_batches=1, score_batches=2)
+    assert r.cost.latency_ms <= budget and r.cost.latency_ms >= 0.7 * budget
     rows = json.loads((tmp_path / "s" / "candidates.json").read_text())
     assert 2 <= len(rows) <= 11 and rows[0]["arch"] == r.arch
     assert all(0.7 * budget <= row["latency_ms"] <= budget for row in rows)
@@ -136,13 +143,8 @@ def test_proxy_derivation_returns_the_child_whose_inherited_weights_score_best(s
 
 @pytest.mark.slow
 def test_evolution_strategy_returns_an_architecture_in_the_window(space, lut, data_dir, tmp_path):
-    probe = _pricer(space, lut, 1e9)
-    budget = _mid_budget(space, probe)
-    cfg = small_config(latency_ms=budget, strategy="evolution", candidates=8, population=4, window_low=0.7,
-                       bn_batches=1, score_batches=1)
-    r = run_search(data_dir, lut, cfg, tmp_path / "e", space=space)
-    lat = arch_cost(space, decode(r.arch), lut).latency_ms
-    assert r.feasible and 0.7 * budget <= lat <= budget
+    r, _, _ = _window_search(space, lut, data_dir, tmp_path / "e", strategy="evolution", candidates=8,
+                             population=4, bn_batches=1, score_batches=1)
     hist = json.loads((tmp_path / "e" / "history.json").read_text())
     assert all(h["val_ce"] is None for h in hist)   # no alpha steps: the supernet trained window paths only
     assert r.extra["strategy"] == "evolution" and r.extra["candidates_scored"] == 8
@@ -180,14 +182,9 @@ def test_pipeline_config_validates_the_strategy_fields():
 def test_trained_fitness_evolution_returns_the_best_trained_child_and_resumes(space, lut, data_dir, tmp_path):
     from edgenas_keras.search.selection import train_and_score
 
-    probe = _pricer(space, lut, 1e9)
-    budget = _mid_budget(space, probe)
-    cfg = small_config(latency_ms=budget, strategy="evolution", fitness="trained", fitness_steps=3,
-                       candidates=5, population=3, window_low=0.7, score_batches=2)
     out = tmp_path / "t"
-    r = run_search(data_dir, lut, cfg, out, space=space)
-    lat = arch_cost(space, decode(r.arch), lut).latency_ms
-    assert r.feasible and 0.7 * budget <= lat <= budget
+    r, budget, cfg = _window_search(space, lut, data_dir, out, strategy="evolution", fitness="trained",
+                                    fitness_steps=3, candidates=5, population=3, score_batches=2)
     assert r.extra["fitness"] == "trained" and r.extra["candidates_scored"] == 5
     assert not (out / "ckpt").exists() and not (out / "history.json").exists()   # no supernet was trained
     rows = json.loads((out / "candidates.json").read_text())
@@ -219,8 +216,7 @@ def test_trained_fitness_needs_the_evolution_strategy():
 
 
 def test_trained_fitness_without_a_full_training_batch_is_a_user_error(space, lut, data_dir, tmp_path):
-    probe = _pricer(space, lut, 1e9)
-    cfg = small_config(latency_ms=_mid_budget(space, probe), strategy="evolution", fitness="trained",
+    cfg = small_config(latency_ms=_mid_budget(space, lut), strategy="evolution", fitness="trained",
                        fitness_steps=1, candidates=2, population=2, window_low=0.7, batch_size=512)
     with pytest.raises(UserError, match="at least one full batch of the search's training subset"):
         run_search(data_dir, lut, cfg, tmp_path / "t", space=space)
