@@ -36,6 +36,7 @@ import numpy as np
 
 from edgenas_keras.lut.table import Lut
 from edgenas_keras.cost.graph import OpGraph, OpNode, OpSpec, arch_graph, block_specs, lut_key, reachable_keys
+from edgenas_keras.arch.plan import block_choices, reachable_in_channels
 from edgenas_keras.arch.space import Arch, Block, SearchSpace
 
 if TYPE_CHECKING:  # only for the annotation: cost stays free of the flatbuffer reader at import
@@ -84,27 +85,25 @@ class LatencyTables:
         vi = {c: i for i, c in enumerate(vocab)}
         stem = arch_graph(space, Arch(tuple(_cheapest_block(s) for s in space.slots))).specs[:1]
         tables, couts = [], []
-        reach = {space.stem_channels}
-        for slot in space.slots:
+        reach = reachable_in_channels(space)     # arch.plan: the input widths each block (and the head) can see
+        for slot, reach_in in zip(space.slots, reach):
             c = slot.choices
+            at = {f: {v: i for i, v in enumerate(c[f])} for f in ("op", "kernel", "expansion", "se", "channels")}
             t = np.zeros((len(vocab), len(c["op"]), len(c["kernel"]), len(c["expansion"]), len(c["se"]),
                           len(c["channels"])))
-            for cin in reach:
-                for oi, op in enumerate(c["op"]):
-                    if op not in slot.ops or op == "skip":
+            for cin in reach_in:
+                for b in block_choices(slot):     # arch.plan: the slot's legal blocks, skip costing nothing
+                    if b.op == "skip":
                         continue
-                    for ki, k in enumerate(c["kernel"]):
-                        for ei, e in enumerate(c["expansion"]):
-                            for si, se in enumerate(c["se"]):
-                                for ci, cout in enumerate(c["channels"]):
-                                    b = Block(op, k, e if op == "ir" else None, se, cout)
-                                    t[vi[cin], oi, ki, ei, si, ci] = cost(block_specs(slot, cin, b))
+                    # dws has no expansion: its price fills every expansion index of the table
+                    e = at["expansion"][b.expansion] if b.op == "ir" else slice(None)
+                    t[vi[cin], at["op"][b.op], at["kernel"][b.kernel], e, at["se"][b.se],
+                      at["channels"][b.channels]] = cost(block_specs(slot, cin, b))
             tables.append(t)
             couts.append(np.array([vi[x] for x in c["channels"]]))
-            reach = set(c["channels"]) | (reach if slot.skip_legal else set())
         f = space.final_resolution
         head = np.zeros(len(vocab))
-        for cin in reach:
+        for cin in reach[-1]:
             head[vi[cin]] = cost([
                 OpSpec("MEAN", (f, f, cin), (1, 1, cin)),
                 OpSpec("FULLY_CONNECTED", (1, 1, cin), (1, 1, space.num_classes)),
