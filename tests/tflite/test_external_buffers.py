@@ -16,7 +16,8 @@ import pytest
 from edgenas_keras.tflite import tflm
 from edgenas_keras.errors import UserError
 from edgenas_keras.tflite.model import parse
-from pipeline.cli import main
+from model_fixtures import (REFUSING_COMMANDS, cli_refusal, full_int8, random_images, small_classifier_class,
+                            tflite_output)
 
 pytestmark = pytest.mark.slow
 
@@ -25,26 +26,9 @@ def _int8_model() -> bytes:
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-
-    class Net(tf.Module):
-        def __init__(self):
-            super().__init__()
-            self.k = tf.constant(rng.normal(size=(3, 3, 3, 8)).astype("float32"))
-            self.w = tf.constant(rng.normal(size=(8, 2)).astype("float32"))
-
-        @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="image")])
-        def classify(self, image):
-            x = tf.nn.relu6(tf.nn.conv2d(image, self.k, 2, "SAME"))
-            return {"logits": tf.matmul(tf.reduce_mean(x, [1, 2]), self.w)}
-
-    m = Net()
+    m = small_classifier_class()(rng)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([m.classify.get_concrete_function()], m)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 16, 16, 3)).astype("float32")]
-                                           for _ in range(8))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
-    return conv.convert()
+    return full_int8(conv, lambda: random_images(rng))
 
 
 def _externalise(data: bytes) -> bytes:
@@ -82,16 +66,6 @@ def files(tmp_path_factory):
     return d / "inline.tflite", d / "external.tflite"
 
 
-def _tflite_output(data: bytes, x: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
-    it = tf.lite.Interpreter(model_content=data)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]["index"])
-
-
 def test_the_file_is_a_faithful_external_buffer_model(files):
     from tensorflow.lite.python import schema_py_generated as tfs
 
@@ -100,7 +74,7 @@ def test_the_file_is_a_faithful_external_buffer_model(files):
     outside = [b for b in m.buffers if b.offset > 1]
     assert len(outside) >= 4 and all(b.data is None and b.size > 0 for b in outside)
     x = np.random.default_rng(1).integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)
-    np.testing.assert_array_equal(_tflite_output(external, x), _tflite_output(inline, x))
+    np.testing.assert_array_equal(tflite_output(external, x), tflite_output(inline, x))
 
 
 _RUN_IN_TFLM = """
@@ -126,7 +100,7 @@ def test_why_it_is_refused_tflm_runs_it_wrong(files):
 
     _, external = files
     x = np.random.default_rng(2).integers(-128, 128, (1, 16, 16, 3)).astype(np.int8)
-    expected = _tflite_output(external.read_bytes(), x)
+    expected = tflite_output(external.read_bytes(), x)
     try:
         r = subprocess.run([sys.executable, "-c", _RUN_IN_TFLM, str(external)], capture_output=True, text=True,
                            timeout=300)
@@ -147,18 +121,8 @@ def test_library_refuses_before_running(files):
         tflm.run(external.read_bytes(), np.zeros((1, 16, 16, 3), np.int8))
 
 
-@pytest.mark.parametrize("command", ["bundle", "analyze", "validate"])
+@pytest.mark.parametrize("command", REFUSING_COMMANDS)
 def test_cli_refuses_with_one_line_and_writes_nothing(files, command, tmp_path, capsys):
-    _, external = files
-    out = tmp_path / "out"
-    argv = {"bundle": ["bundle", str(external), "--out", str(out)],
-            "analyze": ["analyze", str(external), "--device", "cortex-m7"],
-            "validate": ["validate", str(external), "--device", "cortex-m7", "--latency-ms", "10", "--sram-kb",
-                         "256", "--flash-kb", "1024", "--min-accuracy", "0", "--out", str(out)]}[command]
-    assert main(argv) == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and str(external) in err[0], err
-    assert "outside the flatbuffer" in err[0] and "TFLM" in err[0]
-    assert "re-export it with tf.lite.TFLiteConverter without _experimental_use_buffer_offset" in err[0]
-    assert "Traceback" not in captured.err and not out.exists()
+    err = cli_refusal(command, files[1], tmp_path / "out", capsys)
+    assert "outside the flatbuffer" in err and "TFLM" in err
+    assert "re-export it with tf.lite.TFLiteConverter without _experimental_use_buffer_offset" in err

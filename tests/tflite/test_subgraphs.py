@@ -25,21 +25,12 @@ from edgenas_keras import lut as lutmod
 from edgenas_keras.tflite.bundle import make_bundle
 from edgenas_keras.tflite.model import read_model
 from edgenas_keras.validate import validate_model
+from model_fixtures import IMAGE, full_int8, random_images, small_classifier_class
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow
 
 FEATURES = 4096   # the second signature's input: its tensors, alone, outweigh subgraph 0's peak
-
-
-def _int8(converter, representative) -> bytes:
-    import tensorflow as tf
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    return converter.convert()
 
 
 def _two_signatures() -> bytes:
@@ -48,17 +39,10 @@ def _two_signatures() -> bytes:
 
     rng = np.random.default_rng(0)
 
-    class TwoHeads(tf.Module):
+    class TwoHeads(small_classifier_class()):
         def __init__(self):
-            super().__init__()
-            self.k = tf.constant(rng.normal(size=(3, 3, 3, 8)).astype("float32"))
-            self.w = tf.constant(rng.normal(size=(8, 2)).astype("float32"))
+            super().__init__(rng)
             self.e = tf.constant(rng.normal(size=(FEATURES, 16)).astype("float32") * 0.05)
-
-        @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="image")])
-        def classify(self, image):
-            x = tf.nn.relu6(tf.nn.conv2d(image, self.k, 2, "SAME"))
-            return {"logits": tf.matmul(tf.reduce_mean(x, [1, 2]), self.w)}
 
         @tf.function(input_signature=[tf.TensorSpec([1, FEATURES], tf.float32, name="features")])
         def embed(self, features):
@@ -70,10 +54,10 @@ def _two_signatures() -> bytes:
 
     def representative():   # one sample per signature per step, keyed by signature
         for _ in range(8):
-            yield "classify", {"image": rng.uniform(-1, 1, (1, 16, 16, 3)).astype("float32")}
+            yield "classify", {"image": rng.uniform(-1, 1, IMAGE).astype("float32")}
             yield "embed", {"features": rng.uniform(-1, 1, (1, FEATURES)).astype("float32")}
 
-    return _int8(conv, representative)
+    return full_int8(conv, representative)
 
 
 def _call_once() -> bytes:
@@ -84,23 +68,20 @@ def _call_once() -> bytes:
 
     rng = np.random.default_rng(1)
 
-    class Counting(tf.Module):
+    class Counting(small_classifier_class()):
         def __init__(self):
-            super().__init__()
-            self.k = tf.constant(rng.normal(size=(3, 3, 3, 8)).astype("float32"))
-            self.w = tf.constant(rng.normal(size=(8, 2)).astype("float32"))
+            super().__init__(rng)
             self.calls = tf.Variable(0, dtype=tf.int32)
 
-        @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32, name="image")])
+        @tf.function(input_signature=[tf.TensorSpec(IMAGE, tf.float32, name="image")])
         def classify(self, image):
             self.calls.assign_add(1)
-            x = tf.nn.relu6(tf.nn.conv2d(image, self.k, 2, "SAME"))
-            return {"logits": tf.matmul(tf.reduce_mean(x, [1, 2]), self.w)}
+            return {"logits": self.logits(image)}
 
     m = Counting()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([m.classify.get_concrete_function()], m)
     conv.experimental_enable_resource_variables = True
-    return _int8(conv, lambda: ([rng.uniform(-1, 1, (1, 16, 16, 3)).astype("float32")] for _ in range(8)))
+    return full_int8(conv, lambda: random_images(rng))
 
 
 def _while_loop() -> bytes:
@@ -123,7 +104,7 @@ def _while_loop() -> bytes:
 
     m = Loop()
     conv = tf.lite.TFLiteConverter.from_concrete_functions([m.f.get_concrete_function()], m)
-    return _int8(conv, lambda: ([rng.uniform(-1, 1, (1, 8)).astype("float32")] for _ in range(8)))
+    return full_int8(conv, lambda: ([rng.uniform(-1, 1, (1, 8)).astype("float32")] for _ in range(8)))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from edgenas_keras.cost import graph as ops
 from edgenas_keras.tflite import tflm
 from edgenas_keras.errors import UserError
 from edgenas_keras.tflite.model import hwc, parse, read_int8_model, read_model
+from model_fixtures import small_block_net
 
 REF = Path(__file__).resolve().parents[1] / "data" / "reference_models"
 MLPERF = REF / "mlperf_tiny_vww_96_int8.tflite"
@@ -65,24 +66,10 @@ def test_corrupt_and_missing_files_are_user_errors(tmp_path):
 def converted():
     """A small network of the operators our blocks produce, converted to int8 and to float."""
     import tensorflow as tf
-    import tf_keras as keras
 
     from edgenas_keras.model.export import random_representative, to_int8_tflite
 
-    keras.utils.set_random_seed(0)
-    L = keras.layers
-    inp = keras.Input((32, 32, 3))
-    x = L.ReLU(6.0)(L.Conv2D(16, 3, strides=2, padding="same")(inp))
-    y = L.ReLU(6.0)(L.DepthwiseConv2D(3, padding="same")(x))
-    s = L.GlobalAveragePooling2D(keepdims=True)(y)
-    s = L.ReLU(6.0)(L.Conv2D(8, 1)(s))
-    s = L.ReLU(6.0)(L.Conv2D(16, 1)(s))
-    y = L.Multiply()([y, s])
-    y = L.Conv2D(16, 1)(y)
-    x = L.Add()([x, y])
-    x = L.GlobalAveragePooling2D()(x)
-    out = L.Softmax()(L.Dense(2)(x))
-    model = keras.Model(inp, out)
+    model = small_block_net(32, 2)
     int8 = to_int8_tflite(model, random_representative((32, 32, 3), n=4, seed=0))
     flt = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     return int8, flt
