@@ -9,15 +9,14 @@ runtime in exactly ``kTensorArenaSize`` bytes, and compares the top-1 accuracy w
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 
 import numpy as np
 import pytest
+from train_support import cli_json, cli_train, synth_examples
 
-from edgenas_keras.data.synth import SynthSpec, write_synth
+from edgenas_keras.data.synth import SynthSpec
 from pipeline.cli import main
 
 pytestmark = pytest.mark.slow
@@ -26,27 +25,14 @@ RES = 32
 ARCH = "ir_k3_e2_c16-dws_k3_c24-skip-dws_k3_c32-skip-dws_k3_c48-skip"
 
 
-def cli_json(*argv: str) -> tuple[int, dict]:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main([*argv, "--json"])
-    return rc, json.loads(buf.getvalue().strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "examples"
-    write_synth(out, SynthSpec(n=600, seed=11, resolution=RES, eval_fraction=0.4))
-    return out
+    return synth_examples(tmp_path_factory, SynthSpec(n=600, seed=11, resolution=RES, eval_fraction=0.4))
 
 
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("train") / "run"
-    rc, metrics = cli_json("train", "--arch", ARCH, "--data", str(data_dir), "--out", str(out), "--epochs", "4",
-                           "--qat-epochs", "1", "--seed", "5", "--resolution", str(RES), "--batch-size", "32")
-    assert rc == 0
-    return out, metrics
+    return cli_train(tmp_path_factory, ARCH, data_dir, RES, epochs=4, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ names what fails), not accuracy, which needs real schedules (README.md, "Retrain
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
 from lut_fixtures import fixture_lut
+from train_support import cli_train, synth_examples
 
-from edgenas_keras.data.synth import SynthSpec, write_synth
+from edgenas_keras.data.synth import SynthSpec
 from edgenas_keras.cost.graph import arch_graph
 from edgenas_keras.arch.space import SearchSpace, decode
 from edgenas_keras.tflite.model import read_model
@@ -33,22 +32,13 @@ def space():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "examples"
-    write_synth(out, SynthSpec(n=240, seed=3, resolution=RES, eval_fraction=0.25))
-    return out
+    return synth_examples(tmp_path_factory, SynthSpec(n=240, seed=3, resolution=RES, eval_fraction=0.25))
 
 
 @pytest.fixture(scope="module")
 def train_run(data_dir, tmp_path_factory):
     """``edgenas train --json`` once: (output folder, the JSON it printed)."""
-    out = tmp_path_factory.mktemp("train") / "run"
-    argv = ["train", "--arch", ARCH, "--data", str(data_dir), "--out", str(out), "--epochs", "1",
-            "--qat-epochs", "1", "--seed", "7", "--resolution", str(RES), "--batch-size", "32", "--json"]
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(argv)
-    assert rc == 0
-    return out, json.loads(buf.getvalue().strip().splitlines()[-1])
+    return cli_train(tmp_path_factory, ARCH, data_dir, RES, epochs=1, seed=7)
 
 
 @pytest.mark.slow

@@ -1,0 +1,36 @@
+"""What the training tests share: a synthetic VWW set and ``edgenas train`` run in-process, as a user runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+from edgenas_keras.data.synth import SynthSpec, write_synth
+from pipeline.cli import main
+
+
+def cli_json(*argv: str) -> tuple[int, dict]:
+    """Run ``edgenas ARGV --json`` in this process: (exit status, the JSON object printed last)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*argv, "--json"])
+    return rc, json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def synth_examples(tmp_path_factory, spec: SynthSpec):
+    """A synthetic VWW set drawn by ``spec`` into a fresh folder; its path."""
+    out = tmp_path_factory.mktemp("synth") / "examples"
+    write_synth(out, spec)
+    return out
+
+
+def cli_train(tmp_path_factory, arch: str, data_dir, resolution: int, epochs: int, seed: int):
+    """``edgenas train --json`` once (``epochs`` float epochs, one QAT epoch, batch 32), checked to succeed:
+    (output folder, the JSON it printed)."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    rc, printed = cli_json("train", "--arch", arch, "--data", str(data_dir), "--out", str(out), "--epochs",
+                           str(epochs), "--qat-epochs", "1", "--seed", str(seed), "--resolution", str(resolution),
+                           "--batch-size", "32")
+    assert rc == 0
+    return out, printed
