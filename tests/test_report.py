@@ -3,7 +3,7 @@
 The run folder is built here the way a pipeline run fills it, from real library calls on a small input: a
 3-block space at 32x32 with its fixture LUT (labelled cortex-m7), synthetic data, a real search
 (``history.json`` with the multipliers and alpha's entropy per block), two int8 models exported untrained
-(the search's architecture and the space's cheapest; training takes minutes, tests/pipeline/test_run.py reports
+(the search's architecture and the space's cheapest; training takes minutes, tests/e2e/test_run.py reports
 a trained one), each validated against the budgets in the TFLM runtime; the run's table is named
 ``cortex-m7`` in ``config.resolved.yaml``, so the report plots that shipped table's validation rows. The report is rendered by Chromium (``--screenshot``, ``--dump-dom``): the screenshot must be a real
 picture, and the numbers of every figure, read from the rendered DOM, must be the ones recomputed here from
@@ -104,7 +104,7 @@ def run_dir(tmp_path_factory):
     blessings = []
     for n, arch in enumerate([space.from_indices(cheapest_indices(space)), decode(result.arch)]):
         model = root / "QatTrainer" / "model" / str(7 + 10 * n)
-        # exported untrained (training takes minutes here; tests/pipeline/test_run.py reports a trained one)
+        # exported untrained (training takes minutes here; tests/e2e/test_run.py reports a trained one)
         net = build_model(space, arch)
         calibrate_untrained(net, (32, 32, 3), seed=n)
         model.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """The int8 converter's C++ log (``fully_quantize: 0, inference_type: 6, ...``, absl's ``Ignored
 output_format``) is silenced at the file descriptors, and visible again under ``edgenas --debug``
-(``EDGENAS_DEBUG``). The whole output of ``edgenas run`` is checked in tests/pipeline/test_run.py."""
+(``EDGENAS_DEBUG``). The whole output of ``edgenas run`` is checked in tests/e2e/test_run.py."""
 
 from __future__ import annotations
 

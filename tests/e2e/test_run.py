@@ -1,4 +1,4 @@
-"""The whole pipeline on a tiny configuration (tests/pipeline/conftest.py), through the ``edgenas run`` CLI.
+"""The whole pipeline on a tiny configuration (tests/e2e/conftest.py), through the ``edgenas run`` CLI.
 
 - LocalDagRunner: ends with a blessed model pushed (a complete version and LATEST under push.dest), whose
   bundle states the training reader's preprocessing (``x = pixel / 127.5 - 1``); the whole output of the

@@ -2,7 +2,7 @@
 
 Regenerate the golden file after an intended change to the pipeline or the default config::
 
-    EDGENAS_UPDATE_GOLDEN=1 .venv/bin/pytest tests/pipeline/test_compile.py
+    EDGENAS_UPDATE_GOLDEN=1 .venv/bin/pytest tests/e2e/test_compile.py
 
 Volatile fields are stripped before comparing: the SDK version line and the header comment naming the TFX
 version. Everything else (DAG, parameters, executor class paths, artifact schemas) must match.
@@ -50,7 +50,7 @@ def test_matches_golden(compiled):
         GOLDEN.write_text(yaml.safe_dump(spec, sort_keys=True))
     assert GOLDEN.is_file(), f"no golden file; create it with EDGENAS_UPDATE_GOLDEN=1 pytest {__file__}"
     assert spec == yaml.safe_load(GOLDEN.read_text()), (
-        "compiled pipeline differs from tests/pipeline/golden/pipeline.yaml; if intended, regenerate with "
+        "compiled pipeline differs from tests/e2e/golden/pipeline.yaml; if intended, regenerate with "
         "EDGENAS_UPDATE_GOLDEN=1"
     )
 
