@@ -43,6 +43,7 @@ import edgenas_keras  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 from edgenas_keras import benchmark as bm  # noqa: E402
 from edgenas_keras import lut as lutmod  # noqa: E402
 from edgenas_keras import machine  # noqa: E402
+from edgenas_keras import progress  # noqa: E402
 from edgenas_keras.cost.estimate import LatencyTables, arch_cost  # noqa: E402
 from edgenas_keras.errors import UserError  # noqa: E402
 from edgenas_keras.search.config import KB  # noqa: E402
@@ -91,8 +92,7 @@ SCALES = {
 logging.getLogger("tensorflow").setLevel(logging.ERROR)   # the proxy's many small models: retracing notes
 
 
-def say(msg: str) -> None:
-    print(f"[paper_tables] {msg}", file=sys.stderr, flush=True)
+say = progress.prefixed("[paper_tables] ")   # one progress line on stderr, "[paper_tables] <msg>"
 
 
 class Bench:

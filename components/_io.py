@@ -17,6 +17,8 @@ from pathlib import Path
 
 from tfx.dsl.io import fileio
 
+from edgenas_keras import progress
+
 
 def is_remote(uri: str) -> bool:
     return "://" in uri
@@ -69,7 +71,5 @@ def read_json(path: Path):
 
 
 def log(component: str, msg: str) -> None:
-    """One progress line on stderr (the CLI silences TFX's own logging)."""
-    import sys
-
-    print(f"  {component}: {msg}", file=sys.stderr, flush=True)
+    """One progress line on stderr, ``"  <component>: <msg>"`` (the CLI silences TFX's own logging)."""
+    progress.stderr(f"  {component}: {msg}")

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
+from edgenas_keras import progress
 from edgenas_keras.data.images import BadImage
 from edgenas_keras.data.records import (
     SPLITS,
@@ -45,8 +45,7 @@ QUARANTINE_FILE = "quarantine.json"
 PROGRESS_EVERY = 500
 
 
-def _log(msg: str) -> None:
-    print(f"ingest: {msg}", file=sys.stderr, flush=True)
+_log = progress.prefixed("ingest: ")   # one progress line on stderr, "ingest: <msg>"
 
 
 def default_workers() -> int:

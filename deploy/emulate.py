@@ -36,6 +36,7 @@ import numpy as np
 
 from deploy import tflm_build as tb
 from edgenas_keras.errors import UserError
+from edgenas_keras.progress import stderr as print_to_stderr
 from edgenas_keras.tflite.c_source import c_array
 
 APP_DIR = tb.FIRMWARE_DIR / "app"
@@ -188,7 +189,7 @@ def parse_report(text: str) -> dict:
 def emulate_bundle(bundle_dir: str | Path, target: str, input_array: np.ndarray | None = None,
                    input_source: str = "default: seeded int8 (seed 0)", timeout_s: float = 900.0,
                    keep_dir: str | Path | None = None,
-                   progress: Callable[[str], None] | None = tb._stderr) -> EmulationResult:
+                   progress: Callable[[str], None] | None = print_to_stderr) -> EmulationResult:
     """Build the bundle in ``bundle_dir`` for ``target`` and run it once in QEMU.
 
     ``input_array``: the first input tensor's values in the model's integer type (default
@@ -268,7 +269,7 @@ def emulate_bundle(bundle_dir: str | Path, target: str, input_array: np.ndarray 
 
 def emulate(model_path: str | Path, target: str, input_path: str | Path | None = None, timeout_s: float = 900.0,
             keep_dir: str | Path | None = None,
-            progress: Callable[[str], None] | None = tb._stderr) -> EmulationResult:
+            progress: Callable[[str], None] | None = print_to_stderr) -> EmulationResult:
     """Bundle the int8 model at ``model_path`` (``make_bundle``, host-measured arena) into a temporary
     directory and ``emulate_bundle`` it on ``target``; ``input_path``: an optional ``.npy`` input."""
     from edgenas_keras.tflite.bundle import make_bundle
@@ -300,7 +301,7 @@ def target_for_device(device: str | None) -> str | None:
 
 
 def measured_footprint(model_path: str | Path, device: str | None,
-                       progress: Callable[[str], None] | None = tb._stderr) -> tuple[dict | None, str]:
+                       progress: Callable[[str], None] | None = print_to_stderr) -> tuple[dict | None, str]:
     """The emulated 32-bit arena and linked flash of the model on ``device``'s core, for ``bundle`` and
     ``validate``: ``(footprint, note)``.
 

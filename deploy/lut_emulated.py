@@ -47,6 +47,7 @@ from deploy import tflm_build as tb
 from edgenas_keras import lut as lutmod
 from edgenas_keras._fs import read_json_lines, sha256_file
 from edgenas_keras.errors import UserError
+from edgenas_keras.progress import stderr as print_to_stderr
 
 FIT_FORMAT = 2   # 2: class_factors
 OVERHEAD_KEY = "edgenas:invoke-overhead"
@@ -195,7 +196,7 @@ def _pooled_class_factor(progress: Callable[[str], None] | None) -> dict:
             "anchors": sum(len(rs) for rs in boards.values())}
 
 
-def anchor_fit(device: str, progress: Callable[[str], None] | None = tb._stderr) -> dict:
+def anchor_fit(device: str, progress: Callable[[str], None] | None = print_to_stderr) -> dict:
     """The cycles-per-instruction fit of ``device``'s emulated core to its public anchors (module docstring).
 
     Returns ``{"cycles_per_instruction" (the core's base CPI), "class_factors" ({class: factor}; only
@@ -370,7 +371,7 @@ def _collect_chunk(t: tb.Target, device: str, keys: list[str], work: Path, timeo
 def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, update_manifest: bool = True,
                        keep: dict[str, lutmod.LutEntry] | None = None, keep_metadata: dict | None = None,
                        timeout_s: float = 3600.0,
-                       progress: Callable[[str], None] | None = tb._stderr) -> tuple[lutmod.Lut, dict]:
+                       progress: Callable[[str], None] | None = print_to_stderr) -> tuple[lutmod.Lut, dict]:
     """Time every key on ``device``'s emulated core and write the LUT in cycles (module docstring).
 
     Resumable: each chunk's instruction counts are appended to ``<out>.progress.jsonl`` (per target and TFLM
@@ -484,7 +485,7 @@ def build_emulated_lut(device: str, keys: list[str], out_path: Path | str, updat
 # -- end-to-end check ------------------------------------------------------------------------------------------
 
 def validate_emulated(space, table: lutmod.Lut, n: int, seed: int, rows_path: Path | None = None,
-                      progress: Callable[[str], None] | None = tb._stderr, jobs: int = 1) -> tuple[dict, list[dict]]:
+                      progress: Callable[[str], None] | None = print_to_stderr, jobs: int = 1) -> tuple[dict, list[dict]]:
     """Sample ``n`` architectures of ``space``, price each from ``table`` and run its int8 model end to end on
     the table's emulated core (``deploy.emulate``); measured ms = the run's cycles under the table's fit
     (``lut.calibrate.fitted_cycles``: instructions by operator class x the fit's cycles per instruction) /

@@ -8,11 +8,12 @@ Public API (used by ``deploy.emulate`` and the LUT profiler firmware; keep it st
 - ``get_target(name) -> Target``: the target or a ``UserError`` naming the valid ones.
 - ``check_tools(target)``: raises ``ToolchainMissing`` (a ``UserError``; the CLI prints one ``error:`` line
   and exits 2) naming the Debian packages to install when the compiler, its C/C++ library or QEMU is absent.
-- ``tflm_library(target, progress=print_to_stderr) -> TflmLibrary``: builds (once) and returns the cached
-  ``libtensorflow-microlite.a`` with the exact compile flags and include directories the application must
-  use. Cached under ``cache_root()/tflm/lib/<target>-<key>``; the key hashes the target, the TFLM and
-  dependency source identity, the compiler version and the make arguments. A file lock serialises builds
-  (never two at once on these 2-core machines); the finished directory is renamed into place.
+- ``tflm_library(target, progress=print_to_stderr) -> TflmLibrary`` (``edgenas_keras.progress.stderr``):
+  builds (once) and returns the cached ``libtensorflow-microlite.a`` with the exact compile flags and include
+  directories the application must use. Cached under ``cache_root()/tflm/lib/<target>-<key>``; the key hashes
+  the target, the TFLM and dependency source identity, the compiler version and the make arguments. A file
+  lock serialises builds (never two at once on these 2-core machines); the finished directory is renamed into
+  place.
 - ``compile_and_link(target, lib, sources, out_elf, include_dirs=(), defines=(), extra_flags=())
   -> Path``: compiles C/C++ sources with the library's flags, adds the platform's start-up code and linker
   script, links, returns the ELF. Raises ``BuildError`` with the compiler's message.
@@ -51,6 +52,7 @@ from pathlib import Path
 
 from edgenas_keras._fs import sha256_file
 from edgenas_keras.errors import UserError
+from edgenas_keras.progress import stderr as print_to_stderr
 
 FIRMWARE_DIR = Path(__file__).resolve().parent / "firmware"
 PLATFORM_DIR = FIRMWARE_DIR / "platform"
@@ -305,10 +307,6 @@ class _Lock:
         os.close(self.fd)
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def _mirror_commits(mirror: Path) -> dict:
     """Project -> commit/tag from the README table next to the mirror tarball (best effort)."""
     readme = mirror.parent / "README.md"
@@ -370,7 +368,7 @@ def _materialise(dest: Path, progress: Callable[[str], None] | None, what: str, 
         tmp.rename(dest.parent)
 
 
-def tflm_sources(progress: Callable[[str], None] | None = _stderr) -> TflmSources:
+def tflm_sources(progress: Callable[[str], None] | None = print_to_stderr) -> TflmSources:
     """The TFLM tree to build from, as a private copy in the cache (see the module docstring)."""
     base = cache_root() / "tflm" / "src"
     env = os.environ.get("EDGENAS_TFLM_SOURCES")
@@ -526,7 +524,7 @@ def _stale_build(final: Path) -> Path | None:
     return found
 
 
-def tflm_library(target: Target | str, progress: Callable[[str], None] | None = _stderr,
+def tflm_library(target: Target | str, progress: Callable[[str], None] | None = print_to_stderr,
                  jobs: int | None = None, adopt_gen_dir: Path | None = None) -> TflmLibrary:
     """The TFLM ``microlite`` library for ``target``, built with TFLM's own Makefile on first use.
 

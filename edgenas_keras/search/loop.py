@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgenas_keras import progress
 from edgenas_keras._fs import atomic_write_json
 from edgenas_keras.arch.space import FACTORS, Arch, SearchSpace
 from edgenas_keras.cost.estimate import (
@@ -105,10 +105,6 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_json(path, obj, indent=1, sort_keys=True, default=float)
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def _latency_tables(space: SearchSpace, lut: Lut, config: SearchConfig) -> tuple[LatencyTables, LatencyTables]:
     """(exact LUT tables, the tables the penalty uses: the same, or MACs scaled to ms)."""
     exact = LatencyTables.from_lut(space, lut)
@@ -136,7 +132,7 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
     if data_dir is not None:
         from edgenas_keras.data.classes import dataset_class_names, space_for_data
 
-        space = space_for_data(space, dataset_class_names(data_dir), warn=_stderr)
+        space = space_for_data(space, dataset_class_names(data_dir), warn=progress.stderr)
     space = space_with_blocks(space, config.num_blocks)
     out = Path(out_dir)
     resolved = {"search": config.as_dict(), "space": space.to_dict(), "device": lut.device,
@@ -154,14 +150,15 @@ def run_search(data_dir, lut: Lut, config: SearchConfig, out_dir, space: SearchS
             raise UserError(f"{out} holds a search with another configuration (see {cfg_path}); use a new --out "
                             "or delete that folder")
         if (out / "result.json").is_file():
-            _stderr(f"search in {out} already finished; returning its result")
+            progress.stderr(f"search in {out} already finished; returning its result")
             return SearchResult.from_dict(json.loads((out / "result.json").read_text()))
 
     floor = check_feasible(space, lut, config)
     estimated = lut.head_estimated(reachable_keys(space))
     if estimated:
-        _stderr(f"warning: LUT {lut.source} lacks the {space.num_classes}-class head's keys ({', '.join(estimated)}); "
-                "they are estimated from its other head entries (edgenas_keras.lut, head estimate)")
+        progress.stderr(f"warning: LUT {lut.source} lacks the {space.num_classes}-class head's keys "
+                        f"({', '.join(estimated)}); they are estimated from its other head entries "
+                        "(edgenas_keras.lut, head estimate)")
     if data is None:
         from edgenas_keras.data.reader import split_files
 
@@ -221,7 +218,7 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         done = int(epoch_var.numpy())
         history = [h for h in json.loads(history_path.read_text()) if h["epoch"] < done] if history_path.is_file() else []
-        _stderr(f"resuming the search in {out} after epoch {done}/{config.epochs}")
+        progress.stderr(f"resuming the search in {out} after epoch {done}/{config.epochs}")
 
     ce_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     budget = tf.constant([config.latency_ms, (config.sram_kb or 1.0) * KB, (config.flash_kb or 1.0) * KB])
@@ -299,7 +296,7 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
                 if int(alpha_steps.numpy()) % config.check_every == 0:
                     _log_scalars(writer, net, tau, int(step_var.numpy()), ce, terms, e, mults)
             if n % 10 == 9:
-                _stderr(_progress(config, epoch, n + 1, w_losses, e, mults))
+                progress.stderr(_progress(config, epoch, n + 1, w_losses, e, mults))
         if not w_losses:
             raise UserError("the search's training subset yields no full batch: need more training examples than "
                             f"batch_size {config.batch_size} / (1 - val_fraction {config.val_fraction})")
@@ -316,8 +313,8 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
         _write_json(out / "history.json", history)
         epoch_var.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)
-        _stderr(_progress(config, epoch, None, w_losses, e, mults) + f" [epoch {epoch + 1}/{config.epochs} done, "
-                f"{time.time() - t0:.0f} s]")
+        progress.stderr(_progress(config, epoch, None, w_losses, e, mults)
+                        + f" [epoch {epoch + 1}/{config.epochs} done, {time.time() - t0:.0f} s]")
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     writer.flush()
@@ -455,16 +452,16 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
         seeds.append((fill(pricer, cheapest_indices(space), flat)[0], "fill-from-cheapest"))
     if config.fitness == "trained":
         scorer = TrainedScorer(space, data, config.train_resolution or space.resolution, config.fitness_steps,
-                               config.score_batches, config.seed, out / "fitness.jsonl", _stderr)
+                               config.score_batches, config.seed, out / "fitness.jsonl", progress.stderr)
         how = f"trained {config.fitness_steps} steps each"
     else:
         calib, held = _scoring_batches(data, config)
         scorer = ChildScorer(net, space, calib, held)
         how = "scored with inherited weights"
-    scored = evolve(window, scorer.score, seeds, config.candidates, config.population, rng, _stderr)
+    scored = evolve(window, scorer.score, seeds, config.candidates, config.population, rng, progress.stderr)
     if not scored:   # nothing in the window (a tight memory budget): fall back to alpha's answer / the fill
-        _stderr(f"no candidate in the window [{config.window_low:g} B, B] meets every budget; returning the "
-                "cost-order answer")
+        progress.stderr(f"no candidate in the window [{config.window_low:g} B, B] meets every budget; "
+                        "returning the cost-order answer")
         fallback = alpha_answer if alpha_answer is not None else seeds[0][0]
         scored = [{"idx": fallback, "score": scorer.score(fallback), "origin": "fallback", "generation": 0}]
     best = scored[0]
@@ -499,9 +496,9 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
         filled=extra.get("fill_moves", 0) > 0, derived_arch=str(space.from_indices(first)),
         derived_latency_ms=pricer.latency(first), out_dir=str(out), extra=extra)
     _write_json(out / "result.json", result.as_dict())
-    _stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
-            f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB; proxy accuracy "
-            f"{best['score']['accuracy']:.4f} (best of {scorer.scored} children {how})")
+    progress.stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
+                    f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB; proxy accuracy "
+                    f"{best['score']['accuracy']:.4f} (best of {scorer.scored} children {how})")
     return result
 
 
@@ -520,7 +517,8 @@ def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCos
                "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
                "space": space.name, "seed": config.seed})
     _write_json(out / "result.json", result.as_dict())
-    _stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
-            f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB"
-            + (f", repaired in {repairs} move(s)" if repairs else "") + (f", filled in {fills} move(s)" if fills else ""))
+    progress.stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
+                    f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB"
+                    + (f", repaired in {repairs} move(s)" if repairs else "")
+                    + (f", filled in {fills} move(s)" if fills else ""))
     return result

@@ -1,5 +1,5 @@
 """Helpers shared by the subcommands: the flags several commands share (argparse parent parsers), JSON
-output and path checks.
+output, the plain-text tables (``format_table``) and path checks.
 
 A flag used by more than one command is declared once here and added with ``parents=[...]`` in the
 command's ``add_parser`` call, so its name, dest, default and help are the same everywhere::
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
@@ -83,8 +83,58 @@ def existing_dir(path: str, what: str) -> Path:
     return p
 
 
-def progress_write(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+def format_table(rows: Sequence[Sequence], headers: Sequence[str] = (), *, floatfmt: str | Sequence[str] = "g",
+                 intfmt: str | Sequence[str] = "", colalign: Sequence[str | None] | None = None,
+                 indent: str = "") -> str:
+    """The commands' plain-text tables (``tabulate``'s "plain" format): a header line (if ``headers``), then
+    one line per row, each column as wide as its widest cell or title, columns separated by two spaces.
+
+    Cells are formatted from their Python type, never parsed from text (so a hex digest or ``"3,5"`` stays
+    as written): ``float`` with ``floatfmt``, ``int`` with ``intfmt`` (``bool`` is text), ``None`` as an empty
+    cell, anything else with ``str``. Columns whose cells are all numbers (or empty) are aligned right, the
+    others left, unless ``colalign`` says otherwise; a title is aligned as its column. Trailing spaces are
+    removed from every line.
+
+    Args:
+        rows: the table body, one sequence of cells per row (may be empty: then only the header line).
+        headers: the column titles; empty for a table without a header line.
+        floatfmt: a ``format()`` spec for float cells (e.g. ``".1f"``), or one spec per column.
+        intfmt: a ``format()`` spec for int cells (e.g. ``","`` for thousands separators), or one per column.
+        colalign: per column ``"left"``, ``"right"``, ``"center"`` or ``None`` (by type, as above).
+        indent: text put before every line (e.g. two spaces under a caption).
+
+    Returns:
+        The table as one string, lines joined by ``"\\n"``, no trailing newline.
+    """
+    from tabulate import tabulate
+
+    ncols = max([len(headers), *(len(r) for r in rows)])
+
+    def per_column(spec, i: int):
+        return spec if isinstance(spec, str) else spec[i]
+
+    def cell(v, i: int) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return str(v)
+        if isinstance(v, int):
+            return format(v, per_column(intfmt, i))
+        if isinstance(v, float):
+            return format(v, per_column(floatfmt, i))
+        return str(v)
+
+    def numeric(i: int) -> bool:
+        cells = [r[i] for r in rows if i < len(r) and r[i] is not None]
+        return bool(cells) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in cells)
+
+    align = [(colalign[i] if colalign is not None and colalign[i] else None) or
+             ("right" if numeric(i) else "left") for i in range(ncols)]
+    body = [[cell(v, i) for i, v in enumerate(r)] for r in rows]
+    # The titles go in as the first row: tabulate's own header row widens every column to its title + 2.
+    text = tabulate([list(headers), *body] if headers else body, (), tablefmt="plain", disable_numparse=True,
+                    colalign=align)
+    return "\n".join(indent + line.rstrip() for line in text.splitlines())
 
 
 def load_space(path: str | None):

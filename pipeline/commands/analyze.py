@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, emit, existing_file, progress_write
+from edgenas_keras import progress
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, emit, existing_file, format_table
 
 
 def register(sub) -> None:
@@ -85,15 +86,14 @@ def cmd_analyze(args) -> int:
         # toolchain is installed (deploy.emulate; cached per model, target and TFLM build).
         from deploy.emulate import measured_footprint
 
-        fp, note = measured_footprint(path, table.device, progress=progress_write)
+        fp, note = measured_footprint(path, table.device, progress=progress.stderr)
         obj["emulated"] = fp or {"note": note}
     run = obj["subgraph"]
     lines = [f"subgraph {run['index']}{_label(run)} runs (TFLM invokes subgraph 0); its operators are priced:"]
-    lines.append(f"{'#':>3} {'op':<18} {'in':<12} {'out':<12} {'MACs':>9} {'us':>10}")
-    for o in ops:
-        lines.append(f"{o['index']:>3} {o['op']:<18} {'x'.join(map(str, o['in_shape'])):<12} "
-                     f"{'x'.join(map(str, o['out_shape'])):<12} {o['macs']:>9} {o['latency_us']:>10.1f}"
-                     + (" (estimate)" if o["estimated"] else ""))
+    lines.append(format_table(
+        [[o["index"], o["op"], "x".join(map(str, o["in_shape"])), "x".join(map(str, o["out_shape"])), o["macs"],
+          o["latency_us"], "(estimate)" if o["estimated"] else None] for o in ops],
+        ["#", "op", "in", "out", "MACs", "us", ""], floatfmt=".1f"))
     lines.append(f"latency {obj['latency_ms']:.3f} ms on {table.device} at {table.clock_mhz:g} MHz; "
                  f"SRAM {obj['sram_bytes']} B (target); host arena "
                  f"{str(obj['host_arena_bytes']) + ' B' if obj['host_arena_bytes'] is not None else 'skipped'}; "

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from edgenas_keras import progress
 from edgenas_keras.errors import UserError
-from pipeline.commands._util import JSON_OUTPUT, emit, existing_file, progress_write
+from pipeline.commands._util import JSON_OUTPUT, emit, existing_file
 
 
 def register(sub) -> None:
@@ -63,9 +64,9 @@ def run(args) -> int:
 
         require_prepares(model.read_bytes(), str(model))   # TFLM's own reason before any emulator build
 
-        target_arena, note = measured_footprint(model, args.device, progress=progress_write)
+        target_arena, note = measured_footprint(model, args.device, progress=progress.stderr)
         if target_arena is None:
-            progress_write(f"note: kTensorArenaSize from the 64-bit host bisection: {note}")
+            progress.stderr(f"note: kTensorArenaSize from the 64-bit host bisection: {note}")
     elif args.host_arena:
         note = "--host-arena"
     b = make_bundle(model, args.out, name=args.name, device=args.device, extra_manifest=extra, input_range=rng,

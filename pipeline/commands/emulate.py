@@ -4,7 +4,8 @@ instruction counts (whole invoke and per operator) and the linked image's flash.
 
 from __future__ import annotations
 
-from pipeline.commands._util import JSON_OUTPUT, emit, existing_file, progress_write
+from edgenas_keras import progress
+from pipeline.commands._util import JSON_OUTPUT, emit, existing_file, format_table
 
 
 def register(sub) -> None:
@@ -38,10 +39,10 @@ def run(args) -> int:
     if args.input:
         existing_file(args.input, "input file")
     r = emulate(model, args.target, args.input, timeout_s=args.timeout, keep_dir=args.keep,
-                progress=progress_write)
+                progress=progress.stderr)
     d = r.as_dict()
-    ops = "\n".join(f"  {o['index']:3d} {o['op']:<20} {o['instructions']:>12,}  {o['lut_key'] or ''}"
-                    for o in r.per_op)
+    ops = format_table([[o["index"], o["op"], o["instructions"], o["lut_key"]] for o in r.per_op], intfmt=",",
+                       indent="  ")
     human = (f"{r.target} on QEMU {r.qemu_machine} ({r.toolchain})\n"
              f"output matches the host TFLM runtime: {'yes' if r.output_matches_host else 'NO'}\n"
              f"arena_used_bytes: {r.arena_used_bytes:,} (kTensorArenaSize {r.settings_arena['tensor_arena_size']:,} "

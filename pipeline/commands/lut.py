@@ -4,7 +4,7 @@ validating, profiling and collecting LUTs are registered by ``lut_tools`` into t
 
 from __future__ import annotations
 
-from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_NO_CLOCK, emit
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_NO_CLOCK, emit, format_table
 
 
 def register(sub) -> None:
@@ -46,12 +46,9 @@ def cmd_list(args) -> int:
     # "name" is what --device / lut.device take; "device" is the core the table is for (an alias such as
     # cortex-m7-analytical names another table of the same device; cortex-m7-emulated the same file as cortex-m7).
     rows = [{"name": d, **_summary(lutmod.load_device(d))} for d in lutmod.shipped_devices()]
-    w = max([len("name"), *(len(r["name"]) for r in rows)])
-    lines = [f"{'name':<{w}} {'device':<11} {'method':<11} {'clock MHz':>9} {'runtime/kernels':<22} {'entries':>7}  "
-             "sha256"]
-    for r in rows:
-        lines.append(f"{r['name']:<{w}} {r['device']:<11} {r['method']:<11} {r['clock_mhz']:>9g} "
-                     f"{r['runtime'] + '+' + r['kernels']:<22} {r['entries']:>7}  {r['sha256'][:12]}")
+    table = [[r["name"], r["device"], r["method"], float(r["clock_mhz"]), f"{r['runtime']}+{r['kernels']}",
+              r["entries"], r["sha256"][:12]] for r in rows]
+    lines = [format_table(table, ["name", "device", "method", "clock MHz", "runtime/kernels", "entries", "sha256"])]
     if not rows:
         lines.append("(no LUTs shipped in lut_assets/)")
     emit(args, {"luts": rows}, "\n".join(lines))
@@ -138,10 +135,11 @@ def cmd_calibrate(args) -> int:
     sha = table.save(out)
     obj = {"out": str(out), "sha256": sha, "device": table.device, "unit": table.unit,
            "clock_mhz": table.clock_mhz, **{k: rep[k] for k in ("factors", "groups", "points", "note", "base")}}
-    lines = [f"{'model':<36} {'measured ms':>12} {'base ms':>10} {'calibrated':>11} {'residual':>9}"]
-    for p in rep["points"]:
-        lines.append(f"{p['model']:<36} {p['latency_ms']:>12.3f} {p['base_ms']:>10.3f} {p['calibrated_ms']:>11.3f} "
-                     f"{p['residual_pct']:>+8.2f}%")
+    lines = [format_table([[p["model"], *(float(p[k]) for k in ("latency_ms", "base_ms", "calibrated_ms")),
+                            f"{p['residual_pct']:+.2f}%"]
+                           for p in rep["points"]],
+                          ["model", "measured ms", "base ms", "calibrated", "residual"], floatfmt=".3f",
+                          colalign=[None, None, None, None, "right"])]
     lines.append("factors: " + ", ".join(f"{c} {rep['factors'][c]:.4f}" for c in lut_calibrate.CLASSES)
                  + f" ({len(rep['groups'])} class group(s))")
     if rep["note"]:

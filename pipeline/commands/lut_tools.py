@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from edgenas_keras import progress
 from edgenas_keras.errors import UserError
 from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_NO_CLOCK, SPACE_FILE, emit, load_space
 
@@ -222,7 +223,7 @@ def cmd_build(args) -> int:
 
         table, report = build_emulated_lut(args.device, keys, out, update_manifest=not args.out, keep=keep,
                                            keep_metadata=keep_metadata,
-                                           progress=None if args.json else lambda s: print(s, file=sys.stderr))
+                                           progress=None if args.json else progress.stderr)
     elif method == "measured":
         if args.device != HOST_DEVICE:
             raise UserError(f"--method measured builds {HOST_DEVICE} on this host; for a board use "
@@ -272,7 +273,7 @@ def cmd_validate(args) -> int:
 
         stats, rows = validate_emulated(space, table, args.samples, args.seed, jobs=args.jobs,
                                         rows_path=Path(args.rows) if args.rows else None,
-                                        progress=None if args.json else lambda s: print(s, file=sys.stderr))
+                                        progress=None if args.json else progress.stderr)
         against = (f"end-to-end runs on the emulated core (QEMU), instructions x {stats['cycles_per_instruction']:.4f} "
                    "cycles per instruction x the fit's operator-class factors")
     elif args.measured:
@@ -337,7 +338,7 @@ def cmd_collect(args) -> int:
     out = Path(args.out or f"{args.device}.json")
     try:
         table = collect(port, manifest, args.device, out, timeout_s=args.timeout,
-                        log=lambda s: print(s, file=sys.stderr, flush=True))
+                        log=progress.stderr)
     finally:
         port.close()
     emit(args, {"device": args.device, "file": str(out), "entries": len(table.entries), "sha256": table.sha256,
@@ -355,11 +356,8 @@ def cmd_qemu_board(args) -> int:
     from deploy.lut_profiler_qemu import QemuBoard, build_profiler, describe
     from deploy.tflm_build import EmulationError
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     device = read_manifest(Path(args.profile_set))["device"]
-    elf = build_profiler(args.target, Path(args.profile_set), counter=args.counter, progress=log)
+    elf = build_profiler(args.target, Path(args.profile_set), counter=args.counter, progress=progress.stderr)
     board = QemuBoard(args.target, elf, qmp_path=args.qmp)
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # `kill` stops QEMU too
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.commands._util import JSON_OUTPUT, SPACE_FILE, emit, load_space
+from pipeline.commands._util import JSON_OUTPUT, SPACE_FILE, emit, format_table, load_space
 
 
 def register(sub) -> None:
@@ -27,13 +27,10 @@ def cmd_show(args) -> int:
     lines = [f"search space {space.name}: {space.num_blocks} blocks, input {space.resolution}x{space.resolution}"
              f"x{space.in_channels}",
              f"stem: CONV_2D {space.stem_kernel}x{space.stem_kernel}/{space.stem_stride} -> {space.stem_channels} ch",
-             f"{'block':>5} {'stride':>6} {'in res':>6}  {'ops':<14} {'kernel':<9} {'expansion':<9} {'se':<8} "
-             f"{'channels':<18} {'configs':>7}"]
-    for b in blocks:
-        c = b["choices"]
-        lines.append(f"{b['index']:>5} {b['stride']:>6} {b['in_resolution']:>6}  {','.join(b['ops']):<14} "
-                     f"{','.join(map(str, c['kernel'])):<9} {','.join(map(str, c['expansion'])):<9} "
-                     f"{','.join(map(str, c['se'])):<8} {','.join(map(str, c['channels'])):<18} {b['cardinality']:>7}")
+             format_table([[b["index"], b["stride"], b["in_resolution"], ",".join(b["ops"]),
+                            *(",".join(map(str, b["choices"][k])) for k in ("kernel", "expansion", "se", "channels")),
+                            b["cardinality"]] for b in blocks],
+                          ["block", "stride", "in res", "ops", "kernel", "expansion", "se", "channels", "configs"])]
     lines.append(f"head: MEAN -> FULLY_CONNECTED({space.num_classes}) -> SOFTMAX")
     lines.append(f"cardinality: {space.cardinality} (= {space.cardinality:.3e}; product of the per-block counts)")
     emit(args, obj, "\n".join(lines))

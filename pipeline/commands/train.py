@@ -3,7 +3,8 @@ and the blessing decision for an int8 model on a device)."""
 
 from __future__ import annotations
 
-from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, existing_dir, existing_file, load_space, parse_arch, progress_write
+from edgenas_keras import progress
+from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, existing_dir, existing_file, load_space, parse_arch
 
 
 def register(sub) -> None:
@@ -63,7 +64,7 @@ def cmd_train(args) -> int:
     given = {"epochs": args.epochs, "qat_epochs": args.qat_epochs, "seed": args.seed, "batch_size": args.batch_size,
              "lr": args.lr, "resolution": args.resolution, "eval_limit": args.eval_limit}
     config = TrainConfig.from_dict({k: v for k, v in given.items() if v is not None}, source="edgenas train")
-    result = train_and_export(space, arch, data, args.out, config, progress=progress_write)
+    result = train_and_export(space, arch, data, args.out, config, progress=progress.stderr)
     m = result.metrics
     human = (f"{m['arch']} -> {result.out_dir}\n"
              f"  accuracy float            {m['accuracy_float']:.4f}\n"
@@ -103,11 +104,11 @@ def cmd_validate(args) -> int:
 
     require_prepares(model.read_bytes(), str(model))   # TFLM's own reason before any emulator build
     # SRAM and flash on the device's emulated core (QEMU) where it has one and its toolchain is installed.
-    footprint, note = measured_footprint(model, lut.device, progress=progress_write)
+    footprint, note = measured_footprint(model, lut.device, progress=progress.stderr)
     # ... and its latency there: instructions x the table's (else the core's anchor) cycles per instruction
     from deploy.lut_emulated import with_cycles_per_instruction
 
-    footprint = with_cycles_per_instruction(footprint, lut, progress=progress_write)
+    footprint = with_cycles_per_instruction(footprint, lut, progress=progress.stderr)
     doc = validate_model(model, lut, budgets, args.data, args.eval_limit, runtime, target_footprint=footprint)
     doc["target_footprint"] = footprint or {"note": note}
     if args.out:
