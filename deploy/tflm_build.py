@@ -622,9 +622,8 @@ def platform_sources(target: Target) -> list[Path]:
 
 
 def platform_include_dirs(target: Target) -> list[Path]:
-    """Directories holding the platform headers: ``platform/edgenas_counter.h``, the counter interface every
-    platform implements (``platform_sources``), the same for every target."""
-    return [PLATFORM_DIR]
+    """Directories holding the platform's headers (``edgenas_counter.h``)."""
+    return [PLATFORM_DIR / ("cortex-m" if target.is_arm else target.platform)]
 
 
 def _cpu_flags(flags: Iterable[str]) -> list[str]:
