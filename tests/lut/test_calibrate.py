@@ -292,7 +292,9 @@ def _host_table(tmp_path, host):
 def test_pricing_with_a_host_table_from_another_machine_warns_once(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(machine, "_warned", set())
     here = machine.identity()
-    host = {"same": here, "other-cpu": {**here, "family": 25, "model": 17}, "unknown": {"cpu": "AMD EPYC"}}[case]
+    # an "other" CPU that differs from this machine's in family and model, whatever this machine is
+    other = {"family": (here.get("family") or 0) + 1, "model": (here.get("model") or 0) + 1}
+    host = {"same": here, "other-cpu": {**here, **other}, "unknown": {"cpu": "AMD EPYC"}}[case]
     path = _host_table(tmp_path, host)
     arch = "ir_k3_e4_c16-dws_k5_c24-skip-ir_k3_e6_se4_c32-dws_k3_c32-ir_k5_e2_c48-skip"
     for i in range(2):
@@ -304,6 +306,7 @@ def test_pricing_with_a_host_table_from_another_machine_warns_once(case, tmp_pat
             continue
         assert len(warnings) == 1 and f"this machine is {machine.describe(here)}" in warnings[0]
         if case == "other-cpu":
-            assert "family 25 model 17" in warnings[0] and "family, model differ" in warnings[0]
+            assert f"family {other['family']} model {other['model']}" in warnings[0]
+            assert "family, model differ" in warnings[0]
         else:
             assert "an unknown machine" in warnings[0] and "'AMD EPYC'" in warnings[0]
