@@ -262,12 +262,16 @@ class SearchSpace:
             text = resources.files("edgenas_keras").joinpath("arch/spaces/default.yaml").read_text()
             return cls.from_dict(yaml.safe_load(text), source="default.yaml")
         p = Path(path)
+        if p.is_dir():
+            raise SpaceError(f"search space {p} is a folder, not a YAML file")
         if not p.is_file():
             raise FileNotFoundError(f"search space {p} does not exist")
         try:
             d = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
             raise SpaceError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpaceError(f"search space {p} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
         return cls.from_dict(d, source=str(p))
 
     def with_resolution(self, resolution: int) -> SearchSpace:

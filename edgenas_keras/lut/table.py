@@ -385,12 +385,18 @@ def load(path: str | Path) -> Lut:
     the manifest by ``load_device``, not here).
 
     Raises:
-        UserError: the file does not exist, is not valid JSON (or UTF-8), or fails ``parse``'s checks.
+        UserError: the file does not exist, is a folder, cannot be read, is not valid JSON (or UTF-8), or fails
+            ``parse``'s checks.
     """
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"LUT file {p} is a folder, not a JSON file")
     if not p.is_file():
         raise UserError(f"LUT file {p} does not exist")
-    raw = p.read_bytes()
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise UserError(f"LUT file {p} cannot be read ({exc.strerror or exc})") from None
     try:
         doc = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

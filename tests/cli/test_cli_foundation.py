@@ -49,10 +49,16 @@ def test_arch_check_json_with_lut_file(capsys, lut_file):
     (["arch", "check", "ARCH", "--device", "no-such-board"], "no shipped LUT for device 'no-such-board'"),
     (["arch", "check", "ARCH", "--lut", "/nonexistent/lut.json"], "/nonexistent/lut.json does not exist"),
     (["space", "show", "--space", "/nonexistent.yaml"], "/nonexistent.yaml does not exist"),
+    (["arch", "check", "ARCH", "--lut", "FOLDER"], "is a folder, not a JSON file"),
+    (["space", "show", "--space", "FOLDER"], "is a folder, not a YAML file"),
+    (["space", "show", "--space", "LATIN1"], "cannot be read"),
 ])
-def test_user_errors_exit_2_with_one_line(capsys, lut_file, argv, needle):
+def test_user_errors_exit_2_with_one_line(capsys, tmp_path, lut_file, argv, needle):
     good = "ir_k3_e4_c16-dws_k5_c24-skip-ir_k3_e6_se4_c32-dws_k3_c32-ir_k5_e2_c48-skip"
-    argv = [str(lut_file) if a == "LUT" else good if a == "ARCH" else a for a in argv]
+    latin1 = tmp_path / "space.yaml"
+    latin1.write_bytes("blocks: [caf\xe9]\n".encode("latin-1"))      # not UTF-8
+    named = {"LUT": str(lut_file), "ARCH": good, "FOLDER": str(tmp_path), "LATIN1": str(latin1)}
+    argv = [named.get(a, a) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
