@@ -21,6 +21,7 @@ from edgenas_keras import progress
 
 
 def is_remote(uri: str) -> bool:
+    """True for a URI with a scheme (``gs://...``: anything with ``://``), False for a local path."""
     return "://" in uri
 
 
@@ -67,6 +68,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path):
+    """The JSON document in the local file ``path`` (UTF-8)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 

@@ -49,6 +49,8 @@ _log = progress.prefixed("ingest: ")   # one progress line on stderr, "ingest: <
 
 
 def default_workers() -> int:
+    """The number of CPUs this process may run on (``os.sched_getaffinity``; where that does not exist,
+    ``os.cpu_count()``, or 1 if unknown): the DirectRunner's default worker count."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

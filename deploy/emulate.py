@@ -81,6 +81,8 @@ class EmulationResult:
         return self.flash_bytes - self.model_bytes - self.input_bytes
 
     def as_dict(self) -> dict:
+        """Every field but ``extra``, plus ``flash_bytes`` and ``runtime_flash_bytes`` and, at the top level,
+        ``extra``'s entries: the ``--json`` output of ``edgenas emulate``."""
         d = {k: v for k, v in self.__dict__.items() if k != "extra"}
         d.update(flash_bytes=self.flash_bytes, runtime_flash_bytes=self.runtime_flash_bytes, **self.extra)
         return d

@@ -51,6 +51,20 @@ DEFAULT_EXPERIMENT = "Default"
 
 @dataclass(frozen=True)
 class SubmitResult:
+    """What ``submit_pipeline`` created on the Kubeflow Pipelines server (``to_dict`` is the ``--json``
+    output).
+
+    Attributes:
+        kind: ``"run"`` (one run) or ``"recurring_run"`` (a schedule).
+        id: the server's id of that run or recurring run.
+        url: its page in the KFP UI (``KF_PIPELINES_UI_ENDPOINT``, else the API host).
+        name: the run's name, or the recurring run's (one schedule per name and experiment).
+        experiment_id: the id of the experiment it belongs to.
+        schedule: the six-field cron sent to the server (seconds first); ``None`` for a one-off run.
+        parameters: the root parameters passed, converted to their declared types.
+        replaced: ids of the recurring runs of the same name this one replaced (deleted once it was created).
+    """
+
     kind: str  # "run" or "recurring_run"
     id: str
     url: str
@@ -61,6 +75,7 @@ class SubmitResult:
     replaced: tuple[str, ...] = ()  # ids of recurring runs of the same name that this one replaced
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (``replaced`` as a list)."""
         return {
             "kind": self.kind,
             "id": self.id,

@@ -276,6 +276,8 @@ def cycles_per_instruction(table: lutmod.Lut) -> float | None:
 # -- the single-operator models, cached -------------------------------------------------------------------
 
 def model_cache_dir() -> Path:
+    """Where ``cached_model`` keeps the converted single-operator models: ``cache_root()/lut_models`` (created
+    on first write, not here)."""
     return tb.cache_root() / "lut_models"
 
 

@@ -124,6 +124,18 @@ def _c_source(out_dir: Path, manifest: dict) -> str:
 
 
 def read_manifest(path: Path) -> dict:
+    """The manifest of a profile set, as ``write_profile_set`` wrote it.
+
+    Args:
+        path: the profile-set folder, or its ``manifest.json``.
+
+    Returns:
+        The parsed manifest (``format``, ``protocol``, ``device``, ``set``, and ``keys``: one entry per
+        model), checked only for ``format: edgenas-profile-set`` and a ``keys`` list.
+
+    Raises:
+        UserError: the file does not exist, is not valid JSON, or is not an edgenas profile-set manifest.
+    """
     p = Path(path)
     if p.is_dir():
         p = p / "manifest.json"

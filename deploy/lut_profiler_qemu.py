@@ -120,10 +120,29 @@ class QemuBoard:
 
     @property
     def command(self) -> list[str]:
+        """The QEMU argv: ``tflm_build.qemu_command`` with the first UART on a pseudo-terminal, semihosting
+        and ``-icount shift=0``, plus a QMP server on the Unix socket ``qmp_path`` (``wait=off``)."""
         return [*tflm_build.qemu_command(self.target, self.elf, serial="pty", semihosting=True, icount=True),
                 "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
 
     def start(self, timeout_s: float = 30.0) -> QemuBoard:
+        """Start QEMU and wait until it announces the UART's pseudo-terminal (then in ``port``).
+
+        After the announcement it waits up to another ``timeout_s`` for the QMP socket file to appear, and
+        goes on without it if it does not. If QEMU exits before announcing a pseudo-terminal, this returns
+        (after that wait) with ``port`` still ``None``; ``alive()`` tells.
+
+        Args:
+            timeout_s: seconds to wait for the announcement (and again for the QMP socket).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ToolchainMissing: the target's cross toolchain or QEMU is not installed.
+            EmulationError: no announcement within ``timeout_s`` while QEMU kept running (QEMU is stopped
+                first).
+        """
         tflm_build.check_tools(self.target)
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, errors="replace")
@@ -149,6 +168,7 @@ class QemuBoard:
         self._port_found.set()
 
     def alive(self) -> bool:
+        """True while QEMU has been started and has not exited."""
         return self.proc is not None and self.proc.poll() is None
 
     def qmp(self, command: str, timeout_s: float = 10.0) -> dict:
@@ -160,6 +180,8 @@ class QemuBoard:
         self.qmp("system_reset")
 
     def stop(self) -> None:
+        """End QEMU if it is running (terminate; kill after 10 s) and delete the temporary QMP folder this
+        board made; safe to call more than once."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

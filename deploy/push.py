@@ -55,6 +55,18 @@ class PushVerificationError(RuntimeError):
 
 @dataclass(frozen=True)
 class PushResult:
+    """The outcome of ``push_bundle`` (``to_dict`` is the ``--json`` output of ``edgenas push``).
+
+    Attributes:
+        uri: the version folder, e.g. ``gs://bucket/prefix/vww/cortex-m7/20261126T1712Z-1a2b3c4d``.
+        version: its name, ``<UTC time to the minute>-<first 8 hex of content_sha256>``.
+        created: True if this push published the version; False if identical content had already been pushed
+            and this is that version (nothing was uploaded).
+        files: the bundle's files, as paths relative to the version folder (``PUSHED.json`` not included).
+        content_sha256: the content hash (``content_hash``: every file but ``manifest.json``), 64 hex digits.
+        latest_uri: the ``LATEST`` file of this model and device, which names ``version`` after the push.
+    """
+
     uri: str  # the version folder, e.g. gs://bucket/prefix/vww/cortex-m7/20261126T1712Z-1a2b3c4d
     version: str
     created: bool  # False: identical content was already pushed, this is that version
@@ -63,6 +75,7 @@ class PushResult:
     latest_uri: str
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (``files`` as a list)."""
         return {
             "uri": self.uri,
             "version": self.version,

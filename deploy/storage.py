@@ -53,12 +53,18 @@ class LocalStore:
             )
 
     def url(self, key: str = "") -> str:
+        """The path of ``key`` under the root, as a string (the root itself for ``""``); it need not exist."""
         return str(self.root / key) if key else str(self.root)
 
     def _path(self, key: str) -> Path:
         return self.root / key
 
     def put_file(self, src: Path, key: str) -> None:
+        """Copy the local file ``src`` to ``key``, creating the parent folders and overwriting an existing
+        file.
+
+        Not atomic: the file is written in place (the pusher writes under a staging prefix, then ``publish``).
+        """
         dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
@@ -79,18 +85,24 @@ class LocalStore:
             raise
 
     def get_bytes(self, key: str) -> bytes | None:
+        """The content of the file ``key``, or ``None`` if there is no such file (other OS errors
+        propagate)."""
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             return None
 
     def list_keys(self, prefix: str) -> list[str]:
+        """Every file below the folder ``prefix``, as sorted keys relative to the root (``prefix`` included,
+        not stripped); ``[]`` if ``prefix`` is not a folder."""
         base = self._path(_norm_prefix(prefix))
         if not base.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
     def delete_prefix(self, prefix: str) -> None:
+        """Remove the folder ``prefix`` and everything in it (no error if it is absent or partly undeletable),
+        then its parent folder if that is now empty. An empty ``prefix`` names the root itself."""
         path = self._path(_norm_prefix(prefix))
         shutil.rmtree(path, ignore_errors=True)
         try:  # drop the parent too once empty (the .staging folder), so a clean push leaves a clean tree
@@ -131,6 +143,8 @@ class GcsStore:
         self.bucket = self.client.bucket(bucket)
 
     def url(self, key: str = "") -> str:
+        """``gs://bucket/<store prefix>/<key>`` (the destination itself for ``""``), without a trailing
+        ``/``."""
         return f"{GCS_SCHEME}{self.bucket_name}/{_join(self.prefix, key)}".rstrip("/")
 
     def _name(self, key: str) -> str:
@@ -155,6 +169,11 @@ class GcsStore:
             ) from exc
 
     def put_file(self, src: Path, key: str) -> None:
+        """Upload the local file ``src`` as the object ``key`` (replacing it), retrying transient errors.
+
+        GCS makes an object visible only once it is whole. Raises ``UserError`` if the bucket does not exist
+        or the account may not write to it; other storage errors propagate.
+        """
         blob = self.bucket.blob(self._name(key))
         self._call(blob.upload_from_filename, str(src), retry=self.retry)
 
@@ -164,6 +183,11 @@ class GcsStore:
         self._call(blob.upload_from_string, data, content_type="application/octet-stream", retry=self.retry)
 
     def get_bytes(self, key: str) -> bytes | None:
+        """The content of the object ``key``, or ``None`` if there is no such object.
+
+        Raises ``UserError`` if the bucket itself does not exist; other errors of the download (e.g.
+        ``Forbidden``) propagate as google-api-core exceptions.
+        """
         from google.api_core import exceptions as gexc
 
         blob = self.bucket.blob(self._name(key))
@@ -177,6 +201,9 @@ class GcsStore:
             return None
 
     def list_keys(self, prefix: str) -> list[str]:
+        """The objects whose names start with ``<store prefix>/<prefix>/``, as sorted keys relative to the
+        store's prefix (``prefix`` included, not stripped); ``[]`` if there are none. Raises ``UserError`` for
+        a missing bucket or a refused permission."""
         name_prefix = _join(self.prefix, prefix) + "/"
         blobs = self._call(
             lambda: list(self.client.list_blobs(self.bucket_name, prefix=name_prefix, retry=self.retry))
@@ -185,6 +212,8 @@ class GcsStore:
         return sorted(b.name[strip:] for b in blobs)
 
     def delete_prefix(self, prefix: str) -> None:
+        """Delete every object ``list_keys(prefix)`` finds, one at a time (not atomic); objects already gone
+        are skipped."""
         from google.api_core import exceptions as gexc
 
         for key in self.list_keys(prefix):

@@ -102,6 +102,7 @@ class Target:
 
     @property
     def is_arm(self) -> bool:
+        """True for the Cortex-M targets (``arm-none-eabi-`` toolchain), False for RISC-V."""
         return self.prefix.startswith("arm")
 
     def make_args(self) -> list[str]:
@@ -279,6 +280,17 @@ def _tree_fingerprint(root: Path) -> str:
 
 @dataclass(frozen=True)
 class TflmSources:
+    """The TFLM source tree a library build uses (what ``tflm_sources`` returns).
+
+    Attributes:
+        root: the private tflite-micro tree in the cache that is built.
+        origin: where it came from: ``"EDGENAS_TFLM_SOURCES"``, ``"mirror <tarball path>"`` or ``"git clone"``
+            (a mirror unpacked by an earlier run: ``"mirror <tarball path> (unpacked in the cache)"``).
+        identity: the hash that enters the library's cache key (a fingerprint of the user's tree, the mirror
+            tarball's sha256, or the cloned commit).
+        commits: project -> commit (or ``url@revision``) as far as known.
+    """
+
     root: Path          # the private tflite-micro tree (in the cache)
     origin: str         # "EDGENAS_TFLM_SOURCES", "mirror" or "git clone"
     identity: str       # hash that enters the cache key
@@ -726,6 +738,16 @@ def qemu_command(target: Target | str, elf: Path | str, serial: str | None = Non
 
 @dataclass(frozen=True)
 class QemuRun:
+    """One finished QEMU run (what ``run_qemu`` returns).
+
+    Attributes:
+        command: the QEMU argv.
+        returncode: QEMU's exit status (a program that exits through semihosting sets it).
+        stdout: QEMU's standard output as text (the program's semihosting console).
+        stderr: QEMU's standard error as text.
+        seconds: wall-clock time of the run in seconds, rounded to 0.01 s.
+    """
+
     command: list
     returncode: int
     stdout: str

@@ -28,6 +28,8 @@ from pipeline.commands import COMMAND_MODULES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``edgenas`` argument parser: ``--debug`` and a required subcommand, one group per module of
+    ``COMMAND_MODULES`` (each adds its own with ``register(sub)``)."""
     parser = argparse.ArgumentParser(
         prog="edgenas",
         description="EdgeNAS: latency- and memory-constrained architecture search for microcontrollers, "
@@ -71,6 +73,13 @@ def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``edgenas`` command line (``sys.argv[1:]`` if ``argv`` is None) and return its exit status.
+
+    Returns the handler's status (``None`` counts as 0); 2 after printing ``error: <message>`` on stderr when
+    a ``UserError`` is raised (a ``BeamTailError`` included); 130 on Ctrl-C. argparse's usage errors exit with
+    2 through ``SystemExit``. With ``--debug`` a ``UserError`` raised by the command propagates (a traceback)
+    instead, and the native libraries' logging is switched back on.
+    """
     try:
         args = parse_args(argv)
     except BeamTailError as exc:

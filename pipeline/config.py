@@ -51,6 +51,26 @@ RUNNERS = ("local", "beam")
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The ``data:`` section: which images the pipeline ingests (or draws) and how it stores them.
+
+    Attributes:
+        source: ``synth`` | ``coco`` | ``mlperf-tiny`` | ``folders`` (your own image folders, any classes).
+        synth_images: synth: how many images to draw (> 0).
+        seed: synth: the drawing seed (>= 0).
+        resolution: side of the stored images in pixels (>= 8); the model may read them smaller
+            (``space.resolution``).
+        grayscale: store 1-channel images instead of RGB.
+        eval_fraction: share of the images hashed into the eval split, in (0, 1) (without ``minival_ids``).
+        area_threshold: coco: label 1 when person area / image area exceeds this (the VWW rule), in [0, 1).
+        images: coco: one folder per annotations file; mlperf-tiny, folders: exactly one folder.
+        annotations: coco: the ``instances_*.json`` files, one per ``images`` folder.
+        minival_ids: coco: a file of image ids held out as the eval split (the paper's protocol); empty: none.
+        direct_num_workers: ingest DirectRunner processes (0: the number of cores).
+        exif_transpose: ingest: turn images upright by their EXIF orientation (default: the raw pixels).
+        classes: folders: the class folders in label order (empty: the folder names sorted).
+        num_classes: synth: 0 draws the VWW person scenes; N (2..24) draws N shape classes.
+    """
+
     source: str = "synth"  # synth | coco | mlperf-tiny | folders (your own image folders, any classes)
     synth_images: int = 2000  # synth: how many images to draw
     seed: int = 0  # synth: the drawing seed
@@ -69,12 +89,28 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SpaceConfig:
+    """The ``space:`` section.
+
+    Attributes:
+        file: a search-space YAML; empty: the shipped default space.
+        resolution: the model's input side in pixels; 0: the space's own.
+    """
+
     file: str = ""  # a search-space YAML; empty: the shipped default space
     resolution: int = 0  # model input side; 0: the space's own
 
 
 @dataclass(frozen=True)
 class LutConfig:
+    """The ``lut:`` section: the latency table the search and the validator price with.
+
+    Attributes:
+        device: a shipped LUT by name (``edgenas lut list``: ``cortex-m7``, ``cortex-m7-analytical`` ...);
+            with ``file``, the device that file describes (it then only names the push folder).
+        file: a user's LUT file, used instead of a shipped one; empty: the shipped ``device``.
+        clock_mhz: the clock in MHz to rescale a cycle table to; 0: the LUT's own clock.
+    """
+
     device: str = "cortex-m7"  # a shipped LUT by name (`edgenas lut list`; cortex-m7-analytical ...) ...
     file: str = ""  # ... or a user's LUT file (then device only names the push folder)
     clock_mhz: float = 0.0  # 0: the LUT's own clock
@@ -82,6 +118,17 @@ class LutConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
+    """The ``budgets:`` section: what the search designs for and the validator checks.
+
+    Attributes:
+        latency_ms: latency per inference on the device, from the LUT, in ms (> 0).
+        sram_bytes: peak SRAM, activation arena + persistent runtime memory, in bytes (> 0).
+        flash_bytes: flash, model file + TFLM runtime, in bytes (> 0; with a shipped LUT it must exceed the
+            device's documented runtime footprint).
+        min_accuracy: the int8 top-1 accuracy on the eval split the validator requires, a fraction in [0, 1]
+            (0: report only); not a search budget.
+    """
+
     latency_ms: float = 0.0  # per inference on the device, from the LUT
     sram_bytes: int = 0  # activation arena + persistent runtime memory
     flash_bytes: int = 0  # model file + runtime overhead
@@ -90,12 +137,33 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class PushConfig:
+    """The ``push:`` section: where blessed bundles go (``DEST/<model_name>/<device>/<version>/``).
+
+    Attributes:
+        dest: a folder or ``gs://bucket/prefix``; ``{output}`` is replaced by the run's output folder.
+        model_name: the first folder level under ``dest`` (1-128 letters, digits, '.', '_' or '-').
+    """
+
     dest: str = "{output}/pushed"  # a folder or gs://bucket/prefix
     model_name: str = "vww"
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """One whole run's configuration: the top-level fields and one dataclass per section (see the module
+    docstring).
+
+    Attributes:
+        name: the pipeline's name (a Kubeflow name: ``PIPELINE_NAME_RE``).
+        seed: the run's seed (>= 0), given to the search and to training.
+        data, space, lut, budgets, push: the sections of those names.
+        search: fields of the library's ``SearchConfig`` (checked at load; its budgets come from ``budgets``).
+        train: fields of the library's ``TrainConfig`` (checked at load).
+        beam_args: pass-through Beam options for the Beam components (each must start with ``--``).
+        source: where the configuration was read (a path, ``default.yaml``, or ``<defaults>``); set by the
+            loader, left out of comparisons and of ``to_dict``.
+    """
+
     name: str = "edgenas-vww"  # the pipeline's name (Kubeflow: PIPELINE_NAME_RE)
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -109,6 +177,8 @@ class PipelineConfig:
     source: str = field(default="<defaults>", compare=False)
 
     def to_dict(self) -> dict:
+        """Every field but ``source``, as plain dicts and lists (tuples become lists): what ``dumps``
+        writes."""
         d = dataclasses.asdict(self)
         d.pop("source")
         return _plain(d)
@@ -405,10 +475,21 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def default_text() -> str:
+    """The text of the embedded default configuration, ``pipeline/configs/default.yaml``."""
     return resources.files("pipeline").joinpath("configs/default.yaml").read_text(encoding="utf-8")
 
 
 def loads(text: str, source: str) -> PipelineConfig:
+    """The configuration in the YAML ``text``, checked whole; fields the text leaves out keep their defaults.
+
+    Args:
+        text: the YAML document.
+        source: its name in error messages (a path, ``default.yaml``); becomes ``PipelineConfig.source``.
+
+    Raises:
+        UserError: naming ``source`` and the dotted field, for invalid YAML, an unknown field, a wrong type,
+            or a failed range or cross-field check (``validate``).
+    """
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -428,6 +509,7 @@ def load(path: str | os.PathLike | None = None) -> PipelineConfig:
 
 
 def dumps(cfg: PipelineConfig) -> str:
+    """``cfg`` as YAML (``to_dict``: ``source`` left out), fields in declaration order."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 

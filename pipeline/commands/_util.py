@@ -70,6 +70,8 @@ def emit(args, obj: dict, human: str | None = None) -> None:
 
 
 def existing_file(path: str, what: str) -> Path:
+    """``path`` as a Path if it is an existing file; else ``UserError`` calling it ``what`` (e.g. "model
+    file")."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{what} {path} does not exist or is not a file")
@@ -77,6 +79,8 @@ def existing_file(path: str, what: str) -> Path:
 
 
 def existing_dir(path: str, what: str) -> Path:
+    """``path`` as a Path if it is an existing folder; else ``UserError`` calling it ``what`` (e.g. "data
+    folder")."""
     p = Path(path)
     if not p.is_dir():
         raise UserError(f"{what} {path} does not exist or is not a directory")

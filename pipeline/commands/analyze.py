@@ -22,6 +22,7 @@ from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, emit, existing_file
 
 
 def register(sub) -> None:
+    """Add ``edgenas analyze`` to the subcommand parser ``sub``."""
     p = sub.add_parser("analyze", parents=[LUT_SOURCE, JSON_OUTPUT], help="per-operator latency, SRAM, arena and flash of a .tflite model",
                        description="Analyze a full-int8 .tflite for a device: per-operator and total latency "
                        "from the device's LUT, peak SRAM on the target (TFLM greedy planner + the device's "
@@ -40,6 +41,12 @@ def register(sub) -> None:
 
 
 def cmd_analyze(args) -> int:
+    """Price MODEL.tflite on the device's LUT operator by operator, with peak SRAM, the host arena (and, where
+    the device has an emulated core, its arena and linked flash) and flash; print the table or ``--json``.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a missing or
+    non-int8 model, one TFLM cannot prepare, a LUT lacking keys without ``--allow-estimate``.
+    """
     from edgenas_keras.cost import estimate as cost
     from edgenas_keras.lut import analytical as lut_models
     from edgenas_keras.tflite import tflm

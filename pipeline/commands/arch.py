@@ -6,6 +6,7 @@ from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, l
 
 
 def register(sub) -> None:
+    """Add ``edgenas arch`` and ``arch check`` to the subcommand parser ``sub``."""
     p = sub.add_parser("arch", help="work with architecture strings")
     asub = p.add_subparsers(dest="arch_command", metavar="SUBCOMMAND")
     asub.required = True
@@ -20,6 +21,12 @@ def register(sub) -> None:
 
 
 def cmd_check(args) -> int:
+    """Price one architecture string on the device's LUT: latency (ms), peak SRAM and flash (bytes), MACs and
+    parameters.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a bad
+    architecture, space, ``--resolution`` or LUT.
+    """
     from edgenas_keras import lut as lutmod
     from edgenas_keras.cost.estimate import arch_cost
     from edgenas_keras.errors import UserError

@@ -8,6 +8,7 @@ from pipeline.commands._util import JSON_OUTPUT, emit, existing_file
 
 
 def register(sub) -> None:
+    """Add ``edgenas bundle`` to the subcommand parser ``sub``."""
     p = sub.add_parser("bundle", parents=[JSON_OUTPUT], help="write the TFLite Micro firmware bundle of an int8 .tflite model",
                        description="Write model.tflite, <name>_model_data.cc/.h (16-byte aligned C array), "
                        "<name>_op_resolver.h (exactly the model's operators), <name>_model_settings.h "
@@ -48,6 +49,13 @@ def _input_range(text: str) -> tuple[float, float]:
 
 
 def run(args) -> int:
+    """Write the TFLM firmware bundle of MODEL.tflite to ``--out`` and print a summary; ``kTensorArenaSize``
+    comes from the arena on ``--device``'s emulated core where it has one (unless ``--host-arena``), else from
+    the host bisection.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a missing
+    model, a bad ``--input-range``, a model TFLM cannot prepare.
+    """
     from edgenas_keras.tflite.bundle import make_bundle
 
     model = existing_file(args.model, "model file")

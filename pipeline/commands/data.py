@@ -19,6 +19,8 @@ from pipeline.commands._util import BEAM_OPTIONS_EPILOG, JSON_OUTPUT, emit, exis
 
 
 def register(subparsers) -> None:
+    """Add ``edgenas data`` with ``data ingest`` and ``data synth`` to the subcommand parser
+    ``subparsers``."""
     p = subparsers.add_parser("data", help="build data sets (ingest real images, or synthesise)")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
@@ -168,6 +170,12 @@ def _human(stats: dict, out: str) -> str:
 
 
 def cmd_ingest(args) -> int:
+    """Check the flags against ``--source``, list the images and run the Beam ingest
+    (``components.vww_ingest.run_ingest``) into ``--out``; print the counts and the quarantined images.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a flag that
+    does not apply to the source, a value out of range, no images found.
+    """
     from pathlib import Path
 
     from edgenas_keras.data import sources
@@ -258,6 +266,12 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_synth(args) -> int:
+    """Draw ``--n`` synthetic images (VWW scenes, or ``--num-classes`` shape classes) into ``--out`` and print
+    the counts.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a value out
+    of range.
+    """
     from tqdm import tqdm
 
     from edgenas_keras.data.synth import SynthSpec, write_synth

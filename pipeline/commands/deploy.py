@@ -13,6 +13,7 @@ from pipeline.commands._util import JSON_OUTPUT, emit
 
 
 def register(sub) -> None:
+    """Add ``edgenas submit`` and ``edgenas push`` to the subcommand parser ``sub``."""
     from deploy.kfp_submit import ENVIRONMENT  # cheap: kfp itself is imported only when submitting
 
     p = sub.add_parser(
@@ -66,6 +67,12 @@ def register(sub) -> None:
 
 
 def cmd_submit(args) -> int:
+    """Submit the compiled pipeline spec as a run, or with ``--schedule`` as a recurring run
+    (``deploy.kfp_submit.submit_pipeline``), and print its id and URL.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a bad
+    package or ``--param``, no host, an unreachable host or refused credentials.
+    """
     from deploy.kfp_submit import submit_pipeline
 
     result = submit_pipeline(
@@ -86,6 +93,13 @@ def cmd_submit(args) -> int:
 
 
 def cmd_push(args) -> int:
+    """Push the bundle folder to ``--dest/<model-name>/<device>/<version>/`` and update ``LATEST``
+    (``deploy.push.push_bundle``); print the version and its URI.
+
+    Returns the exit status, 0 whether a version was created or identical content was already there; bad input
+    raises ``UserError`` (exit 2 in ``pipeline.cli.main``), and a failed upload (``OSError``, a Google API
+    error, ``PushVerificationError``) is re-raised as ``UserError``.
+    """
     from google.api_core.exceptions import GoogleAPICallError
 
     from deploy.push import PushVerificationError, push_bundle

@@ -9,6 +9,7 @@ from pipeline.commands._util import JSON_OUTPUT, emit, existing_file, format_tab
 
 
 def register(sub) -> None:
+    """Add ``edgenas emulate`` to the subcommand parser ``sub``."""
     from deploy.tflm_build import TARGETS
 
     p = sub.add_parser(
@@ -33,6 +34,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    """Build MODEL.tflite's bundle for ``--target``, run it once in QEMU (``deploy.emulate.emulate``) and
+    print the arena, instruction counts, flash and whether the output matches the host TFLM runtime.
+
+    Returns the exit status: 0 if the output matches byte for byte, 1 if not; bad input raises ``UserError``
+    (exit 2 in ``pipeline.cli.main``), a missing toolchain or a failed build or QEMU run included.
+    """
     from deploy.emulate import emulate
 
     model = existing_file(args.model, "model file")

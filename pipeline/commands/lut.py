@@ -8,6 +8,8 @@ from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_NO_CLOCK, emit, form
 
 
 def register(sub) -> None:
+    """Add ``edgenas lut`` (``list``, ``show``, ``calibrate``, and ``lut_tools``' ``build``, ``validate``,
+    ``profile-set``, ``collect``, ``qemu-board``) to the subcommand parser ``sub``."""
     p = sub.add_parser("lut", help="latency lookup tables: list, show, calibrate, build, validate, profile-set, collect, qemu-board")
     lsub = p.add_subparsers(dest="lut_command", metavar="SUBCOMMAND")
     lsub.required = True
@@ -41,6 +43,10 @@ def _summary(lut) -> dict:
 
 
 def cmd_list(args) -> int:
+    """Print the shipped LUTs: name, device, method, clock (MHz), runtime and kernels, entries, sha256.
+
+    Returns the exit status, 0.
+    """
     from edgenas_keras import lut as lutmod
 
     # "name" is what --device / lut.device take; "device" is the core the table is for (an alias such as
@@ -56,6 +62,12 @@ def cmd_list(args) -> int:
 
 
 def cmd_show(args) -> int:
+    """Print one LUT's metadata, checksum and entries per operator type; DEVICE is a shipped name, or a path
+    ending in ``.json``.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): an unknown
+    name, a modified shipped table, an unreadable file.
+    """
     from pathlib import Path
 
     from edgenas_keras import lut as lutmod
@@ -112,6 +124,12 @@ def _number(text: str, flag: str, kind=float):
 
 
 def cmd_calibrate(args) -> int:
+    """Scale the base LUT (``--device``/``--lut``) so that its predictions match the ``--latency-ms`` measured
+    for each ``--model``, write it to ``--out`` and print the fit and residuals.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): unpaired
+    ``--model``/``--latency-ms``, a number that is not positive, a missing model or ``--out`` folder.
+    """
     from pathlib import Path
 
     from edgenas_keras import lut as lutmod

@@ -20,6 +20,8 @@ HOST_DEVICE = "host-tflm"
 
 
 def register_lut_subcommands(lsub) -> None:
+    """Add ``lut build``, ``validate``, ``profile-set``, ``collect`` and ``qemu-board`` to the ``edgenas lut``
+    subcommand parser ``lsub``."""
     b = lsub.add_parser("build", parents=[SPACE_FILE, JSON_OUTPUT], help="build a device's LUT (measured on this host, timed on an emulated core, or analytical)",
                         description="Build lut_assets/<device>.json for every LUT key reachable from the search "
                         "space and record it in lut_assets/manifest.json. host-tflm is measured here (single-"
@@ -168,6 +170,13 @@ def _default_method(device: str) -> str:
 
 
 def cmd_build(args) -> int:
+    """Build a device's LUT (measured on this host, timed on the emulated core, or analytical) into ``--out``
+    or the shipped table (then also recorded in ``lut_assets/manifest.json``), and print what was written.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a shipped
+    alias with another ``--method``, ``--refit`` without an emulated table, ``--limit`` below 1,
+    ``--method measured`` for a board.
+    """
     from edgenas_keras import lut as lutmod
     from edgenas_keras.lut import measure as lut_build
 
@@ -257,6 +266,13 @@ def cmd_build(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    """Compare the LUT's prices of ``--samples`` sampled architectures with end-to-end figures
+    (``--emulated``, ``--measured FILE``, or TFLM runs on this host for a host table); print MAE (ms), MAPE
+    (%) and Spearman rho and write the scatter plot.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``):
+    ``--samples`` below 2, both ``--emulated`` and ``--measured``, a device with nothing to compare against.
+    """
     from edgenas_keras import lut as lutmod
     from edgenas_keras.lut import measure as lut_build
 
@@ -305,6 +321,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_profile_set(args) -> int:
+    """Write the single-operator models of shard K/N of the space's (or ``--model``'s) keys, ``manifest.json``
+    and ``profile_set.cc`` to ``--out``.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a malformed
+    ``--shard``.
+    """
     from deploy.lut_profiler import write_profile_set
 
     try:
@@ -324,6 +346,12 @@ def cmd_profile_set(args) -> int:
 
 
 def cmd_collect(args) -> int:
+    """Drive the profiler firmware on ``--port`` (a board, or QEMU's pseudo-terminal) through the profile set
+    and write the LUT it measures to ``--out`` (default ``<device>.json``).
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a bad
+    profile set, pyserial missing, a port that does not open.
+    """
     from deploy.lut_profiler import collect, read_manifest
 
     manifest = read_manifest(Path(args.profile_set))
@@ -349,6 +377,12 @@ def cmd_collect(args) -> int:
 
 
 def cmd_qemu_board(args) -> int:
+    """Build the profiler firmware for ``--profile-set`` and ``--target``, run it in QEMU, print its
+    pseudo-terminal port and wait until interrupted (QEMU is stopped on the way out).
+
+    Returns the exit status, 0 on Ctrl-C (SIGTERM exits with 0 too); bad input raises ``UserError`` (exit 2 in
+    ``pipeline.cli.main``), and QEMU exiting by itself raises ``EmulationError`` (a ``UserError``).
+    """
     import signal
     import time
 

@@ -12,6 +12,7 @@ from pipeline.commands._util import JSON_OUTPUT, emit
 
 
 def register(sub) -> None:
+    """Add ``edgenas report`` to the subcommand parser ``sub``."""
     p = sub.add_parser(
         "report",
         parents=[JSON_OUTPUT],
@@ -36,6 +37,12 @@ def register(sub) -> None:
 
 
 def cmd_report(args) -> int:
+    """Write the HTML report of a run folder or a benchmark result (``pipeline.report.write_report``) and
+    print its path.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a source
+    that is neither, ``--out`` naming a folder.
+    """
     from pipeline.report import write_report
 
     path, kind = write_report(args.run_dir, args.out)

@@ -28,6 +28,7 @@ DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
 
 
 def register(subparsers) -> None:
+    """Add ``edgenas run`` and ``edgenas compile`` to the subcommand parser ``subparsers``."""
     p = subparsers.add_parser(
         "run",
         parents=[JSON_OUTPUT],
@@ -74,6 +75,13 @@ def _load(path: str | None):
 
 
 def cmd_run(args) -> int:
+    """Run the whole pipeline of ``--config`` (default: the embedded default.yaml) into ``--out`` with the
+    chosen runner and print the summary.
+
+    Returns the exit status, 0 once the pipeline has run (the summary carries the budgets' verdict); bad input
+    raises ``UserError`` (exit 2 in ``pipeline.cli.main``), a configuration mistake or a component's
+    ``UserError`` included.
+    """
     from pipeline.runners import run, summary_table
 
     config = _load(args.config)
@@ -130,6 +138,12 @@ def declare_defaults(spec: dict, values: dict) -> dict:
 
 
 def cmd_compile(args) -> int:
+    """Compile the pipeline of ``--config`` to a Kubeflow Pipelines spec at ``--out`` (YAML, schema 2.1.0, the
+    run-time parameters defaulting to the configuration's values) and print its path and parameters.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a
+    configuration mistake, ``--out`` not ending in .yaml, an empty ``--image``.
+    """
     import logging
 
     import absl.logging

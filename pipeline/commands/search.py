@@ -11,6 +11,7 @@ from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_OPTIONAL, SPACE_FILE
 
 
 def register(sub) -> None:
+    """Add ``edgenas search`` to the subcommand parser ``sub``."""
     p = sub.add_parser(
         "search", parents=[LUT_SOURCE_OPTIONAL, SPACE_FILE, JSON_OUTPUT], help="find an architecture that meets latency/SRAM/flash budgets",
         description="Train the EdgeNAS supernet with the latency (and memory) penalties and derive an "
@@ -62,6 +63,12 @@ def _config(args):
 
 
 def cmd_search(args) -> int:
+    """Run (or resume) the constrained search on ``--data`` for the LUT's device, writing to ``--out``, and
+    print the architecture with its latency, SRAM, flash and MACs.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): no latency
+    budget, a bad ``--config`` or ``--space``, a missing data folder.
+    """
     from edgenas_keras import lut as lutmod
     from edgenas_keras.search import run_search
     from edgenas_keras.arch.space import SearchSpace

@@ -6,6 +6,7 @@ from pipeline.commands._util import JSON_OUTPUT, SPACE_FILE, emit, format_table,
 
 
 def register(sub) -> None:
+    """Add ``edgenas space`` and ``space show`` to the subcommand parser ``sub``."""
     p = sub.add_parser("space", help="inspect the search space")
     ssub = p.add_subparsers(dest="space_command", metavar="SUBCOMMAND")
     ssub.required = True
@@ -16,6 +17,12 @@ def register(sub) -> None:
 
 
 def cmd_show(args) -> int:
+    """Print the search space (``--space``, default the shipped one): stem, per-block stride, input
+    resolution, choices and configurations, head, and the exact number of architectures.
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a space file
+    that does not load.
+    """
     space = load_space(args.space)
     blocks = [{"index": s.index + 1, "stride": s.stride, "in_resolution": s.in_res, "ops": list(s.ops),
                "choices": {k: list(v) for k, v in s.choices.items() if k != "op"}, "cardinality": s.cardinality}

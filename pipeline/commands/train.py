@@ -8,6 +8,7 @@ from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, e
 
 
 def register(sub) -> None:
+    """Add ``edgenas train`` and ``edgenas validate`` to the subcommand parser ``sub``."""
     t = sub.add_parser(
         "train", parents=[SPACE_FILE, JSON_OUTPUT], help="train an architecture (float, then QAT) and export it to int8",
         description="Train ARCH from scratch in float, fine-tune it with quantization-aware training, export "
@@ -56,6 +57,12 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    """Train ``--arch`` on ``--data`` in float, then with QAT, export the int8 models (QAT and PTQ) to
+    ``--out`` and print their accuracies (the int8 ones in the TFLM runtime).
+
+    Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a bad
+    architecture or space, a missing data folder, a bad setting.
+    """
     from edgenas_keras.train import TrainConfig, train_and_export
 
     space = load_space(args.space)
@@ -86,6 +93,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    """Check MODEL.tflite against the latency, SRAM, flash and accuracy budgets on the device, print each
+    check and, with ``--out``, write the blessing JSON.
+
+    Returns the exit status: 0 if the model is blessed, 1 if not; bad input raises ``UserError`` (exit 2 in
+    ``pipeline.cli.main``).
+    """
     from edgenas_keras import lut as lutmod
     from edgenas_keras.errors import UserError
     from edgenas_keras.validate import Budgets, per_class_lines, validate_model, write_blessing
