@@ -505,7 +505,11 @@ def load(path: str | os.PathLike | None = None) -> PipelineConfig:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config {p} does not exist or is not a file")
-    return loads(p.read_text(encoding="utf-8"), str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"config {p} cannot be read as UTF-8 text ({getattr(exc, 'strerror', None) or exc})") from None
+    return loads(text, str(p))
 
 
 def dumps(cfg: PipelineConfig) -> str:

@@ -325,7 +325,7 @@ def cmd_profile_set(args) -> int:
     and ``profile_set.cc`` to ``--out``.
 
     Returns the exit status, 0; bad input raises ``UserError`` (exit 2 in ``pipeline.cli.main``): a malformed
-    ``--shard``.
+    ``--shard``, ``--limit`` below 1.
     """
     from deploy.lut_profiler import write_profile_set
 
@@ -335,9 +335,11 @@ def cmd_profile_set(args) -> int:
             raise ValueError
     except ValueError:
         raise UserError(f"--shard must be K/N with 0 <= K < N, got {args.shard!r}") from None
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
     keys = (_model_keys(args.model)[0] if args.model else _keys(args.space))[k::n]
     if args.limit is not None:
-        keys = keys[: max(0, args.limit)]
+        keys = keys[: args.limit]
     m = write_profile_set(keys, Path(args.out), args.device, progress=not args.json)
     emit(args, {"device": args.device, "out": args.out, "keys": len(m["keys"]), "set": m["set"]},
          f"wrote {len(m['keys'])} single-operator models, manifest.json and profile_set.cc to {args.out} "

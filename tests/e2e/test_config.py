@@ -114,6 +114,21 @@ def test_run_refuses_before_creating_its_output(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("kind", ["folder", "latin-1"])
+def test_a_config_that_is_a_folder_or_not_utf8_is_one_error_line(kind, tmp_path, capsys):
+    path = tmp_path / "cfg"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    want = "does not exist or is not a file" if kind == "folder" else "cannot be read as UTF-8 text"
+    assert len(err) == 1 and err[0].startswith(f"error: config {path} ") and want in err[0]
+    assert not out.exists()
+
+
 def test_valid_files_load_with_their_values(tmp_path):
     cfg = load(write(tmp_path, {"search": {"steps_per_epoch": None, "tau_end": 1}, "train": {"warmup_epochs": 0}}))
     assert cfg.search["steps_per_epoch"] is None and cfg.search["tau_end"] == 1.0

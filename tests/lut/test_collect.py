@@ -36,6 +36,14 @@ def test_profile_set_has_models_manifest_and_c_source(profile_set):
     assert "kProfileSetSize = 3;" in src and m["set"] in src and keys[0] in src
 
 
+@pytest.mark.parametrize("limit", ["0", "-2"])
+def test_profile_set_limit_below_one_is_one_error_line_and_writes_nothing(limit, tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["lut", "profile-set", "--device", "sim-board", "--out", str(out), "--limit", limit]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --limit must be at least 1, got {limit}"] and not out.exists()
+
+
 def test_collect_over_pty_with_a_reset_resumes(profile_set, tmp_path, capsys):
     board = SimBoard(profile_set, "sim-board", reset_after=1).start()
     out = tmp_path / "sim-board.json"
