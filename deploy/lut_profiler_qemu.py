@@ -129,8 +129,7 @@ class QemuBoard:
         """Start QEMU and wait until it announces the UART's pseudo-terminal (then in ``port``).
 
         After the announcement it waits up to another ``timeout_s`` for the QMP socket file to appear, and
-        goes on without it if it does not. If QEMU exits before announcing a pseudo-terminal, this returns
-        (after that wait) with ``port`` still ``None``; ``alive()`` tells.
+        goes on without it if it does not.
 
         Args:
             timeout_s: seconds to wait for the announcement (and again for the QMP socket).
@@ -141,7 +140,7 @@ class QemuBoard:
         Raises:
             ToolchainMissing: the target's cross toolchain or QEMU is not installed.
             EmulationError: no announcement within ``timeout_s`` while QEMU kept running (QEMU is stopped
-                first).
+                first), or QEMU exited before announcing one.
         """
         tflm_build.check_tools(self.target)
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -151,6 +150,10 @@ class QemuBoard:
             self.stop()
             raise tflm_build.EmulationError(f"QEMU ({self.target.machine}) did not open a pseudo-terminal within "
                                             f"{timeout_s:g} s: {' '.join(self.output[-5:]) or 'no output'}")
+        if self.port is None:      # the reader saw QEMU's output end before any announcement: it exited
+            self.stop()
+            raise tflm_build.EmulationError(f"QEMU ({self.target.machine}) exited before opening a pseudo-terminal: "
+                                            f"{' '.join(self.output[-5:]) or 'no output'}")
         deadline = time.monotonic() + timeout_s
         while not self.qmp_path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

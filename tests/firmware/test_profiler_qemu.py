@@ -174,3 +174,20 @@ def test_a_core_without_cycle_counter_answers_error(profile_set, tmp_path, capsy
     assert err.count("\n") == 1 and err.startswith("error: board failed on key 0 (ADD|")
     assert "counter (cycles) does not advance" in err
     assert not out.exists()
+
+
+def test_a_board_whose_qemu_exits_at_once_is_an_emulation_error(tmp_path):
+    """A QEMU that exits before it announces a terminal (here the real binary, given a machine it does not
+    have, which it refuses at once): start() says so instead of returning a board without a port."""
+    from deploy.tflm_build import EmulationError
+
+    class NoSuchMachine(QemuBoard):
+        @property
+        def command(self):
+            return [*super().command, "-M", "no-such-machine"]   # the last -M wins
+
+    require_target("cortex-m7")
+    board = NoSuchMachine("cortex-m7", tmp_path / "app.elf")
+    with pytest.raises(EmulationError, match="exited before opening a pseudo-terminal: .*unsupported machine type"):
+        board.start(timeout_s=30)
+    assert not board.alive()
