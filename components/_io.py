@@ -18,6 +18,7 @@ from pathlib import Path
 from tfx.dsl.io import fileio
 
 from edgenas_keras import progress
+from edgenas_keras._fs import atomic_write_json
 
 
 def is_remote(uri: str) -> bool:
@@ -62,9 +63,7 @@ def output_dir(uri: str):
 
 def write_json(path: Path, obj) -> None:
     """Write JSON under a temporary name, then rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=2, sort_keys=True, default=str)
 
 
 def read_json(path: Path):

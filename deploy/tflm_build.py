@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgenas_keras._fs import sha256_file
+from edgenas_keras._fs import atomic_write_json, sha256_file
 from edgenas_keras.errors import UserError
 from edgenas_keras.progress import stderr as print_to_stderr
 
@@ -335,9 +335,7 @@ SOURCE_RECORD = "source.json"   # beside an unpacked mirror in the cache: its or
 
 
 def _write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, doc, indent=1, sort_keys=True)
 
 
 def _cached_mirror_tree(base: Path) -> TflmSources | None:
