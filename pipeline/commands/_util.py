@@ -1,5 +1,5 @@
 """Helpers shared by the subcommands: the flags several commands share (argparse parent parsers), JSON
-output, the plain-text tables (``format_table``) and path checks.
+output, the plain-text tables (``format_table``), path checks and the KiB -> bytes conversion of budgets.
 
 A flag used by more than one command is declared once here and added with ``parents=[...]`` in the
 command's ``add_parser`` call, so its name, dest, default and help are the same everywhere::
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,3 +162,16 @@ def parse_arch(text: str, space):
     except ValueError as exc:
         raise UserError(f"architecture {text!r}: {exc}") from None
     return arch
+
+
+def kib_to_bytes(kib: float | None, flag: str, allow_zero: bool = False) -> int | None:
+    """A memory figure given on the command line in KiB (1024 bytes) -> whole bytes, the library's unit
+    (``edgenas_keras.budgets``); None stays None (no budget).
+
+    Raises ``UserError`` naming ``flag`` for a value that is not finite and positive (>= 0 with
+    ``allow_zero``)."""
+    if kib is None:
+        return None
+    if not math.isfinite(kib) or kib < 0 or (kib == 0 and not allow_zero):
+        raise UserError(f"{flag} must be a {'non-negative' if allow_zero else 'positive'} number of KiB, got {kib:g}")
+    return int(round(kib * 1024))
