@@ -73,18 +73,21 @@ def emit(args, obj: dict, human: str | None = None) -> None:
 def existing_file(path: str, what: str) -> Path:
     """``path`` as a Path if it is an existing file; else ``UserError`` calling it ``what`` (e.g. "model
     file")."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} {path} does not exist or is not a file")
-    return p
+    return _existing(path, what, Path.is_file, "a file")
 
 
 def existing_dir(path: str, what: str) -> Path:
     """``path`` as a Path if it is an existing folder; else ``UserError`` calling it ``what`` (e.g. "data
     folder")."""
+    return _existing(path, what, Path.is_dir, "a directory")
+
+
+def _existing(path: str, what: str, is_kind, kind: str) -> Path:
+    """``path`` as a Path if ``is_kind`` holds for it; else ``UserError``: "<what> <path> does not exist or is
+    not <kind>"."""
     p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{what} {path} does not exist or is not a directory")
+    if not is_kind(p):
+        raise UserError(f"{what} {path} does not exist or is not {kind}")
     return p
 
 
