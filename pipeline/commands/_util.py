@@ -34,6 +34,10 @@ JSON_OUTPUT.add_argument("--json", action="store_true",
 SPACE_FILE = argparse.ArgumentParser(add_help=False)
 SPACE_FILE.add_argument("--space", metavar="FILE", help="search-space YAML (default: the shipped space)")
 
+# the pipeline configuration: run, compile
+PIPELINE_CONFIG = argparse.ArgumentParser(add_help=False)
+PIPELINE_CONFIG.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
+
 
 def lut_source(required: bool = True, clock_mhz: bool = True) -> argparse.ArgumentParser:
     """A parent parser with the LUT choice ``--device NAME | --lut FILE`` (mutually exclusive; ``required``

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from edgenas_keras.errors import UserError
-from pipeline.commands._util import BEAM_OPTIONS_EPILOG, JSON_OUTPUT, emit
+from pipeline.commands._util import BEAM_OPTIONS_EPILOG, JSON_OUTPUT, PIPELINE_CONFIG, emit
 from pipeline.config import runtime_values
 
 DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     """Add ``edgenas run`` and ``edgenas compile`` to the subcommand parser ``subparsers``."""
     p = subparsers.add_parser(
         "run",
-        parents=[JSON_OUTPUT],
+        parents=[JSON_OUTPUT, PIPELINE_CONFIG],
         epilog=BEAM_OPTIONS_EPILOG.format(example="edgenas run --runner beam -- --direct_num_workers=4"),
         help="run the whole pipeline on this machine (data -> search -> QAT -> validation -> push)",
         description="Run the EdgeNAS pipeline locally. Without --config, the embedded default "
@@ -39,7 +39,6 @@ def register(subparsers) -> None:
         "finished components from ML Metadata's cache. The configuration is checked whole first: a mistake in any "
         "section is one error line naming the dotted field (exit 2), before anything runs.",
     )
-    p.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
     p.add_argument("--out", "--output", dest="output", default="runs/default", metavar="DIR",
                    help="output folder: artifacts (the run's report.html among them), metadata.sqlite, summary.json "
                    "(default runs/default); --output is the same flag under its older name, still accepted")
@@ -52,7 +51,7 @@ def register(subparsers) -> None:
 
     c = subparsers.add_parser(
         "compile",
-        parents=[JSON_OUTPUT],
+        parents=[JSON_OUTPUT, PIPELINE_CONFIG],
         help="compile the pipeline to a Kubeflow Pipelines spec (YAML, schema 2.1.0)",
         description="Compile the pipeline with KubeflowV2DagRunner for open-source Kubeflow Pipelines 2.x. "
         "The configuration is checked whole first (a mistake in any section: exit 2, nothing written). The "
@@ -60,7 +59,6 @@ def register(subparsers) -> None:
         "(budgets_latency_ms, ..., push_dest; defaults: this configuration's values), set per run with "
         "`edgenas submit --param NAME=VALUE`.",
     )
-    c.add_argument("--config", metavar="FILE", help="pipeline YAML (default: the embedded default.yaml)")
     c.add_argument("--out", required=True, metavar="FILE.yaml", help="where to write the pipeline spec")
     c.add_argument("--image", required=True, help="container image holding this project (see Dockerfile)")
     c.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="URI",
