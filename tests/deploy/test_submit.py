@@ -8,6 +8,7 @@ schedule does not stack schedules; mistakes fail before reaching the cluster, as
 """
 
 # No `from __future__ import annotations` here: kfp reads the component's annotations as real types.
+import functools
 import json
 
 import pytest
@@ -55,10 +56,14 @@ def kfp_api(monkeypatch):
         server.stop()
 
 
-def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_api):
-    result = submit_pipeline(
-        package,
-        host=kfp_api.url,
+@pytest.fixture
+def submit(package, kfp_api):
+    """``submit_pipeline`` of the tiny pipeline to the stand-in: ``submit(**kwargs)``."""
+    return functools.partial(submit_pipeline, package, host=kfp_api.url)
+
+
+def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_api, submit):
+    result = submit(
         experiment="edgenas-ci",
         run_name="nightly 42",
         params=["epochs=3", "lr=0.05", "device=cortex-m4", "quick=true"],
@@ -77,15 +82,13 @@ def test_run_reaches_the_server_with_our_spec_and_typed_parameters(package, kfp_
     assert kfp_api.experiments[run["experiment_id"]]["display_name"] == "edgenas-ci"
 
     # A second run goes to the same experiment, not a new one.
-    again = submit_pipeline(package, host=kfp_api.url, experiment="edgenas-ci")
+    again = submit(experiment="edgenas-ci")
     assert kfp_api.runs[again.id]["experiment_id"] == run["experiment_id"] and len(kfp_api.experiments) == 1
     assert kfp_api.runs[again.id]["display_name"].startswith("edgenas-tiny ")
 
 
-def test_recurring_run_with_cron_replaces_the_previous_schedule(package, kfp_api):
-    first = submit_pipeline(
-        package,
-        host=kfp_api.url,
+def test_recurring_run_with_cron_replaces_the_previous_schedule(kfp_api, submit):
+    first = submit(
         experiment="edgenas-ci",
         run_name="weekly",
         params=["epochs=2"],
@@ -100,16 +103,14 @@ def test_recurring_run_with_cron_replaces_the_previous_schedule(package, kfp_api
     assert job["runtime_config"]["parameters"] == {"epochs": 2}
     assert first.url == f"{kfp_api.url}/#/recurringrun/details/{first.id}"
 
-    second = submit_pipeline(
-        package, host=kfp_api.url, experiment="edgenas-ci", run_name="weekly", schedule="30 0 4 * * *"
-    )
+    second = submit(experiment="edgenas-ci", run_name="weekly", schedule="30 0 4 * * *")
     assert second.replaced == (first.id,)
     assert list(kfp_api.recurring_runs) == [second.id]
     assert kfp_api.recurring_runs[second.id]["trigger"]["cron_schedule"]["cron"] == "30 0 4 * * *"
 
 
-def test_namespace_reaches_the_experiment(package, kfp_api):
-    result = submit_pipeline(package, host=kfp_api.url, experiment="team-a", namespace="edge-ml")
+def test_namespace_reaches_the_experiment(kfp_api, submit):
+    result = submit(experiment="team-a", namespace="edge-ml")
     exp = kfp_api.experiments[kfp_api.runs[result.id]["experiment_id"]]
     assert exp["namespace"] == "edge-ml"
     assert ("GET", "/apis/v2beta1/healthz") not in kfp_api.requests  # kfp skips it when a namespace is given
@@ -131,32 +132,32 @@ def test_host_and_experiment_from_the_environment(package, kfp_api, monkeypatch)
         ({"schedule": "0 3 * *"}, "has 4 field\\(s\\); KFP cron needs six"),
     ],
 )
-def test_mistakes_fail_before_anything_is_submitted(package, kfp_api, kwargs, message):
+def test_mistakes_fail_before_anything_is_submitted(kfp_api, submit, kwargs, message):
     with pytest.raises(UserError, match=message):
-        submit_pipeline(package, host=kfp_api.url, **kwargs)
+        submit(**kwargs)
     assert kfp_api.requests == []
 
 
-def test_refused_token_is_a_user_error(package, kfp_api, monkeypatch):
+def test_refused_token_is_a_user_error(kfp_api, submit, monkeypatch):
     monkeypatch.setenv("KF_PIPELINES_TOKEN", "wrong")
     with pytest.raises(UserError, match="refused the request \\(401\\).*KF_PIPELINES_TOKEN"):
-        submit_pipeline(package, host=kfp_api.url, namespace="edge-ml")
+        submit(namespace="edge-ml")
     assert kfp_api.runs == {}
 
 
-def test_service_account_token_file_is_read(package, kfp_api, monkeypatch, tmp_path):
+def test_service_account_token_file_is_read(kfp_api, submit, monkeypatch, tmp_path):
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     monkeypatch.delenv("KF_PIPELINES_TOKEN")
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
-    result = submit_pipeline(package, host=kfp_api.url, namespace="edge-ml")
+    result = submit(namespace="edge-ml")
     assert result.id in kfp_api.runs
 
 
-def test_unreachable_host_is_a_user_error(package, kfp_api):
+def test_unreachable_host_is_a_user_error(kfp_api, submit):
     kfp_api.stop()  # nothing listens on its port any more
     with pytest.raises(UserError, match=f"cannot reach Kubeflow Pipelines at {kfp_api.url}"):
-        submit_pipeline(package, host=kfp_api.url)
+        submit()
 
 
 def test_session_cookie_from_the_environment(package, monkeypatch):
