@@ -136,8 +136,19 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def _json_object(data: bytes | None) -> dict:
+    """``data`` parsed as a JSON object; ``{}`` for ``None`` or anything else (a hand-edited or damaged
+    ``LATEST`` or ``PUSHED.json`` then names no version and no content)."""
+    try:
+        obj = json.loads(data) if data is not None else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def _find_version(store, base: str, digest: str) -> str | None:
-    """The complete version holding exactly this content, if any (newest first)."""
+    """The complete version holding exactly this content, if any (newest first); a version whose
+    ``PUSHED.json`` cannot be read as JSON does not count."""
     versions = set()
     for key in store.list_keys(base):
         parts = key[len(base) + 1 :].split("/")
@@ -146,8 +157,7 @@ def _find_version(store, base: str, digest: str) -> str | None:
             if m and m.group(2) == digest[:8]:
                 versions.add(parts[0])
     for version in sorted(versions, reverse=True):
-        marker = json.loads(store.get_bytes(f"{base}/{version}/{MARKER}"))
-        if marker.get("content_sha256") == digest:
+        if _json_object(store.get_bytes(f"{base}/{version}/{MARKER}")).get("content_sha256") == digest:
             return version
     return None
 
@@ -158,9 +168,12 @@ def push_bundle(
     """Publish ``bundle_dir`` as a new version under ``dest/model_name/device`` (or return the identical one).
 
     ``now`` fixes the version's timestamp (default: the current UTC time). Raises UserError for a bad bundle,
-    destination or name, PushVerificationError when a staged copy does not read back identical, and the
-    storage client's error when a transient error outlasts the retries; in every failure case ``LATEST``
-    and the existing versions are untouched and no new version carries ``PUSHED.json``.
+    destination or name, a missing bucket, refused permission or credentials, and a version clash (the
+    version name is taken by other content: same minute, same first 8 hex of the content hash);
+    PushVerificationError when a staged copy does not read back identical; ``OSError`` when a local write
+    fails and the storage client's error when a transient error outlasts the retries. In every failure case
+    ``LATEST`` and the existing versions are untouched and no new version carries ``PUSHED.json``. A
+    ``LATEST`` that is not a JSON object is overwritten.
     """
     bundle_dir = Path(bundle_dir)
     _check_name(model_name, "model name")
@@ -178,7 +191,10 @@ def push_bundle(
         final = f"{base}/{version}"
         staging = f"{base}/{STAGING}/{version}-{uuid.uuid4().hex[:8]}"
         if store.get_bytes(f"{final}/{MARKER}") is not None:  # same minute, different content, same 8 hex
-            raise RuntimeError(f"{store.url(final)} already holds other content; push again in a minute")
+            raise UserError(
+                f"version {version} already exists at {store.url(final)} with other content (same minute, "
+                "same first 8 hex of the content hash); nothing was pushed: push again in a minute"
+            )
         try:
             for rel in files:
                 store.put_file(bundle_dir / rel, f"{staging}/{rel}")
@@ -209,8 +225,7 @@ def push_bundle(
         "content_sha256": digest,
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    current = store.get_bytes(f"{base}/{LATEST}")
-    if current is None or json.loads(current).get("version") != version:
+    if _json_object(store.get_bytes(f"{base}/{LATEST}")).get("version") != version:
         store.put_bytes(f"{base}/{LATEST}", json.dumps(latest, indent=2, sort_keys=True).encode())
     return PushResult(
         uri=latest["uri"],

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
+from edgenas_keras._fs import atomic_write_bytes
 from edgenas_keras.errors import UserError
 
 GCS_SCHEME = "gs://"
@@ -42,14 +42,25 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
+def _first_line(value) -> str:
+    """The first line of a message; of an exception's first argument (google-auth's exceptions print as a
+    tuple)."""
+    if isinstance(value, BaseException) and value.args:
+        value = value.args[0]
+    lines = str(value).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class LocalStore:
     """A destination folder on a local or mounted file system."""
 
     def __init__(self, root: str | os.PathLike):
+        """Raises ``UserError`` if ``root``, or the nearest of its parents that exists, is not a folder."""
         self.root = Path(root).expanduser().resolve()
-        if self.root.exists() and not self.root.is_dir():
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not existing.is_dir():
             raise UserError(
-                f"destination {root} exists and is not a directory; give a folder or gs://bucket/prefix"
+                f"destination {root}: {existing} is a file, not a folder; give a folder or gs://bucket/prefix"
             )
 
     def url(self, key: str = "") -> str:
@@ -70,19 +81,11 @@ class LocalStore:
         shutil.copyfile(src, dst)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        """Write ``data`` under a temporary name in the same folder, then rename: readers never see half."""
+        """Write ``data`` to ``key`` atomically (``edgenas_keras._fs``): readers never see half a file.
+        ``OSError`` (full disk, refused permission) propagates and leaves ``key`` as it was."""
         dst = self._path(key)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(dst, data)
 
     def get_bytes(self, key: str) -> bytes | None:
         """The content of the file ``key``, or ``None`` if there is no such file (other OS errors
@@ -123,9 +126,17 @@ class LocalStore:
 
 
 class GcsStore:
-    """A ``gs://bucket/prefix`` destination through google-cloud-storage."""
+    """A ``gs://bucket/prefix`` destination through google-cloud-storage.
+
+    Every storage call goes through ``_call``, the one place that turns the user's problems into a
+    ``UserError`` of one line: a bucket that does not exist, a refused permission, credentials that are
+    missing or refused. An object that is not there stays ``google.api_core.exceptions.NotFound`` for the
+    method to handle; other errors (a transient error that outlasted the retries: ``RetryError``)
+    propagate.
+    """
 
     def __init__(self, bucket: str, prefix: str = "", client=None):
+        """Raises ``UserError`` if there are no Google Cloud credentials or ``bucket`` is not a valid name."""
         from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
@@ -135,12 +146,17 @@ class GcsStore:
         try:
             self.client = client or storage.Client()
         except DefaultCredentialsError as exc:
-            raise UserError(
-                f"no Google Cloud credentials to write gs://{bucket}: set GOOGLE_APPLICATION_CREDENTIALS to a "
-                "service-account key file or run `gcloud auth application-default login` "
-                f"({str(exc).splitlines()[0]})"
-            ) from exc
-        self.bucket = self.client.bucket(bucket)
+            raise UserError(self._credentials_hint(exc, "no Google Cloud credentials")) from exc
+        try:
+            self.bucket = self.client.bucket(bucket)
+        except ValueError as exc:  # google-cloud-storage checks the name's first and last character
+            raise UserError(f"bucket name gs://{bucket} is not valid ({exc}); fix --dest") from exc
+
+    def _credentials_hint(self, exc, what: str) -> str:
+        return (
+            f"{what} to write gs://{self.bucket_name}: set GOOGLE_APPLICATION_CREDENTIALS to a service-account "
+            f"key file or run `gcloud auth application-default login` ({_first_line(exc)})"
+        )
 
     def url(self, key: str = "") -> str:
         """``gs://bucket/<store prefix>/<key>`` (the destination itself for ``""``), without a trailing
@@ -150,60 +166,66 @@ class GcsStore:
     def _name(self, key: str) -> str:
         return _join(self.prefix, key)
 
-    def _call(self, fn, *args, **kwargs):
-        """Run one storage call; turn a missing bucket or a refused permission into a UserError."""
+    def _bucket_exists(self) -> bool:
+        # Listing at most one object needs storage.objects.list, which roles/storage.objectAdmin grants;
+        # Bucket.exists() would need storage.buckets.get, which it does not.
         from google.api_core import exceptions as gexc
 
         try:
+            next(iter(self.client.list_blobs(self.bucket_name, max_results=1, retry=self.retry)), None)
+        except gexc.NotFound:
+            return False
+        return True
+
+    def _call(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, one storage call. Raises ``UserError`` if the bucket does not exist, the
+        account may not do this or its credentials are missing or refused; ``NotFound`` if the bucket exists
+        but the object does not; other errors of the call propagate."""
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
+
+        try:
             return fn(*args, **kwargs)
-        except gexc.NotFound as exc:
-            if "bucket" in str(exc).lower():
-                raise UserError(
-                    f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest"
-                ) from exc
-            raise
+        except gexc.NotFound:
+            if self._call(self._bucket_exists):
+                raise
+            raise UserError(f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest") from None
         except gexc.Forbidden as exc:
             raise UserError(
                 f"permission denied on gs://{self.bucket_name}: the account needs roles/storage.objectAdmin "
-                f"on the bucket ({exc.message})"
+                f"on the bucket ({_first_line(exc)})"
             ) from exc
+        except (gexc.Unauthorized, auth_exc.RefreshError, auth_exc.DefaultCredentialsError) as exc:
+            raise UserError(self._credentials_hint(exc, "Google Cloud refused the credentials")) from exc
 
     def put_file(self, src: Path, key: str) -> None:
         """Upload the local file ``src`` as the object ``key`` (replacing it), retrying transient errors.
 
-        GCS makes an object visible only once it is whole. Raises ``UserError`` if the bucket does not exist
-        or the account may not write to it; other storage errors propagate.
+        GCS makes an object visible only once it is whole. Raises ``UserError`` as ``_call`` does.
         """
         blob = self.bucket.blob(self._name(key))
         self._call(blob.upload_from_filename, str(src), retry=self.retry)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        """One object upload: GCS makes an object visible only once it is whole."""
+        """One object upload: GCS makes an object visible only once it is whole. Raises ``UserError`` as
+        ``_call`` does."""
         blob = self.bucket.blob(self._name(key))
         self._call(blob.upload_from_string, data, content_type="application/octet-stream", retry=self.retry)
 
     def get_bytes(self, key: str) -> bytes | None:
-        """The content of the object ``key``, or ``None`` if there is no such object.
-
-        Raises ``UserError`` if the bucket itself does not exist; other errors of the download (e.g.
-        ``Forbidden``) propagate as google-api-core exceptions.
-        """
+        """The content of the object ``key``, or ``None`` if there is no such object. Raises ``UserError`` as
+        ``_call`` does (a missing bucket is an error, not ``None``)."""
         from google.api_core import exceptions as gexc
 
-        blob = self.bucket.blob(self._name(key))
         try:
-            return blob.download_as_bytes(retry=self.retry)
+            return self._call(self.bucket.blob(self._name(key)).download_as_bytes, retry=self.retry)
         except gexc.NotFound:
-            if not self._call(self.bucket.exists, retry=self.retry):
-                raise UserError(
-                    f"bucket gs://{self.bucket_name} does not exist; create it or fix --dest"
-                ) from None
             return None
 
     def list_keys(self, prefix: str) -> list[str]:
         """The objects whose names start with ``<store prefix>/<prefix>/``, as sorted keys relative to the
-        store's prefix (``prefix`` included, not stripped); ``[]`` if there are none. Raises ``UserError`` for
-        a missing bucket or a refused permission."""
+        store's prefix (``prefix`` included, not stripped); ``[]`` if there are none. Raises ``UserError`` as
+        ``_call`` does."""
         name_prefix = _join(self.prefix, prefix) + "/"
         blobs = self._call(
             lambda: list(self.client.list_blobs(self.bucket_name, prefix=name_prefix, retry=self.retry))
@@ -213,22 +235,27 @@ class GcsStore:
 
     def delete_prefix(self, prefix: str) -> None:
         """Delete every object ``list_keys(prefix)`` finds, one at a time (not atomic); objects already gone
-        are skipped."""
+        are skipped. Raises ``UserError`` as ``_call`` does."""
         from google.api_core import exceptions as gexc
 
         for key in self.list_keys(prefix):
             try:
-                self.bucket.blob(self._name(key)).delete(retry=self.retry)
+                self._call(self.bucket.blob(self._name(key)).delete, retry=self.retry)
             except gexc.NotFound:
                 pass
 
     def publish(self, staging: str, final: str, last: str) -> None:
-        """Server-side copy of every staged object to ``final``, the ``last`` key after all the others."""
+        """Server-side copy of every staged object to ``final``, the ``last`` key after all the others.
+
+        Raises ``UserError`` as ``_call`` does, and if ``last`` is not staged (the staging prefix was
+        deleted during the push)."""
         staging, final = _norm_prefix(staging), _norm_prefix(final)
         keys = self.list_keys(staging)
         last_key = _join(staging, last)
         if last_key not in keys:
-            raise RuntimeError(f"staging {self.url(staging)} lacks {last}")
+            raise UserError(
+                f"staging {self.url(staging)} lacks {last}: it was deleted during the push; push again"
+            )
         for key in [k for k in keys if k != last_key] + [last_key]:
             rel = key[len(staging) + 1 :]
             src = self.bucket.blob(self._name(key))

@@ -98,9 +98,10 @@ def cmd_push(args) -> int:
 
     Returns the exit status, 0 whether a version was created or identical content was already there; bad input
     raises ``UserError`` (exit 2 in ``pipeline.cli.main``), and a failed upload (``OSError``, a Google API
-    error, ``PushVerificationError``) is re-raised as ``UserError``.
+    error including ``RetryError`` when a transient error outlasts the retries, ``PushVerificationError``) is
+    re-raised as ``UserError``.
     """
-    from google.api_core.exceptions import GoogleAPICallError
+    from google.api_core.exceptions import GoogleAPIError
 
     from deploy.push import PushVerificationError, push_bundle
     from edgenas_keras.errors import UserError
@@ -108,7 +109,7 @@ def cmd_push(args) -> int:
 
     try:   # a shipped LUT alias (cortex-m7-analytical) pushes under its device's folder
         result = push_bundle(args.bundle, args.dest, args.model_name, device_of(args.device))
-    except (OSError, GoogleAPICallError, PushVerificationError) as exc:
+    except (OSError, GoogleAPIError, PushVerificationError) as exc:
         raise UserError(
             f"push of {args.bundle} to {args.dest} failed ({exc}); LATEST is unchanged and no partial version "
             "is visible: run the push again"

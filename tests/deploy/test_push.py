@@ -14,13 +14,13 @@ import os
 import resource
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from gcs_fault_proxy import BUCKET
 
-from deploy.push import PushVerificationError, push_bundle
+from deploy.push import PushVerificationError, content_hash, push_bundle, scan_bundle
 from edgenas_keras.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +64,19 @@ def read_tree(dest: str) -> dict[str, bytes]:
         if root.exists()
         else {}
     )
+
+
+def write_object(dest: str, key: str, data: bytes) -> None:
+    """Put ``data`` at ``key`` under ``dest``, without our storage code (a hand-made destination)."""
+    if dest.startswith("gs://"):
+        from google.cloud import storage
+
+        bucket, _, prefix = dest[5:].partition("/")
+        storage.Client().bucket(bucket).blob(f"{prefix}/{key}").upload_from_string(data)
+    else:
+        path = Path(dest, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def complete_versions(tree: dict[str, bytes], base: str = "vww/cortex-m7") -> set[str]:
@@ -273,3 +286,43 @@ def test_cli_push_prints_one_json_object_and_errors_are_one_line(tmp_path, capsy
     )
     err = capsys.readouterr().err
     assert err.startswith("error: bundle") and "missing" in err and len(err.strip().splitlines()) == 1
+
+
+def test_version_clash_is_one_error_line_and_leaves_the_destination_as_it_was(tmp_path, dest):
+    """Other content already holds the version name this push computes (the same minute and the same first 8
+    hex of the content hash): the real CLI exits 2 with one line naming that version, and writes nothing."""
+    bundle = make_bundle(tmp_path / "bundle", seed=9)
+    digest = content_hash(scan_bundle(bundle))
+    minute = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    # The CLI picks its own minute: take this one and the next two, so the clash holds if a minute turns.
+    taken = [f"{minute + timedelta(minutes=m):%Y%m%dT%H%MZ}-{digest[:8]}" for m in range(3)]
+    for version in taken:
+        other = {"version": version, "content_sha256": digest[:8] + "0" * 56}
+        write_object(dest, f"vww/cortex-m7/{version}/model.tflite", b"another model")
+        write_object(dest, f"vww/cortex-m7/{version}/PUSHED.json", json.dumps(other).encode())
+    before = read_tree(dest)
+
+    cmd = [str(Path(sys.executable).with_name("edgenas")), "push", str(bundle), "--dest", dest,
+           "--model-name", "vww", "--device", "cortex-m7"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    version = line.removeprefix("error: version ").split()[0]
+    assert version in taken and f"{dest}/vww/cortex-m7/{version}" in line and "push again in a minute" in line
+    assert read_tree(dest) == before, "the refused push wrote or removed something"
+
+
+def test_damaged_latest_and_marker_do_not_stop_a_push(tmp_path, dest):
+    """A hand-edited LATEST (not JSON) is rewritten; a version whose PUSHED.json is damaged does not count as
+    this content, so the push publishes a new complete version."""
+    bundle = make_bundle(tmp_path / "bundle", seed=10)
+    first = push_bundle(bundle, dest, "vww", "cortex-m7", now=T0)
+    write_object(dest, "vww/cortex-m7/LATEST", f"{first.version}\n".encode())
+    write_object(dest, f"vww/cortex-m7/{first.version}/PUSHED.json", b'{"content_sha256": "trunc')
+
+    again = push_bundle(bundle, dest, "vww", "cortex-m7", now=T0.replace(hour=18))
+    tree = read_tree(dest)
+    assert again.created and complete_versions(tree) == {first.version, again.version}
+    assert json.loads(tree["vww/cortex-m7/LATEST"])["version"] == again.version
+    assert tree[f"vww/cortex-m7/{again.version}/model.tflite"] == (bundle / "model.tflite").read_bytes()
