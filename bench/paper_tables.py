@@ -52,7 +52,8 @@ from edgenas_keras.search import SearchConfig, space_with_blocks  # noqa: E402
 from edgenas_keras.search.loop import reader_data  # noqa: E402
 from edgenas_keras.arch.space import SearchSpace, decode  # noqa: E402
 from edgenas_keras.train import TrainConfig  # noqa: E402
-from edgenas_keras.validate import runtime_footprint, validate_model  # noqa: E402
+from edgenas_keras.budgets import runtime_footprint  # noqa: E402
+from edgenas_keras.validate import validate_model  # noqa: E402
 
 MAIN = yaml.safe_load((ROOT / "pipeline" / "configs" / "default.yaml").read_text())
 MAIN_DEVICE = "cortex-m7"
@@ -138,11 +139,10 @@ class Bench:
         return runtime_footprint(device).bytes
 
     def search_config(self, device: str, budget_ms: float, seed: int, **override) -> SearchConfig:
-        runtime = self.runtime_bytes(device)
-        return SearchConfig.from_dict({**self.s["search"], "latency_ms": float(budget_ms),
-                                       "sram_kb": self.budgets["sram_bytes"] / KB,
-                                       "flash_kb": (self.budgets["flash_bytes"] - runtime) / KB,
-                                       "seed": seed, **override}, source="benchmark search schedule")
+        budgets = {"latency_ms": float(budget_ms), "sram_bytes": self.budgets["sram_bytes"],
+                   "flash_bytes": self.budgets["flash_bytes"]}   # flash: model + the device's runtime
+        return SearchConfig.from_dict({**self.s["search"], "budgets": budgets, "seed": seed, **override},
+                                      source="benchmark search schedule")
 
     def random_proxy(self, cfg: SearchConfig) -> dict:
         """The short training random search scores its candidates with: the search's own fitness when it
@@ -247,7 +247,7 @@ class Bench:
             pricer = self.pricer(self.space, lut, cfg)
             data = reader_data(self.data_dir, cfg, cfg.train_resolution or self.space.resolution,
                                self.space.in_channels)
-            key = {"budgets": cfg.budgets(), "lut": lut.sha256, "data": self.data_fp, "seed": seed,
+            key = {"budgets": cfg.budgets.as_dict(), "lut": lut.sha256, "data": self.data_fp, "seed": seed,
                    "proxy": self.s["proxy"], "space": self.space.to_dict(), "window": RANDOM_WINDOW,
                    "search": cfg.as_dict()}
             proxy = self.random_proxy(cfg)
@@ -510,7 +510,7 @@ def schedule(args) -> dict:
         if not sep or not k:
             raise UserError(f"--search-set takes KEY=VALUE (a search: field of the pipeline config), got {item!r}")
         s["search"][k] = yaml.safe_load(v)
-    SearchConfig.from_dict({**s["search"], "latency_ms": 1.0}, source="--search-set")   # fail before any work
+    SearchConfig.from_dict({**s["search"], "budgets": {"latency_ms": 1.0}}, source="--search-set")   # fail before any work
     for flag in ("devices", "hand", "ablations"):
         v = getattr(args, flag)
         if v is not None:

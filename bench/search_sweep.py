@@ -27,6 +27,7 @@ from pathlib import Path
 
 import edgenas_keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 from edgenas_keras import lut as lutmod
+from edgenas_keras.budgets import Budgets
 from edgenas_keras.cost.estimate import arch_cost
 from edgenas_keras.search import SearchConfig, run_search
 from edgenas_keras.search.derive import cheapest_indices
@@ -79,7 +80,7 @@ def main():
         for k in range(1, n + 1):
             budget = floor + (ceil - floor) * k / (n + 1)
             for seed in (int(s) for s in args.seeds.split(",")):
-                cfg = SearchConfig(latency_ms=budget, epochs=args.epochs, warmup_epochs=1, steps_per_epoch=args.steps,
+                cfg = SearchConfig(budgets=Budgets(budget), epochs=args.epochs, warmup_epochs=1, steps_per_epoch=args.steps,
                                    batch_size=16, train_resolution=32, seed=seed)
                 run_dir = work / f"{device}-b{k}-s{seed}"
                 if args.report_only and not (run_dir / "result.json").is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 
+from edgenas_keras.budgets import Budgets
 from edgenas_keras.errors import UserError
 
 
@@ -21,20 +22,19 @@ def _where(field: str) -> str:
     return f"{field} (run-time parameter {field.replace('.', '_')})"
 
 
-def budgets(latency_ms: float, sram_bytes: int, flash_bytes: int, min_accuracy: float | None = None) -> dict:
-    """The budgets dict the library takes (``latency_ms`` in ms, ``sram_bytes`` and ``flash_bytes`` in bytes,
-    ``min_accuracy`` a fraction; ``min_accuracy=None`` leaves it out: the search does not design for it).
+def budgets(latency_ms: float, sram_bytes: int, flash_bytes: int, min_accuracy: float | None = None) -> Budgets:
+    """The library's ``Budgets`` from the run-time parameters (``latency_ms`` in ms, ``sram_bytes`` and
+    ``flash_bytes`` in bytes, flash = model + TFLM runtime, ``min_accuracy`` a fraction; ``None``: 0, the
+    search does not design for it).
 
-    Raises UserError when a budget is not positive (or the accuracy floor not in [0, 1])."""
+    Raises UserError naming the config field and the run-time parameter when a budget is not positive (or
+    the accuracy floor not in [0, 1])."""
     for name, value in (("latency_ms", latency_ms), ("sram_bytes", sram_bytes), ("flash_bytes", flash_bytes)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise UserError(f"{_where('budgets.' + name)} must be a positive number, got {value!r}")
-    out = {"latency_ms": float(latency_ms), "sram_bytes": int(sram_bytes), "flash_bytes": int(flash_bytes)}
-    if min_accuracy is not None:
-        if not (isinstance(min_accuracy, (int, float)) and 0.0 <= min_accuracy <= 1.0):
-            raise UserError(f"{_where('budgets.min_accuracy')} must be a fraction in [0, 1], got {min_accuracy!r}")
-        out["min_accuracy"] = float(min_accuracy)
-    return out
+    if min_accuracy is not None and not (isinstance(min_accuracy, (int, float)) and 0.0 <= min_accuracy <= 1.0):
+        raise UserError(f"{_where('budgets.min_accuracy')} must be a fraction in [0, 1], got {min_accuracy!r}")
+    return Budgets(float(latency_ms), int(sram_bytes), int(flash_bytes), float(min_accuracy or 0.0))
 
 
 def paths(value: str, field: str) -> list[str]:

@@ -72,7 +72,7 @@ def TfliteMicroPusher(
         provenance = {
             "architecture": architecture.get_string_custom_property("arch"),
             "lut_sha256": lut.get_string_custom_property("sha256"),
-            "budgets": params.budgets(latency_ms, sram_bytes, flash_bytes, min_accuracy),
+            "budgets": params.budgets(latency_ms, sram_bytes, flash_bytes, min_accuracy).as_dict(),
             "dataset_fingerprint": examples.get_string_custom_property("fingerprint"),
             "validation": validation,
         }

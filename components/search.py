@@ -48,23 +48,6 @@ def check_anomalies(anomalies) -> None:
     )
 
 
-def model_budgets(budgets: dict, device: str) -> dict:
-    """Device budgets -> the model's: the flash budget covers the TFLM runtime too (as BudgetValidator
-    checks it), while the search prices the model file alone, so the runtime's footprint is set aside."""
-    from edgenas_keras.errors import UserError
-    from edgenas_keras.validate import runtime_footprint
-
-    runtime = runtime_footprint(device).bytes
-    if budgets.get("flash_bytes"):
-        if budgets["flash_bytes"] <= runtime:
-            raise UserError(
-                f"budgets.flash_bytes {budgets['flash_bytes']} leaves no room for the model next to the TFLM "
-                f"runtime ({runtime} bytes on {device}); raise it"
-            )
-        budgets = {**budgets, "flash_bytes": budgets["flash_bytes"] - runtime}
-    return budgets
-
-
 def work_dir(output_uri: str, key: dict) -> Path:
     """A folder that survives retries of the same search: ``<pipeline root>/<node>/.work/<input hash>``."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -103,13 +86,14 @@ def SupernetSearch(
     # the head has as many outputs as the data has classes (the data wins over the space's num_classes)
     space = space_for_data(space, dataset_class_names(data_dir), warn=lambda m: log("SupernetSearch", m))
     table = lut_lib.load(input_dir(lut.uri) / "lut.json")
-    config = search_config_from(json.loads(search_config), model_budgets(budgets, table.device), seed)
+    # flash counts model + runtime here as in BudgetValidator; the search sets the device's runtime aside
+    config = search_config_from(json.loads(search_config), budgets, seed)
     key = {
         "examples": examples.get_string_custom_property("fingerprint") or examples.uri,
         "lut": table.sha256,
         "space": space_config,
         "config": search_config,
-        "budgets": budgets,
+        "budgets": budgets.as_dict(),
         "seed": seed,
     }
     if is_remote(architecture.uri):

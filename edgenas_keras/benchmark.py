@@ -212,7 +212,7 @@ def window_sampler(pricer, lo: float, seed: int, burn_in: int = 200, thin: int =
     from edgenas_keras.search.derive import cheapest_indices
     from edgenas_keras.arch.space import FACTORS
 
-    space, budget = pricer.space, pricer.config.latency_ms
+    space, budget = pricer.space, pricer.budgets.latency_ms
     rng = np.random.default_rng(seed)
     idx = cheapest_indices(space)
     lat = pricer.latency(idx)

@@ -330,8 +330,9 @@ def evolution_history_section(candidates: list[dict], result: dict | None) -> Se
 def search_history_section(history: list[dict] | None, result: dict | None,
                            candidates: list[dict] | None = None) -> Section:
     """The search's epochs (``history.json``): expected latency and memory against the search's budgets
-    (``result.json``'s ``budgets``: latency in ms, SRAM and flash in KiB; the flash budget is the model's
-    share, the device budget minus the TFLM runtime), the penalty multipliers mu (latency), nu (SRAM) and
+    (``result.json``'s ``budgets``: latency in ms, SRAM and flash in bytes; E[flash] is the model file's, so
+    it is drawn against the model's share, ``model_flash_budget_bytes``: the flash budget minus the TFLM
+    runtime), the penalty multipliers mu (latency), nu (SRAM) and
     the flash multiplier, and the entropy of alpha per block in nats (``alpha_entropy``; computed from
     ``probs`` for older histories). The derivation (alpha's argmax, repair, fill) from ``result.json``. A search
     with ``strategy: evolution`` (no alpha steps) and its ``candidates`` shows the evolution instead
@@ -344,8 +345,8 @@ def search_history_section(history: list[dict] | None, result: dict | None,
         return sec
     budgets = (result or {}).get("budgets") or {}
     lat_b = budgets.get("latency_ms")
-    sram_b = budgets["sram_kb"] * KB if budgets.get("sram_kb") else None
-    flash_b = budgets["flash_kb"] * KB if budgets.get("flash_kb") else None
+    sram_b = budgets.get("sram_bytes")
+    flash_b = (result or {}).get("model_flash_budget_bytes")   # the model's share: flash budget - runtime
     epochs = [int(h["epoch"]) + 1 for h in history]
 
     def col(key):
@@ -368,7 +369,7 @@ def search_history_section(history: list[dict] | None, result: dict | None,
         a.axhline(sram_b / KB, color="#d62728", label=f"SRAM budget {sram_b / KB:g} KiB")
     if flash_b and any(v is not None for v in flash):
         a.plot(epochs, [v / KB if v is not None else None for v in flash], marker="s", label="E[flash]")
-        a.axhline(flash_b / KB, color="#9467bd", linestyle="--", label=f"flash budget {flash_b / KB:g} KiB")
+        a.axhline(flash_b / KB, color="#9467bd", linestyle="--", label=f"flash budget, model's share {flash_b / KB:g} KiB")
     a.set_title("expected memory", fontsize=9)
     a.set_ylabel("KiB")
     a = axes[1][0]
@@ -404,7 +405,7 @@ def search_history_section(history: list[dict] | None, result: dict | None,
     if flash_b:
         sec.facts["final_expected_flash_bytes"] = ("E[flash] at the last epoch",
                                                    _bytes(last.get("expected_flash_bytes")))
-        sec.facts["search_flash_budget_bytes"] = ("flash budget (search, model only)", _bytes(flash_b))
+        sec.facts["search_flash_budget_bytes"] = ("flash budget (search, model's share)", _bytes(flash_b))
     sec.facts["final_mu"] = ("mu at the last epoch", _num(last.get("mu"), 4))
     sec.facts["final_nu"] = ("nu at the last epoch", _num(last.get("nu"), 4))
     if last_ent is not None:

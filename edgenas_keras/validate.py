@@ -18,7 +18,7 @@ and its verdict, and ``reasons`` names every failing one. Checks:
   scratch buffers the host's reference kernels do not ask for. Neither alone is an upper bound,
   the maximum is the conservative figure.
 - ``flash``: the model's bytes plus the TFLM runtime's own code and constant data for the device
-  (``RUNTIME_FLASH``, with sources; override with ``runtime_flash_bytes`` when a link map gives the real one).
+  (``edgenas_keras.budgets.RUNTIME_FLASH``, with sources; override with ``runtime_flash_bytes`` when a link map gives the real one).
 - ``accuracy``: int8 top-1 on the eval split, run in the TFLM runtime (``tflite.evaluate.tflm_evaluate``), with the
   per-class accuracy beside it in the check's details (``per_class``: for each class in label order, the
   share of its eval images labelled correctly, and the counts) and, for more than 5 classes,
@@ -27,102 +27,27 @@ and its verdict, and ``reasons`` names every failing one. Checks:
   ``metrics.json`` next to the model are used if that file describes this very model (same sha256);
   otherwise the check fails for lack of a figure.
 
-Budgets are in bytes for memory (the CLI takes KiB, 1024 bytes), milliseconds for latency, and a fraction in
-[0, 1] for accuracy. ``checks`` maps each check's name to its figure, budget, unit, verdict and details.
+Budgets are ``edgenas_keras.budgets.Budgets``: bytes for memory (the CLI takes KiB, 1024 bytes, and converts),
+milliseconds for latency, a fraction in [0, 1] for accuracy; a memory budget of None is reported and always met. ``checks`` maps each check's name to its figure, budget, unit, verdict and details.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgenas_keras._fs import atomic_write_json
+from edgenas_keras.budgets import HOST_DEVICE, Budgets, runtime_footprint
 from edgenas_keras.cost import estimate as cost
 from edgenas_keras.errors import UserError
-from edgenas_keras.lut import device_of
 from edgenas_keras.lut.table import Lut
 from edgenas_keras.tflite.model import read_int8_model
 
-HOST_DEVICE = "host-tflm"
 
-
-@dataclass(frozen=True)
-class RuntimeFootprint:
-    """The TFLM runtime's flash in bytes for a device, and where the figure comes from (measured or documented)."""
-    bytes: int
-    source: str
-
-
-# The TFLM runtime's flash (code + read-only data) linked for our operator set: MicroInterpreter, allocator,
-# flatbuffer reader, and the kernels CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL, MEAN, FULLY_CONNECTED, SOFTMAX.
-_MCU_SOURCE = ("estimate: the TFLM core runtime 'just fits in 16 KB on an Arm Cortex M3' (tflite-micro README), "
-               "plus about 48 KiB for the int8 kernels of our seven operators with CMSIS-NN (optimised conv and "
-               "depthwise paths keep their generic fallbacks); replace with the figure from your link map")
-RUNTIME_FLASH: dict[str, RuntimeFootprint] = {
-    HOST_DEVICE: RuntimeFootprint(1_094_435, "measured: `size` text + data of tflite_micro/_runtime.so "
-                                  "(tflite-micro 0.dev20261023182759, x86-64, every reference kernel and the "
-                                  "Python bindings): an upper bound for the host runtime"),
-    "cortex-m4": RuntimeFootprint(64 * 1024, _MCU_SOURCE),
-    "cortex-m7": RuntimeFootprint(64 * 1024, _MCU_SOURCE),
-    "cortex-m33": RuntimeFootprint(64 * 1024, _MCU_SOURCE),   # Armv8-M Mainline: the same Thumb-2 CMSIS-NN code
-    "riscv": RuntimeFootprint(72 * 1024, "estimate: as for Cortex-M with reference kernels (no CMSIS-NN); "
-                                "RV32IMC code is about 10% larger than Thumb-2"),
-    "cortex-a53": RuntimeFootprint(128 * 1024, "estimate: the Cortex-M figure doubled for AArch64 code density "
-                                   "and 64-bit structs; flash is rarely the constraint on this class"),
-}
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """What a model must meet: latency in ms, SRAM and flash in bytes (flash counts the model plus the runtime),
-    and the minimum int8 accuracy as a fraction. ``UserError`` for a figure that is not positive and finite, or
-    an accuracy outside [0, 1].
-    """
-    latency_ms: float
-    sram_bytes: int
-    flash_bytes: int
-    min_accuracy: float = 0.0     # fraction in [0, 1]; 0 still reports the figure
-
-    def __post_init__(self):
-        for name in ("latency_ms", "sram_bytes", "flash_bytes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise UserError(f"budget {name} must be a positive number, got {v!r}")
-        a = self.min_accuracy
-        if isinstance(a, bool) or not (isinstance(a, (int, float)) and math.isfinite(a) and 0 <= a <= 1):
-            raise UserError(f"minimum accuracy must be a fraction in [0, 1] (e.g. 0.8 for 80%), got {a!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Budgets:
-        """From ``latency_ms``, ``sram_bytes`` | ``sram_kb``, ``flash_bytes`` | ``flash_kb`` and optional
-        ``min_accuracy`` (the pipeline configuration's and the CLI's spellings)."""
-        def pick(name):
-            if f"{name}_bytes" in d:
-                return d[f"{name}_bytes"]
-            if f"{name}_kb" in d and isinstance(d[f"{name}_kb"], (int, float)):
-                return int(round(d[f"{name}_kb"] * 1024))
-            raise UserError(f"budgets need {name}_bytes or {name}_kb, got fields {', '.join(sorted(d))}")
-
-        if "latency_ms" not in d:
-            raise UserError(f"budgets need latency_ms, got fields {', '.join(sorted(d))}")
-        return cls(d["latency_ms"], pick("sram"), pick("flash"), d.get("min_accuracy", 0.0))
-
-
-def runtime_footprint(device: str, override_bytes: int | None = None) -> RuntimeFootprint:
-    """The TFLM runtime's flash on ``device`` (a device or a shipped LUT alias of it), or ``override_bytes``;
-    ``UserError`` for a device without a documented figure or a negative override."""
-    if override_bytes is not None:
-        if override_bytes < 0:
-            raise UserError(f"runtime flash footprint must be >= 0 bytes, got {override_bytes}")
-        return RuntimeFootprint(int(override_bytes), "given by the caller")
-    device = device_of(device)   # a shipped alias (cortex-m7-analytical) is its device's runtime
-    if device not in RUNTIME_FLASH:
-        raise UserError(f"no documented TFLM runtime flash footprint for device {device!r} (known: "
-                        f"{', '.join(sorted(RUNTIME_FLASH))}); pass --runtime-flash-kb from your link map")
-    return RUNTIME_FLASH[device]
+def _within(figure: int, budget: int | None) -> bool:
+    """A memory figure meets its budget (None: no budget, always met)."""
+    return budget is None or figure <= budget
 
 
 def _check(checks: dict, name: str, figure, budget, unit: str, ok: bool, **detail) -> None:
@@ -155,7 +80,7 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
                    measure_host_latency: bool | None = None, target_footprint: dict | None = None) -> dict:
     """Check an int8 model against ``budgets`` on ``lut``'s device; return the blessing document.
 
-    ``budgets`` is a ``Budgets`` or a dict for ``Budgets.from_dict``. ``measure_host_latency`` defaults to
+    ``budgets`` is a ``Budgets`` or a dict for ``Budgets.from_dict`` (bytes; flash = model + runtime). ``measure_host_latency`` defaults to
     "the device is host-tflm". A model the TFLM runtime cannot prepare is a ``UserError`` quoting TFLM's own
     messages (``tflm.min_arena_bytes``).
 
@@ -205,26 +130,26 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
     predicted = cost.tflite_sram_bytes(model, scratch, persistent)   # every subgraph TFLM allocates
     if target_footprint is not None:
         sram = int(target_footprint["arena_used_bytes"])
-        _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,
+        _check(checks, "sram", sram, budgets.sram_bytes, "bytes", _within(sram, budgets.sram_bytes),
                predicted_on_target_bytes=predicted, host_arena_bytes=host_arena, emulated_arena_bytes=sram,
                rule=f"arena_used_bytes() on the emulated core ({target_footprint.get('target')}, QEMU "
                f"{target_footprint.get('qemu_machine')}, TFLM built for it)")
     else:
         sram = max(predicted, host_arena)
-        _check(checks, "sram", sram, budgets.sram_bytes, "bytes", sram <= budgets.sram_bytes,
+        _check(checks, "sram", sram, budgets.sram_bytes, "bytes", _within(sram, budgets.sram_bytes),
                predicted_on_target_bytes=predicted, host_arena_bytes=host_arena,
                rule="the larger of the on-target prediction and the host arena (bisection)")
 
     if use_linked_image:
         flash = int(target_footprint["flash_bytes"])
         runtime = int(target_footprint["runtime_flash_bytes"])
-        _check(checks, "flash", flash, budgets.flash_bytes, "bytes", flash <= budgets.flash_bytes,
+        _check(checks, "flash", flash, budgets.flash_bytes, "bytes", _within(flash, budgets.flash_bytes),
                model_bytes=len(data), runtime_bytes=runtime,
                runtime_source=f"linked image for {target_footprint.get('target')} (text + data of the ELF "
                "`edgenas emulate` builds, without its test input): TFLM, the kernels, start-up code and libc")
     else:
         flash = len(data) + footprint.bytes
-        _check(checks, "flash", flash, budgets.flash_bytes, "bytes", flash <= budgets.flash_bytes,
+        _check(checks, "flash", flash, budgets.flash_bytes, "bytes", _within(flash, budgets.flash_bytes),
                model_bytes=len(data), runtime_bytes=footprint.bytes, runtime_source=footprint.source)
 
     if data_dir is not None:
@@ -260,7 +185,7 @@ def validate_model(model_path: str | Path, lut: Lut, budgets: Budgets | dict, da
         "device": lut.device,
         "lut": {"source": lut.source, "sha256": lut.sha256, "method": lut.metadata.get("method"),
                 "clock_mhz": lut.metadata.get("clock_mhz")},
-        "budgets": asdict(budgets),
+        "budgets": budgets.as_dict(),
     }
 
 

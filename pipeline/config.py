@@ -118,7 +118,9 @@ class LutConfig:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """The ``budgets:`` section: what the search designs for and the validator checks.
+    """The ``budgets:`` section: what the search designs for and the validator checks. The YAML schema of the
+    library's one budget type, ``edgenas_keras.budgets.Budgets`` (``search_budgets`` builds it); every budget
+    is required here, so 0 means "not given" and is refused at load.
 
     Attributes:
         latency_ms: latency per inference on the device, from the LUT, in ms (> 0).
@@ -193,10 +195,13 @@ class PipelineConfig:
         """Every budget: what BudgetValidator checks."""
         return dataclasses.asdict(self.budgets)
 
-    def search_budgets(self) -> dict:
-        """The budgets the search designs for (an accuracy floor is checked, not searched for, so changing
-        it re-runs only validation and push)."""
-        return {k: v for k, v in self.budgets_dict().items() if k != "min_accuracy"}
+    def search_budgets(self):
+        """The ``Budgets`` the search designs for (an accuracy floor is checked, not searched for, so changing
+        it re-runs only validation and push). Raises ``UserError`` for a budget that is not positive."""
+        from edgenas_keras.budgets import Budgets
+
+        b = self.budgets
+        return Budgets(b.latency_ms, b.sram_bytes, b.flash_bytes)
 
 
 def _plain(obj):
@@ -297,8 +302,9 @@ def _build(cls, data, source: str, prefix: str = ""):
 
 LIBRARY_SECTIONS = ("search", "train")
 # SearchConfig fields the pipeline fills from other sections (the component gets them as parameters).
-SEARCH_SET_ELSEWHERE = {"latency_ms": "budgets.latency_ms", "sram_kb": "budgets.sram_bytes",
-                        "flash_kb": "budgets.flash_bytes"}
+# (the old flat budget names too, so a config written for them is told where the budget went)
+SEARCH_SET_ELSEWHERE = {"budgets": "the budgets section", "latency_ms": "budgets.latency_ms",
+                        "sram_kb": "budgets.sram_bytes", "flash_kb": "budgets.flash_bytes"}
 # The prefix each library dataclass puts before the field it names in its UserError messages.
 _LIBRARY_PREFIXES = {"search": ("search config: ", "pipeline config search: "),
                      "train": ("training config: ", "pipeline config train: ")}
@@ -450,10 +456,10 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         _fail(s, "budgets.min_accuracy", f"must be a fraction in [0, 1], got {cfg.budgets.min_accuracy}")
     if not cfg.lut.file:  # a shipped device: its documented TFLM runtime shares the flash budget
         from edgenas_keras.lut import device_of
-        from edgenas_keras.validate import runtime_footprint
+        from edgenas_keras.budgets import runtime_footprint
 
         try:
-            runtime = runtime_footprint(cfg.lut.device).bytes
+            runtime = runtime_footprint(cfg.lut.device, cfg.search.get("runtime_flash_bytes")).bytes
         except UserError:
             runtime = 0
         if cfg.budgets.flash_bytes <= runtime:

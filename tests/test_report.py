@@ -76,6 +76,7 @@ def run_dir(tmp_path_factory):
     from edgenas_keras.cost.estimate import arch_cost
     from edgenas_keras.data.synth import SynthSpec, write_synth
     from edgenas_keras.model.export import calibrate_untrained, random_representative, to_int8_tflite
+    from edgenas_keras.budgets import Budgets
     from edgenas_keras.search import SearchConfig, run_search, space_with_blocks
     from edgenas_keras.search.derive import cheapest_indices
     from edgenas_keras.arch.space import SearchSpace, decode
@@ -96,7 +97,7 @@ def run_dir(tmp_path_factory):
     lut_dir.mkdir(parents=True)
     lut.save(lut_dir / "lut.json")
     search = root / "SupernetSearch" / "architecture" / "6"
-    result = run_search(data, lut, SearchConfig(latency_ms=budget, sram_kb=512, epochs=3, warmup_epochs=1,
+    result = run_search(data, lut, SearchConfig(budgets=Budgets(budget, 512 * 1024), epochs=3, warmup_epochs=1,
                                                 steps_per_epoch=3, batch_size=8, check_every=1, num_blocks=3,
                                                 train_resolution=None),
                         search, space=space)
@@ -280,6 +281,7 @@ def test_a_run_folder_moved_elsewhere_still_reports_its_artifacts(run_dir, tmp_p
 def test_an_evolution_searchs_report_shows_its_scored_candidates(run_dir, tmp_path):
     """A run whose search trained no alpha (``strategy: evolution``, ``fitness: trained``): the search section
     plots the scored candidates instead of saying the history is missing."""
+    from edgenas_keras.budgets import Budgets
     from edgenas_keras.search import SearchConfig, run_search
 
     run = tmp_path / "evolution-run"
@@ -289,7 +291,7 @@ def test_an_evolution_searchs_report_shows_its_scored_candidates(run_dir, tmp_pa
     (run / "summary.json").write_text(json.dumps(summary))
     search = Path(summary["artifacts"]["search"])
     shutil.rmtree(search)
-    cfg = SearchConfig(latency_ms=run_dir["budget"], strategy="evolution", fitness="trained", fitness_steps=2,
+    cfg = SearchConfig(budgets=Budgets(run_dir["budget"]), strategy="evolution", fitness="trained", fitness_steps=2,
                        candidates=4, population=2, window_low=0.5, batch_size=8, score_batches=1,
                        num_blocks=3, train_resolution=None)
     result = run_search(run_dir["data"], run_dir["lut"], cfg, search, space=run_dir["space"])

@@ -23,26 +23,13 @@ from edgenas_keras.lut.table import (  # noqa: F401  (the package's public names
     LutEntry,
     assets_dir,
     build_analytical_lut,
+    device_of,
     is_head_key,
     load,
     manifest,
     parse,
+    shipped_devices,
 )
-
-
-def shipped_devices() -> list[str]:
-    """The names of the shipped LUTs, sorted: every key of ``lut_assets/manifest.json``'s ``luts``, devices
-    (``cortex-m7``) and their aliases (``cortex-m7-analytical``) alike; empty without a manifest."""
-    return sorted(manifest().get("luts", {}))
-
-
-def device_of(name: str) -> str:
-    """The device a shipped LUT name stands for: the manifest entry's ``device`` for an alias
-    (``cortex-m7-analytical`` -> ``cortex-m7``), the name itself otherwise (also for names not shipped, e.g.
-    a push folder named next to ``lut.file``). Use it wherever a name picks a core, a runtime footprint or a
-    push folder, so that two names of the same device are never two devices."""
-    entry = manifest().get("luts", {}).get(name)
-    return entry.get("device", name) if isinstance(entry, dict) else name
 
 
 def load_device(device: str, clock_mhz: float | None = None) -> Lut:

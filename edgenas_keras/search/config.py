@@ -9,12 +9,13 @@ import math
 from dataclasses import dataclass, field
 
 from edgenas_keras.arch.space import SearchSpace
+from edgenas_keras.budgets import Budgets, runtime_footprint
 from edgenas_keras.cost.estimate import (
     ArchCost,
 )
 from edgenas_keras.errors import UserError
 
-KB = 1024  # budgets in kB are KiB: 1 kB = 1024 bytes
+KB = 1024  # progress lines print memory in kB = KiB: 1 kB = 1024 bytes
 VAL_SALT = "search-val"
 PROXIES = ("lut", "macs")
 STRATEGIES = ("differentiable", "evolution")
@@ -24,11 +25,16 @@ FITNESS = ("inherited", "trained")
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything that determines a search. Budgets: latency in ms (required), SRAM and flash in kB (1024 B)."""
+    """Everything that determines a search.
 
-    latency_ms: float
-    sram_kb: float | None = None
-    flash_kb: float | None = None
+    ``budgets`` (``edgenas_keras.budgets.Budgets``: ms and bytes, None for none, flash = model + TFLM runtime;
+    its ``min_accuracy`` is not searched for) and ``runtime_flash_bytes``, the runtime's flash on the device
+    (None: the device's documented figure, ``budgets.RUNTIME_FLASH``), which the search sets aside from the
+    flash budget because it prices the model file alone. Every other field is a knob of the search (comments
+    below; the guide's Search page). ``UserError`` for a value out of range, naming the field."""
+
+    budgets: Budgets
+    runtime_flash_bytes: int | None = None
     # Objective and the multiplier schedule
     penalty: bool = True            # ablation: False = CE only
     schedule: bool = True           # ablation: False = fixed multipliers
@@ -73,10 +79,13 @@ class SearchConfig:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise UserError(f"search config: {name} must be a positive number, got {v!r}")
 
-        for name in ("latency_ms", "mu0", "nu0", "flash_mult0", "weight_lr", "alpha_lr", "tau_start", "tau_end"):
+        if not isinstance(self.budgets, Budgets):
+            raise UserError(f"search config: budgets must be a Budgets, got {type(self.budgets).__name__}")
+        v = self.runtime_flash_bytes
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise UserError(f"search config: runtime_flash_bytes must be an integer >= 0 (bytes) or null, got {v!r}")
+        for name in ("mu0", "nu0", "flash_mult0", "weight_lr", "alpha_lr", "tau_start", "tau_end"):
             positive(name)
-        for name in ("sram_kb", "flash_kb"):
-            positive(name, allow_none=True)
         for name in ("epochs", "batch_size", "check_every", "candidates", "population", "bn_batches",
                      "score_batches", "fitness_steps"):
             v = getattr(self, name)
@@ -127,8 +136,10 @@ class SearchConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        if "latency_ms" not in d:
-            raise UserError(f"{source}: missing field latency_ms (the latency budget)")
+        if "budgets" not in d:
+            raise UserError(f"{source}: missing field budgets (latency_ms, and sram_bytes / flash_bytes if any)")
+        d = dict(d, budgets=d["budgets"] if isinstance(d["budgets"], Budgets)
+                 else Budgets.from_dict(d["budgets"], source=f"{source} budgets"))
         if "warmup_epochs" not in d and isinstance(d.get("epochs"), int) and d["epochs"] >= 1:
             d = dict(d, warmup_epochs=min(cls.warmup_epochs, d["epochs"] - 1))  # --epochs 1: search at once
         return cls(**d)
@@ -137,22 +148,21 @@ class SearchConfig:
         """Every field as a dict (``config.json``; ``from_dict``'s input)."""
         return dataclasses.asdict(self)
 
-    def budgets(self) -> dict:
-        """The budgets as ``{"latency_ms": ms, "sram_kb": KiB or None, "flash_kb": KiB or None}`` (None: no budget)."""
-        return {"latency_ms": self.latency_ms, "sram_kb": self.sram_kb, "flash_kb": self.flash_kb}
+    def model_flash_bytes(self, device: str) -> int | None:
+        """The flash the model file may take on ``device``: the flash budget minus the TFLM runtime's footprint
+        (``runtime_flash_bytes``, else the device's documented figure); None without a flash budget.
+
+        Raises ``UserError`` for a device with no documented runtime figure and no ``runtime_flash_bytes``, or
+        a budget the runtime fills."""
+        if self.budgets.flash_bytes is None:
+            return None
+        return self.budgets.model_flash_bytes(runtime_footprint(device, self.runtime_flash_bytes).bytes)
 
 
-def search_config_from(search: dict, budgets: dict, seed: int) -> SearchConfig:
-    """The pipeline's form (a ``search:`` mapping of SearchConfig fields, budgets in ms and bytes with 0 for
-    'no budget', the run's seed) -> ``SearchConfig``."""
-    d = dict(search or {})
-    lat = budgets.get("latency_ms") or d.get("latency_ms")
-    if not lat:
-        raise UserError("budgets.latency_ms must be set (a positive latency budget in ms)")
-    d["latency_ms"] = float(lat)
-    for key, name in (("sram_bytes", "sram_kb"), ("flash_bytes", "flash_kb")):
-        if budgets.get(key):
-            d[name] = budgets[key] / KB
+def search_config_from(search: dict, budgets: Budgets | dict, seed: int) -> SearchConfig:
+    """The pipeline's form (a ``search:`` mapping of SearchConfig fields without ``budgets``, the budgets
+    section, the run's seed) -> ``SearchConfig``. Raises ``UserError`` for a bad field or budget."""
+    d = dict(search or {}, budgets=budgets)
     d.setdefault("seed", seed)
     return SearchConfig.from_dict(d, source="pipeline config search")
 
@@ -160,7 +170,8 @@ def search_config_from(search: dict, budgets: dict, seed: int) -> SearchConfig:
 @dataclass(frozen=True)
 class SearchResult:
     """What a search returns and writes to ``result.json``: the architecture string, its exact cost
-    (``ArchCost``: ms, bytes), the budgets, the device and LUT checksum, whether every budget holds, the
+    (``ArchCost``: ms, bytes), the budgets (``Budgets.as_dict``: ms and bytes, flash = model + TFLM runtime), the
+    device and LUT checksum, whether every budget holds, the
     architecture before repair and fill (``derived_arch``, ``derived_latency_ms``) and strategy extras.
     """
     arch: str

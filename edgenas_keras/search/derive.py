@@ -67,10 +67,16 @@ def cheapest_indices(space: SearchSpace) -> np.ndarray:
 # -- exact pricing with budgets -----------------------------------------------------------------------------
 
 class Pricer:
-    """Exact costs of architectures in index form, and their normalised budget violation."""
+    """Exact costs of architectures in index form, and their normalised budget violation.
+
+    The budgets are ``config.budgets``; flash is checked on the model file against ``model_flash_bytes`` (the
+    flash budget minus the TFLM runtime on ``lut``'s device, ``SearchConfig.model_flash_bytes``). Raises
+    ``UserError`` when that runtime figure is unknown or fills the budget."""
 
     def __init__(self, space: SearchSpace, lut: Lut, config: SearchConfig, tables: LatencyTables):
         self.space, self.lut, self.config, self.tables = space, lut, config, tables
+        self.budgets = config.budgets
+        self.model_flash_bytes = config.model_flash_bytes(lut.device)
         self._cache: dict[bytes, ArchCost] = {}
 
     def latency(self, idx: np.ndarray) -> float:
@@ -87,34 +93,39 @@ class Pricer:
     def fits(self, idx: np.ndarray) -> bool:
         """Every budget holds (``violation(idx) == 0``), the exact memory models priced only when the latency
         budget holds."""
-        return self.latency(idx) <= self.config.latency_ms and self.violation(idx) == 0
+        return self.latency(idx) <= self.budgets.latency_ms and self.violation(idx) == 0
 
     def violation(self, idx: np.ndarray) -> float:
         """Sum over budgets of max(0, cost/budget - 1); 0 when every budget holds. Latency first (cheap)."""
-        c = self.config
-        v = max(0.0, self.latency(idx) / c.latency_ms - 1.0)
-        if c.sram_kb is not None or c.flash_kb is not None:
+        b, model_flash = self.budgets, self.model_flash_bytes
+        v = max(0.0, self.latency(idx) / b.latency_ms - 1.0)
+        if b.sram_bytes is not None or model_flash is not None:
             ac = self.cost(idx)
-            if c.sram_kb is not None:
-                v += max(0.0, ac.sram_bytes / (c.sram_kb * KB) - 1.0)
-            if c.flash_kb is not None:
-                v += max(0.0, ac.flash_bytes / (c.flash_kb * KB) - 1.0)
+            if b.sram_bytes is not None:
+                v += max(0.0, ac.sram_bytes / b.sram_bytes - 1.0)
+            if model_flash is not None:
+                v += max(0.0, ac.flash_bytes / model_flash - 1.0)
         return v
 
 
 def check_feasible(space: SearchSpace, lut: Lut, config: SearchConfig) -> ArchCost:
-    """Stop before training when the cheapest architecture already breaks a budget; return its cost."""
+    """Stop before training when the cheapest architecture already breaks a budget; return its cost.
+
+    Raises ``UserError`` naming each broken budget and the floors (flash: the model's share of the budget,
+    ``SearchConfig.model_flash_bytes``)."""
+    b, model_flash = config.budgets, config.model_flash_bytes(lut.device)
     cheap = space.from_indices(cheapest_indices(space))
     floor = arch_cost(space, cheap, lut)
     floors = (f"floors on {lut.device}: latency {floor.latency_ms:.4g} ms, SRAM {floor.sram_bytes / KB:.1f} kB, "
-              f"flash {floor.flash_bytes / KB:.1f} kB (cheapest architecture {cheap})")
+              f"model flash {floor.flash_bytes / KB:.1f} kB (cheapest architecture {cheap})")
     broken = []
-    if floor.latency_ms > config.latency_ms:
-        broken.append(f"latency budget {config.latency_ms:g} ms is below the floor {floor.latency_ms:.4g} ms")
-    if config.sram_kb is not None and floor.sram_bytes > config.sram_kb * KB:
-        broken.append(f"SRAM budget {config.sram_kb:g} kB is below the floor {floor.sram_bytes / KB:.1f} kB")
-    if config.flash_kb is not None and floor.flash_bytes > config.flash_kb * KB:
-        broken.append(f"flash budget {config.flash_kb:g} kB is below the floor {floor.flash_bytes / KB:.1f} kB")
+    if floor.latency_ms > b.latency_ms:
+        broken.append(f"latency budget {b.latency_ms:g} ms is below the floor {floor.latency_ms:.4g} ms")
+    if b.sram_bytes is not None and floor.sram_bytes > b.sram_bytes:
+        broken.append(f"SRAM budget {b.sram_bytes / KB:g} kB is below the floor {floor.sram_bytes / KB:.1f} kB")
+    if model_flash is not None and floor.flash_bytes > model_flash:
+        broken.append(f"flash budget {b.flash_bytes / KB:g} kB leaves the model {model_flash / KB:g} kB next to "
+                      f"the TFLM runtime, below the floor {floor.flash_bytes / KB:.1f} kB")
     if broken:
         raise UserError(f"infeasible budget: {'; '.join(broken)}; {floors}. Raise the budget or use a faster "
                         "device")

@@ -221,8 +221,9 @@ def _train(space, lut, config, data, out, penalty_tables, on_epoch_end, paths=No
         progress.stderr(f"resuming the search in {out} after epoch {done}/{config.epochs}")
 
     ce_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    budget = tf.constant([config.latency_ms, (config.sram_kb or 1.0) * KB, (config.flash_kb or 1.0) * KB])
-    active = tf.constant([1.0, float(config.sram_kb is not None), float(config.flash_kb is not None)])
+    b, model_flash = config.budgets, config.model_flash_bytes(lut.device)   # flash: the model's share
+    budget = tf.constant([b.latency_ms, float(b.sram_bytes or 1), float(model_flash or 1)])
+    active = tf.constant([1.0, float(b.sram_bytes is not None), float(model_flash is not None)])
     seed = config.seed
 
     def expected(p):
@@ -356,11 +357,12 @@ def _progress(config, epoch, step, losses, e, mults) -> str:
     msg = f"{where}: loss {np.mean(losses[-10:]):.3f}"
     if e is None:
         return msg + " (warm-up: weights only)"
-    msg += f", E[LAT] {float(e[0]):.3f} ms / budget {config.latency_ms:g} ms"
-    if config.sram_kb is not None:
-        msg += f", E[MEM] {float(e[1]) / KB:.1f} kB / {config.sram_kb:g} kB"
-    if config.flash_kb is not None:
-        msg += f", E[FLASH] {float(e[2]) / KB:.1f} kB / {config.flash_kb:g} kB"
+    b = config.budgets
+    msg += f", E[LAT] {float(e[0]):.3f} ms / budget {b.latency_ms:g} ms"
+    if b.sram_bytes is not None:
+        msg += f", E[MEM] {float(e[1]) / KB:.1f} kB / {b.sram_bytes / KB:g} kB"
+    if b.flash_bytes is not None:
+        msg += f", E[FLASH] model {float(e[2]) / KB:.1f} kB (budget {b.flash_bytes / KB:g} kB with the runtime)"
     return msg + f", mu {float(mults[0]):.3g} nu {float(mults[1]):.3g}"
 
 
@@ -374,7 +376,7 @@ def _training_paths(pricer: Pricer, config: SearchConfig, n: int = 512) -> list[
     paths = Window(pricer, config.window_low).sample(n, rng, check_memory=False)
     if not paths:
         raise UserError(f"no architecture of the space has a latency in [{config.window_low:g} x "
-                        f"{config.latency_ms:g}, {config.latency_ms:g}] ms: lower search.window_low")
+                        f"{config.budgets.latency_ms:g}, {config.budgets.latency_ms:g}] ms: lower search.window_low")
     return paths
 
 
@@ -488,15 +490,16 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
                   "proxy_ce": best["score"]["ce"], "proxy_images": best["score"]["images"],
                   "origin": best["origin"], "candidates_scored": scorer.scored,
                   "selection_seconds": round(time.time() - t0, 1), "floor_latency_ms": floor.latency_ms,
+                  "model_flash_budget_bytes": pricer.model_flash_bytes,
                   "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
                   "space": space.name, "seed": config.seed})
     result = SearchResult(
-        arch=str(arch), cost=cost, budgets=config.budgets(), device=lut.device, lut_sha256=lut.sha256,
+        arch=str(arch), cost=cost, budgets=config.budgets.as_dict(), device=lut.device, lut_sha256=lut.sha256,
         feasible=pricer.violation(idx) == 0, repaired=extra.get("repair_moves", 0) > 0,
         filled=extra.get("fill_moves", 0) > 0, derived_arch=str(space.from_indices(first)),
         derived_latency_ms=pricer.latency(first), out_dir=str(out), extra=extra)
     _write_json(out / "result.json", result.as_dict())
-    progress.stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
+    progress.stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.budgets.latency_ms:g}), SRAM "
                     f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB; proxy accuracy "
                     f"{best['score']['accuracy']:.4f} (best of {scorer.scored} children {how})")
     return result
@@ -508,16 +511,16 @@ def _derive(space, lut, config, pricer: Pricer, probs, out: Path, floor: ArchCos
     cost = pricer.cost(idx)
     feasible = pricer.violation(idx) == 0
     result = SearchResult(
-        arch=str(arch), cost=cost, budgets=config.budgets(), device=lut.device, lut_sha256=lut.sha256,
+        arch=str(arch), cost=cost, budgets=config.budgets.as_dict(), device=lut.device, lut_sha256=lut.sha256,
         feasible=feasible, repaired=repairs > 0, filled=fills > 0,
         derived_arch=str(space.from_indices(derived)), derived_latency_ms=pricer.latency(derived),
         out_dir=str(out),
         extra={"repair_moves": repairs, "fill_moves": fills, "repaired_latency_ms": repaired_latency,
-               "floor_latency_ms": floor.latency_ms,
+               "floor_latency_ms": floor.latency_ms, "model_flash_budget_bytes": pricer.model_flash_bytes,
                "expected_latency_ms": history[-1]["expected_latency_ms"] if history else None,
                "space": space.name, "seed": config.seed})
     _write_json(out / "result.json", result.as_dict())
-    progress.stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.latency_ms:g}), SRAM "
+    progress.stderr(f"found {arch}: {cost.latency_ms:.3f} ms (budget {config.budgets.latency_ms:g}), SRAM "
                     f"{cost.sram_bytes / KB:.1f} kB, flash {cost.flash_bytes / KB:.1f} kB"
                     + (f", repaired in {repairs} move(s)" if repairs else "")
                     + (f", filled in {fills} move(s)" if fills else ""))

@@ -273,8 +273,8 @@ class Window:
 
     def bounds(self) -> tuple[float, float]:
         """The latency window ``(low * B, B)`` in ms, B the search's latency budget
-        (``pricer.config.latency_ms``)."""
-        b = self.pricer.config.latency_ms
+        (``pricer.budgets.latency_ms``)."""
+        b = self.pricer.budgets.latency_ms
         return self.low * b, b
 
     def contains(self, idx: np.ndarray) -> bool:

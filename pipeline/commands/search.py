@@ -1,13 +1,22 @@
 """``edgenas search``: the constrained supernet search on an Examples folder for one device.
 
-The budgets and the common settings are flags; every other setting of ``SearchConfig`` comes from
-``--config YAML`` (flags win). The result object (architecture, exact latency, SRAM, flash...) is printed
+The budgets and the common settings are flags (KiB at this edge, converted to the library's bytes; flash
+counts model + TFLM runtime, as ``edgenas validate`` checks it); every other setting of ``SearchConfig``
+comes from ``--config YAML`` (flags win). The result object (architecture, exact latency, SRAM, flash...) is printed
 with ``--json``; progress goes to stderr. Rerunning with the same ``--out`` resumes an interrupted search.
 """
 
 from __future__ import annotations
 
-from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE_OPTIONAL, SPACE_FILE, emit, existing_dir, existing_file
+from pipeline.commands._util import (
+    JSON_OUTPUT,
+    LUT_SOURCE_OPTIONAL,
+    SPACE_FILE,
+    emit,
+    existing_dir,
+    existing_file,
+    kib_to_bytes,
+)
 
 
 def register(sub) -> None:
@@ -28,8 +37,12 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, metavar="DIR", help="Examples folder (Split-train/*.gz)")
     p.add_argument("--latency-ms", type=float, metavar="T", help="latency budget in ms (required unless in "
                    "--config)")
-    p.add_argument("--sram-kb", type=float, metavar="M", help="peak SRAM (TFLM arena) budget in kB (1024 B)")
-    p.add_argument("--flash-kb", type=float, metavar="F", help="flash (model flatbuffer) budget in kB")
+    p.add_argument("--sram-kb", type=float, metavar="M", help="peak SRAM (TFLM arena) budget in KiB")
+    p.add_argument("--flash-kb", type=float, metavar="F",
+                   help="flash budget in KiB: model + TFLM runtime (as `edgenas validate` checks it)")
+    p.add_argument("--runtime-flash-kb", type=float, metavar="R",
+                   help="the TFLM runtime's flash from your link map, set aside from --flash-kb (default: "
+                   "documented per device)")
     p.add_argument("--epochs", type=int, metavar="E", help="search epochs (warm-up included)")
     p.add_argument("--seed", type=int, metavar="S", help="seed (same seed and inputs: same architecture)")
     p.add_argument("--config", metavar="YAML", help="any SearchConfig field (README: Search)")
@@ -52,13 +65,17 @@ def _config(args):
             raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(d, dict):
             raise UserError(f"{path}: must be a mapping of SearchConfig fields")
-    for flag, name in (("latency_ms", "latency_ms"), ("sram_kb", "sram_kb"), ("flash_kb", "flash_kb"),
-                       ("epochs", "epochs"), ("seed", "seed")):
-        v = getattr(args, flag)
-        if v is not None:
-            d[name] = v
-    if "latency_ms" not in d:
-        raise UserError("give a latency budget: --latency-ms T (or latency_ms in --config)")
+    for name in ("epochs", "seed"):
+        if getattr(args, name) is not None:
+            d[name] = getattr(args, name)
+    budgets = d.get("budgets") if isinstance(d.get("budgets"), dict) else {}
+    given = {"latency_ms": args.latency_ms, "sram_bytes": kib_to_bytes(args.sram_kb, "--sram-kb"),
+             "flash_bytes": kib_to_bytes(args.flash_kb, "--flash-kb")}
+    d["budgets"] = {**budgets, **{k: v for k, v in given.items() if v is not None}}
+    if d["budgets"].get("latency_ms") is None:
+        raise UserError("give a latency budget: --latency-ms T (or budgets: {latency_ms: T} in --config)")
+    if args.runtime_flash_kb is not None:
+        d["runtime_flash_bytes"] = kib_to_bytes(args.runtime_flash_kb, "--runtime-flash-kb", allow_zero=True)
     return SearchConfig.from_dict(d, source=args.config or "search flags")
 
 
@@ -86,7 +103,7 @@ def cmd_search(args) -> int:
             raise UserError(str(exc)) from None
     result = run_search(data, lut, config, args.out, space=space)
     d = result.as_dict()
-    human = (f"{d['arch']}\nlatency {d['latency_ms']:.3f} ms (budget {config.latency_ms:g}), "
+    human = (f"{d['arch']}\nlatency {d['latency_ms']:.3f} ms (budget {config.budgets.latency_ms:g}), "
              f"SRAM {d['sram_bytes'] / 1024:.1f} kB, flash {d['flash_bytes'] / 1024:.1f} kB, "
              f"{d['macs'] / 1e6:.2f} MMACs on {d['device']}; result in {args.out}/result.json")
     emit(args, d, human)

@@ -4,7 +4,17 @@ and the blessing decision for an int8 model on a device)."""
 from __future__ import annotations
 
 from edgenas_keras import progress
-from pipeline.commands._util import JSON_OUTPUT, LUT_SOURCE, SPACE_FILE, emit, existing_dir, existing_file, load_space, parse_arch
+from pipeline.commands._util import (
+    JSON_OUTPUT,
+    LUT_SOURCE,
+    SPACE_FILE,
+    emit,
+    existing_dir,
+    existing_file,
+    kib_to_bytes,
+    load_space,
+    parse_arch,
+)
 
 
 def register(sub) -> None:
@@ -101,16 +111,17 @@ def cmd_validate(args) -> int:
     """
     from edgenas_keras import lut as lutmod
     from edgenas_keras.errors import UserError
-    from edgenas_keras.validate import Budgets, per_class_lines, validate_model, write_blessing
+    from edgenas_keras.budgets import Budgets
+    from edgenas_keras.validate import per_class_lines, validate_model, write_blessing
 
     model = existing_file(args.model, "model file")
     if args.data is not None:
         existing_dir(args.data, "data folder")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise UserError(f"--eval-limit must be >= 1, got {args.eval_limit}")
-    budgets = Budgets.from_dict({"latency_ms": args.latency_ms, "sram_kb": args.sram_kb, "flash_kb": args.flash_kb,
-                                 "min_accuracy": args.min_accuracy})
-    runtime = None if args.runtime_flash_kb is None else int(round(args.runtime_flash_kb * 1024))
+    budgets = Budgets(args.latency_ms, kib_to_bytes(args.sram_kb, "--sram-kb"),
+                      kib_to_bytes(args.flash_kb, "--flash-kb"), args.min_accuracy)
+    runtime = kib_to_bytes(args.runtime_flash_kb, "--runtime-flash-kb", allow_zero=True)
     lut = lutmod.resolve(args.device, args.lut, args.clock_mhz)
     from deploy.emulate import measured_footprint
     from edgenas_keras.tflite.tflm import require_prepares

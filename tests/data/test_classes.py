@@ -90,13 +90,14 @@ def test_keys_only_tables_price_an_n_class_head_from_their_own_head_entries():
 def test_search_prices_a_five_class_space_on_a_measured_host_table():
     """The search's feasibility check prices a 5-class space with the shipped measured host table, which lists
     the head at 2 classes only: no missing-key error, and the larger head costs more."""
+    from edgenas_keras.budgets import Budgets
     from edgenas_keras.search import SearchConfig
     from edgenas_keras.search.derive import check_feasible
 
     table = lutmod.load_device("host-tflm")
     five = SearchSpace.load().with_classes(5)
-    floor = check_feasible(five, table, SearchConfig(latency_ms=1000.0))
-    two = check_feasible(SearchSpace.load(), table, SearchConfig(latency_ms=1000.0))
+    floor = check_feasible(five, table, SearchConfig(budgets=Budgets(1000.0)))
+    two = check_feasible(SearchSpace.load(), table, SearchConfig(budgets=Budgets(1000.0)))
     assert floor.latency_ms > two.latency_ms   # more outputs cost more
 
 

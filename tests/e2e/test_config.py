@@ -62,6 +62,8 @@ CASES = [
     ({"search": {"val_fraction": 1.2}}, "search.val_fraction", "(0, 1)"),
     ({"search": {"weight_lr": -0.1}}, "search.weight_lr", "positive"),
     ({"search": {"latency_ms": 3.0}}, "search.latency_ms", "set from budgets.latency_ms"),
+    ({"search": {"budgets": {"latency_ms": 3.0}}}, "search.budgets", "set from the budgets section"),
+    ({"search": {"runtime_flash_bytes": -1}}, "search.runtime_flash_bytes", "integer >= 0 (bytes)"),
     # train: the library's TrainConfig
     ({"train": {"learning_rate": 0.1}}, "train.learning_rate", "is not a field"),
     ({"train": {"augment": "yes please"}}, "train.augment", "must be true or false"),

@@ -79,7 +79,8 @@ def test_validate_needs_no_documented_runtime_figure_when_the_linked_image_is_me
     require_target("cortex-m33")
     from deploy.emulate import measured_footprint
     from edgenas_keras import lut as lutmod
-    from edgenas_keras.validate import RUNTIME_FLASH, validate_model
+    from edgenas_keras.budgets import RUNTIME_FLASH
+    from edgenas_keras.validate import validate_model
 
     doc = json.loads((ROOT / "lut_assets" / "cortex-m33.json").read_text())
     doc["metadata"]["device"] = "my-m33-board"

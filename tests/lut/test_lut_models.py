@@ -194,7 +194,7 @@ def test_an_alias_is_its_device_everywhere():
     """cortex-m7, cortex-m7-emulated and cortex-m7-analytical are one device: one runtime footprint, one
     emulated core; names not in the manifest are themselves."""
     from deploy.emulate import target_for_device
-    from edgenas_keras.validate import runtime_footprint
+    from edgenas_keras.budgets import runtime_footprint
 
     for name in ("cortex-m7", "cortex-m7-emulated", "cortex-m7-analytical"):
         assert lutmod.device_of(name) == "cortex-m7" and target_for_device(name) == "cortex-m7"
@@ -224,7 +224,7 @@ def test_every_shipped_device_has_a_runtime_flash_figure():
     """Every device with a shipped table (cortex-m33 included: it has an emulated table and core) prices model +
     runtime flash: the pipeline's model budget, `edgenas search` and `validate` all need the figure (before this
     the benchmark's Table 2 stopped on cortex-m33 with "no documented TFLM runtime flash footprint")."""
-    from edgenas_keras.validate import runtime_footprint
+    from edgenas_keras.budgets import runtime_footprint
 
     devices = lutmod.shipped_devices()
     assert "cortex-m33" in devices

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from search_support import BLOCKS, small_config
 
+from edgenas_keras.budgets import Budgets
 from edgenas_keras.cost.estimate import arch_cost
 from edgenas_keras.search import SearchConfig, run_search
 from edgenas_keras.search.derive import cheapest_indices
@@ -72,7 +73,7 @@ def test_interrupted_search_resumes_to_the_same_architecture(space, lut, data_di
         assert key in printed
     assert printed["feasible"] and printed["latency_ms"] <= budget
     # Interrupted after the first epoch's checkpoint, then rerun with the same output folder.
-    config = SearchConfig(latency_ms=budget, **settings)
+    config = SearchConfig(budgets=Budgets(budget), **settings)
 
     def interrupt(epoch):
         if epoch == 1:

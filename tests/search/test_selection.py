@@ -12,6 +12,7 @@ from search_support import small_config
 
 from edgenas_keras.cost.estimate import arch_cost
 from edgenas_keras.errors import UserError
+from edgenas_keras.budgets import Budgets
 from edgenas_keras.search.derive import Pricer
 from edgenas_keras.search import SearchConfig, run_search
 from edgenas_keras.search.loop import _latency_tables, reader_data
@@ -19,8 +20,8 @@ from edgenas_keras.search.selection import ChildScorer, Window, evolve, one_hot_
 from edgenas_keras.arch.space import decode
 
 
-def _pricer(space, lut, budget, **kw):
-    cfg = SearchConfig(latency_ms=budget, **kw)
+def _pricer(space, lut, budget, sram_bytes=None, **kw):
+    cfg = SearchConfig(budgets=Budgets(budget, sram_bytes), **kw)
     return Pricer(space, lut, cfg, _latency_tables(space, lut, cfg)[0])
 
 
@@ -44,8 +45,8 @@ def _window_search(space, lut, data_dir, out, **config):
 
 def test_window_sampler_and_evolution_stay_in_the_window_and_find_better_children(space, lut):
     budget = _mid_budget(space, lut)
-    sram_kb = np.median([arch_cost(space, a, lut).sram_bytes for a in space.sample(40, seed=3)]) / 1024
-    pricer = _pricer(space, lut, budget, sram_kb=sram_kb)   # a memory budget that binds about half the time
+    sram = int(np.median([arch_cost(space, a, lut).sram_bytes for a in space.sample(40, seed=3)]))
+    pricer = _pricer(space, lut, budget, sram_bytes=sram)   # a memory budget that binds about half the time
     window = Window(pricer, 0.8)
     uniform = [space.to_indices(a) for a in space.sample(400, seed=6)]
     inside = sum(window.contains(i) for i in uniform)
@@ -56,7 +57,7 @@ def test_window_sampler_and_evolution_stay_in_the_window_and_find_better_childre
     assert len(samples) == 200
     for s in samples[:30]:
         c = arch_cost(space, space.from_indices(s), lut)
-        assert 0.8 * budget <= c.latency_ms <= budget and c.sram_bytes <= sram_kb * 1024
+        assert 0.8 * budget <= c.latency_ms <= budget and c.sram_bytes <= sram
 
     # A crafted score: the wider the last convolution and the more 5x5+ kernels, the better.
     def crafted(idx):
@@ -152,11 +153,11 @@ def test_evolution_strategy_returns_an_architecture_in_the_window(space, lut, da
 
 def test_bad_strategy_and_window_are_refused():
     with pytest.raises(UserError, match="strategy must be one of"):
-        SearchConfig(latency_ms=10.0, strategy="random")
+        SearchConfig(budgets=Budgets(10.0), strategy="random")
     with pytest.raises(UserError, match="derive must be one of"):
-        SearchConfig(latency_ms=10.0, derive="best")
+        SearchConfig(budgets=Budgets(10.0), derive="best")
     with pytest.raises(UserError, match="window_low"):
-        SearchConfig(latency_ms=10.0, window_low=1.5)
+        SearchConfig(budgets=Budgets(10.0), window_low=1.5)
 
 
 def test_pipeline_config_validates_the_strategy_fields():
@@ -208,11 +209,11 @@ def test_trained_fitness_evolution_returns_the_best_trained_child_and_resumes(sp
 
 def test_trained_fitness_needs_the_evolution_strategy():
     with pytest.raises(UserError, match="fitness 'trained' needs strategy 'evolution'"):
-        SearchConfig(latency_ms=10.0, fitness="trained")
+        SearchConfig(budgets=Budgets(10.0), fitness="trained")
     with pytest.raises(UserError, match="fitness must be one of"):
-        SearchConfig(latency_ms=10.0, strategy="evolution", fitness="supernet")
+        SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="supernet")
     with pytest.raises(UserError, match="fitness_steps must be an integer >= 1"):
-        SearchConfig(latency_ms=10.0, strategy="evolution", fitness="trained", fitness_steps=0)
+        SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_steps=0)
 
 
 def test_trained_fitness_without_a_full_training_batch_is_a_user_error(space, lut, data_dir, tmp_path):
