@@ -225,8 +225,8 @@ class TrainedScorer:
 
     def score(self, idx: np.ndarray) -> dict:
         """Score ``idx`` ((num_blocks, 5) index form) by ``train_and_score``, or return its cached score
-        (cache keyed by the index form as given; rows read from ``log_path`` by the canonical one). A new
-        score is appended to ``log_path`` and logged.
+        (cache keyed by the canonical index form, ``canonical_indices``, so two index forms of one architecture
+        are trained once). A new score is appended to ``log_path`` and logged.
 
         Returns:
             ``{"accuracy": top-1 fraction, "ce": mean cross-entropy in nats, "images": images scored,
@@ -235,7 +235,7 @@ class TrainedScorer:
         Raises:
             UserError: the validation subset is empty (``train_and_score``).
         """
-        k = key_of(idx)
+        k = key_of(canonical_indices(self.space, idx))
         if k not in self.cache:
             arch = self.space.from_indices(idx)
             c0 = time.process_time()

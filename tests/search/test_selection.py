@@ -221,3 +221,24 @@ def test_trained_fitness_without_a_full_training_batch_is_a_user_error(space, lu
                        fitness_steps=1, candidates=2, population=2, window_low=0.7, batch_size=512)
     with pytest.raises(UserError, match="at least one full batch of the search's training subset"):
         run_search(data_dir, lut, cfg, tmp_path / "t", space=space)
+
+
+def test_trained_scorer_trains_one_architecture_once_whatever_its_index_form(space, lut, data_dir, tmp_path):
+    """Two index forms of one architecture (a skip block's unused factors set or not) share one score: the
+    cache is keyed by the canonical form, so the second is not trained again (one log line)."""
+    from edgenas_keras.arch.space import FACTORS
+    from edgenas_keras.search.selection import TrainedScorer, canonical_indices
+
+    cfg = small_config(latency_ms=1e6)
+    data = reader_data(data_dir, cfg, space.resolution, space.in_channels)
+    scorer = TrainedScorer(space, data, space.resolution, 1, 1, 0, log_path=tmp_path / "fitness.jsonl")
+    skip_slot = next(i for i, s in enumerate(space.slots) if "skip" in s.ops)
+    idx = space.to_indices(space.sample(1, seed=2)[0])
+    idx[skip_slot, 0] = space.slots[skip_slot].choices["op"].index("skip")
+    canonical = canonical_indices(space, idx)
+    other = canonical.copy()
+    other[skip_slot, 1:] = [len(space.slots[skip_slot].choices[f]) - 1 for f in FACTORS[1:]]
+    assert not np.array_equal(other, canonical) and space.from_indices(other) == space.from_indices(canonical)
+    first = scorer.score(canonical)
+    assert scorer.score(other) is first and scorer.scored == 1
+    assert len((tmp_path / "fitness.jsonl").read_text().splitlines()) == 1
