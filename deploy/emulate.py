@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,6 @@ class EmulationResult:
     qemu_seconds: float
     input_source: str
     elf: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def flash_bytes(self) -> int:
@@ -81,11 +80,9 @@ class EmulationResult:
         return self.flash_bytes - self.model_bytes - self.input_bytes
 
     def as_dict(self) -> dict:
-        """Every field but ``extra``, plus ``flash_bytes`` and ``runtime_flash_bytes`` and, at the top level,
-        ``extra``'s entries: the ``--json`` output of ``edgenas emulate``."""
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        d.update(flash_bytes=self.flash_bytes, runtime_flash_bytes=self.runtime_flash_bytes, **self.extra)
-        return d
+        """Every field plus ``flash_bytes`` and ``runtime_flash_bytes``: the ``--json`` output of ``edgenas
+        emulate``."""
+        return {**asdict(self), "flash_bytes": self.flash_bytes, "runtime_flash_bytes": self.runtime_flash_bytes}
 
 
 def default_input(model_bytes: bytes, seed: int = 0) -> np.ndarray:
