@@ -64,7 +64,7 @@ def register_lut_subcommands(lsub) -> None:
 
     v = lsub.add_parser("validate", parents=[LUT_SOURCE_NO_CLOCK, SPACE_FILE, JSON_OUTPUT], help="accuracy of a LUT against end-to-end measurements",
                         description="Sample architectures, price each from the LUT and compare with measured "
-                        "end-to-end latency: MAE (ms), MAPE (%%), Spearman rho, and a scatter plot. host-tflm "
+                        "end-to-end latency: MAE (ms), MAPE (%), Spearman rho, and a scatter plot. host-tflm "
                         "is measured here in the TFLM runtime. MCU devices with an emulated core take "
                         "--emulated (each architecture converted and run end to end in QEMU: 30 to 60 s each here); others need "
                         "--measured FILE (a measured LUT of that device, from `edgenas lut collect`); without "
