@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 import pytest
-from train_support import cli_json, cli_train, synth_examples
+from train_support import cli_json, synth_data_fixture, train_run_fixture
 
 from edgenas_keras.data.synth import SynthSpec
 from pipeline.cli import main
@@ -25,20 +25,14 @@ RES = 32
 ARCH = "ir_k3_e2_c16-dws_k3_c24-skip-dws_k3_c32-skip-dws_k3_c48-skip"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return synth_examples(tmp_path_factory, SynthSpec(n=600, seed=11, resolution=RES, eval_fraction=0.4))
+data_dir = synth_data_fixture(SynthSpec(n=600, seed=11, resolution=RES, eval_fraction=0.4))
+train_run = train_run_fixture(ARCH, RES, epochs=4, seed=5)
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
-    return cli_train(tmp_path_factory, ARCH, data_dir, RES, epochs=4, seed=5)
-
-
-@pytest.fixture(scope="module")
-def bundle(trained, tmp_path_factory):
+def bundle(train_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "vww"
-    rc, report = cli_json("bundle", str(trained[0] / "model_int8.tflite"), "--out", str(out), "--name", "vww")
+    rc, report = cli_json("bundle", str(train_run[0] / "model_int8.tflite"), "--out", str(out), "--name", "vww")
     assert rc == 0
     return out
 
@@ -71,10 +65,10 @@ def eval_pixels(data_dir):
     return np.stack(images), np.array(labels)
 
 
-def test_training_records_the_readers_preprocessing(trained):
+def test_training_records_the_readers_preprocessing(train_run):
     from edgenas_keras.data.reader import PREPROCESSING, normalize
 
-    _, metrics = trained
+    _, metrics = train_run
     pre = metrics["preprocessing"]
     assert pre["formula"] == "x = pixel / 127.5 - 1" and pre["input_range"] == [-1.0, 1.0]
     assert pre["channel_order"] == "RGB" and pre["labels"] == ["no_person", "person"]
@@ -86,7 +80,7 @@ def test_training_records_the_readers_preprocessing(trained):
     assert PREPROCESSING.to_dict() == pre
 
 
-def test_settings_header_manifest_and_readme_state_the_same_preprocessing(bundle, trained):
+def test_settings_header_manifest_and_readme_state_the_same_preprocessing(bundle, train_run):
     from edgenas_keras.tflite.model import read_model
 
     consts = header_constants((bundle / "vww_model_settings.h").read_text())
@@ -99,7 +93,7 @@ def test_settings_header_manifest_and_readme_state_the_same_preprocessing(bundle
     assert consts["kPixelOffset"] == pre["pixel_offset"] == -1.0
     assert [consts["kInputRangeMin"], consts["kInputRangeMax"]] == pre["input_range"] == [-1.0, 1.0]
     assert [consts["kInputHeight"], consts["kInputWidth"], consts["kInputChannels"]] == [*pre["resolution"], 3]
-    [d] = read_model(trained[0] / "model_int8.tflite").input_details()
+    [d] = read_model(train_run[0] / "model_int8.tflite").input_details()
     assert consts["kInputScale"] == pytest.approx(d["scale"][0], rel=1e-7)
     assert consts["kInputZeroPoint"] == d["zero_point"][0]
     pix = pre["pixel_to_int8"]
@@ -118,7 +112,7 @@ def test_settings_header_manifest_and_readme_state_the_same_preprocessing(bundle
         assert f"`{pix['formula']}`" in readme
 
 
-def test_header_formula_on_eval_pixels_gives_the_validators_accuracy(bundle, trained, data_dir):
+def test_header_formula_on_eval_pixels_gives_the_validators_accuracy(bundle, train_run, data_dir):
     """What a firmware engineer does with the bundle: uint8 pixels -> the header's formula -> TFLM, in
     ``kTensorArenaSize`` bytes; top-1 must equal ``edgenas validate``'s figure within half a point."""
     from edgenas_keras.tflite import tflm
@@ -135,7 +129,7 @@ def test_header_formula_on_eval_pixels_gives_the_validators_accuracy(bundle, tra
     predicted = np.array([int(np.argmax(runner(img[None])[0])) for img in q])
     firmware_acc = float(np.mean(predicted == labels))
 
-    rc, blessing = cli_json("validate", str(trained[0] / "model_int8.tflite"), "--device", "cortex-a53",
+    rc, blessing = cli_json("validate", str(train_run[0] / "model_int8.tflite"), "--device", "cortex-a53",
                             "--latency-ms", "1000", "--sram-kb", "4096", "--flash-kb", "65536",
                             "--min-accuracy", "0", "--data", str(data_dir))
     assert rc == 0, blessing["reasons"]
@@ -149,15 +143,15 @@ def test_header_formula_on_eval_pixels_gives_the_validators_accuracy(bundle, tra
           f"pixel/255 {wrong_acc:.4f}")
 
 
-def test_input_range_contradicting_the_training_record_is_refused(trained, tmp_path, capsys):
+def test_input_range_contradicting_the_training_record_is_refused(train_run, tmp_path, capsys):
     out = tmp_path / "b"
-    rc = main(["bundle", str(trained[0] / "model_int8.tflite"), "--out", str(out), "--input-range=0,1"])
+    rc = main(["bundle", str(train_run[0] / "model_int8.tflite"), "--out", str(out), "--input-range=0,1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: --input-range 0,1 contradicts")
     assert "x = pixel / 127.5 - 1" in err[0] and not out.exists()
     # a copy away from its metrics.json is a model without a record: unknown, unless stated
     copy = tmp_path / "copied.tflite"
-    copy.write_bytes((trained[0] / "model_int8.tflite").read_bytes())
+    copy.write_bytes((train_run[0] / "model_int8.tflite").read_bytes())
     rc, _ = cli_json("bundle", str(copy), "--out", str(tmp_path / "unknown"))
     assert rc == 0
     assert json.loads((tmp_path / "unknown" / "manifest.json").read_text())["preprocessing"]["known"] is False

@@ -12,7 +12,7 @@ import json
 
 import pytest
 from lut_fixtures import fixture_lut
-from train_support import cli_train, synth_examples
+from train_support import synth_data_fixture, train_run_fixture
 
 from edgenas_keras.data.synth import SynthSpec
 from edgenas_keras.cost.graph import arch_graph
@@ -30,15 +30,8 @@ def space():
     return SearchSpace.load().with_resolution(RES)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return synth_examples(tmp_path_factory, SynthSpec(n=240, seed=3, resolution=RES, eval_fraction=0.25))
-
-
-@pytest.fixture(scope="module")
-def train_run(data_dir, tmp_path_factory):
-    """``edgenas train --json`` once: (output folder, the JSON it printed)."""
-    return cli_train(tmp_path_factory, ARCH, data_dir, RES, epochs=1, seed=7)
+data_dir = synth_data_fixture(SynthSpec(n=240, seed=3, resolution=RES, eval_fraction=0.25))
+train_run = train_run_fixture(ARCH, RES, epochs=1, seed=7)  # edgenas train --json once
 
 
 @pytest.mark.slow
