@@ -77,33 +77,48 @@ class Device:
     sources: tuple[str, ...]
 
 
-# Anchor measurements (lut_assets/README.md): MLPerf Tiny VWW (MobileNetV1 0.25, 96x96, 7.49 M MACs) takes
-# 36.1 M cycles with CMSIS-NN kernels on a Cortex-M4 (NUCLEO-L4R5ZI, 120 MHz, microTVM + CMSIS-NN, v1.0: 301 ms),
-# 72.1 M cycles with TFLM v2.3.1 (v0.5 reference: 600.6 ms at 120 MHz), and 18.0 M cycles on a Cortex-M7
-# (NUCLEO-H7A3ZI-Q, 280 MHz, X-CUBE-AI, v0.7: 64.4 ms), which TFLM + CMSIS-NN does not beat.
-_M4 = CycleModel(call=1500, per_channel=12, conv1x1_mac=4.2, conv_mac=4.4, im2col_byte=1.5, dw3x3_mac=5.0,
-                 dw_mac=7.5, fc_mac=2.6, misaligned=1.35, out_elem=9, tap=0, add_elem=5.5, mul_elem=5.0,
-                 bcast_elem=48, mean_in=4.0, mean_out=60, pool_tap=2.0, softmax_elem=90, act_elem=6,
-                 copy_byte=0.6, quant_elem=14)
-# Cortex-M7: dual issue and caches halve the inner loops; at 480 MHz flash and AXI SRAM cost more wait states
-# per access than at 280 MHz, which the per-MAC rates keep (2.5 vs X-CUBE-AI's 2.4 cycles/MAC overall).
-_M7 = CycleModel(call=1200, per_channel=8, conv1x1_mac=2.6, conv_mac=2.7, im2col_byte=0.9, dw3x3_mac=3.2,
-                 dw_mac=4.6, fc_mac=1.7, misaligned=1.3, out_elem=6, tap=0, add_elem=3.5, mul_elem=3.2,
-                 bcast_elem=30, mean_in=2.5, mean_out=40, pool_tap=1.3, softmax_elem=60, act_elem=4,
-                 copy_byte=0.35, quant_elem=8)
-# RV32IMAC, TFLM reference kernels: the v0.5 reference run gives ~9.6 cycles/MAC overall on a Cortex-M4; a
-# single-issue RV32 without post-increment addressing or DSP instructions needs ~15% more instructions per MAC;
-# no FPU (the F extension is absent) makes float (de)quantisation soft-float.
-_RV = CycleModel(call=2500, per_channel=30, conv1x1_mac=9.5, conv_mac=11.0, im2col_byte=0, dw3x3_mac=13.0,
-                 dw_mac=13.0, fc_mac=9.0, misaligned=1.0, out_elem=30, tap=6, add_elem=28, mul_elem=24,
-                 bcast_elem=70, mean_in=6.0, mean_out=90, pool_tap=6.0, softmax_elem=400, act_elem=20,
-                 copy_byte=1.0, quant_elem=120)
-# Cortex-A53 (1.2 GHz), TFLite runtime, one thread: NEON int8 GEMM (ruy/XNNPACK) at ~0.3 cycles/MAC, depthwise
-# at ~0.6, and a per-operator cost of microseconds (interpreter, tensor resizing checks, cache misses).
-_A53 = CycleModel(call=6000, per_channel=2, conv1x1_mac=0.30, conv_mac=0.36, im2col_byte=0.15, dw3x3_mac=0.55,
-                  dw_mac=0.75, fc_mac=0.45, misaligned=1.1, out_elem=0.6, tap=0, add_elem=0.8, mul_elem=0.8,
-                  bcast_elem=1.5, mean_in=0.5, mean_out=4, pool_tap=0.4, softmax_elem=12, act_elem=1.0,
-                  copy_byte=0.08, quant_elem=1.5)
+# The coefficients of each device's cycle model (the fields of CycleModel), one column per core, so the
+# cores compare line by line.
+# - cortex-m4, anchor measurements (lut_assets/README.md): MLPerf Tiny VWW (MobileNetV1 0.25, 96x96,
+#   7.49 M MACs) takes 36.1 M cycles with CMSIS-NN kernels on a Cortex-M4 (NUCLEO-L4R5ZI, 120 MHz, microTVM +
+#   CMSIS-NN, v1.0: 301 ms), 72.1 M cycles with TFLM v2.3.1 (v0.5 reference: 600.6 ms at 120 MHz), and
+#   18.0 M cycles on a Cortex-M7 (NUCLEO-H7A3ZI-Q, 280 MHz, X-CUBE-AI, v0.7: 64.4 ms), which TFLM + CMSIS-NN
+#   does not beat.
+# - cortex-m7: dual issue and caches halve the inner loops; at 480 MHz flash and AXI SRAM cost more wait
+#   states per access than at 280 MHz, which the per-MAC rates keep (2.5 vs X-CUBE-AI's 2.4 cycles/MAC
+#   overall).
+# - riscv (RV32IMAC, TFLM reference kernels): the v0.5 reference run gives ~9.6 cycles/MAC overall on a
+#   Cortex-M4; a single-issue RV32 without post-increment addressing or DSP instructions needs ~15% more
+#   instructions per MAC; no FPU (the F extension is absent) makes float (de)quantisation soft-float.
+# - cortex-a53 (1.2 GHz), TFLite runtime, one thread: NEON int8 GEMM (ruy/XNNPACK) at ~0.3 cycles/MAC,
+#   depthwise at ~0.6, and a per-operator cost of microseconds (interpreter, tensor resizing checks, cache
+#   misses).
+_COEFFICIENTS = {
+    #                cortex-m4  cortex-m7  riscv  cortex-a53
+    "call":          (1500,     1200,      2500,  6000),
+    "per_channel":   (12,       8,         30,    2),
+    "conv1x1_mac":   (4.2,      2.6,       9.5,   0.30),
+    "conv_mac":      (4.4,      2.7,       11.0,  0.36),
+    "im2col_byte":   (1.5,      0.9,       0,     0.15),
+    "dw3x3_mac":     (5.0,      3.2,       13.0,  0.55),
+    "dw_mac":        (7.5,      4.6,       13.0,  0.75),
+    "fc_mac":        (2.6,      1.7,       9.0,   0.45),
+    "misaligned":    (1.35,     1.3,       1.0,   1.1),
+    "out_elem":      (9,        6,         30,    0.6),
+    "tap":           (0,        0,         6,     0),
+    "add_elem":      (5.5,      3.5,       28,    0.8),
+    "mul_elem":      (5.0,      3.2,       24,    0.8),
+    "bcast_elem":    (48,       30,        70,    1.5),
+    "mean_in":       (4.0,      2.5,       6.0,   0.5),
+    "mean_out":      (60,       40,        90,    4),
+    "pool_tap":      (2.0,      1.3,       6.0,   0.4),
+    "softmax_elem":  (90,       60,        400,   12),
+    "act_elem":      (6,        4,         20,    1.0),
+    "copy_byte":     (0.6,      0.35,      1.0,   0.08),
+    "quant_elem":    (14,       8,         120,   1.5),
+}
+_M4, _M7, _RV, _A53 = (CycleModel(**{field: row[i] for field, row in _COEFFICIENTS.items()})
+                       for i in range(4))
 
 MLPERF_SOURCES = (
     "MLPerf Tiny v1.0, OctoML microTVM+CMSIS-NN, NUCLEO-L4R5ZI (Cortex-M4, 120 MHz), VWW: 3.320 inf/s "
