@@ -48,6 +48,7 @@ from pathlib import Path
 from edgenas_keras import lut as lutmod
 from edgenas_keras._fs import read_json_lines
 from edgenas_keras.errors import UserError
+from edgenas_keras.lut.table import read_json_file
 from edgenas_keras.tflite.c_source import c_array
 
 PROTOCOL_VERSION = 1
@@ -134,17 +135,13 @@ def read_manifest(path: Path) -> dict:
         model), checked only for ``format: edgenas-profile-set`` and a ``keys`` list.
 
     Raises:
-        UserError: the file does not exist, is not valid JSON, or is not an edgenas profile-set manifest.
+        UserError: the file does not exist, cannot be read, is not valid JSON, or is not an edgenas profile-set
+            manifest.
     """
     p = Path(path)
     if p.is_dir():
         p = p / "manifest.json"
-    if not p.is_file():
-        raise UserError(f"profile-set manifest {p} does not exist; create it with `edgenas lut profile-set`")
-    try:
-        m = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{p}: not valid JSON ({exc})") from None
+    _, m = read_json_file(p, "profile-set manifest", "; create it with `edgenas lut profile-set`")
     if m.get("format") != "edgenas-profile-set" or not isinstance(m.get("keys"), list):
         raise UserError(f"{p} is not an edgenas profile-set manifest")
     return m

@@ -388,20 +388,31 @@ def load(path: str | Path) -> Lut:
         UserError: the file does not exist, is a folder, cannot be read, is not valid JSON (or UTF-8), or fails
             ``parse``'s checks.
     """
+    raw, doc = read_json_file(path, "LUT file")
+    return parse(doc, str(Path(path)), hashlib.sha256(raw).hexdigest())
+
+
+def read_json_file(path: str | Path, what: str, missing_hint: str = "") -> tuple[bytes, object]:
+    """The bytes of the JSON file at ``path`` and the value they hold (a LUT; ``deploy.lut_profiler``'s
+    profile-set manifest).
+
+    Raises:
+        UserError: calling the file ``what`` (e.g. "LUT file"): it is a folder, does not exist (the message then
+            ends with ``missing_hint``, e.g. how to make it), cannot be read, or is not valid JSON (or UTF-8).
+    """
     p = Path(path)
     if p.is_dir():
-        raise UserError(f"LUT file {p} is a folder, not a JSON file")
+        raise UserError(f"{what} {p} is a folder, not a JSON file")
     if not p.is_file():
-        raise UserError(f"LUT file {p} does not exist")
+        raise UserError(f"{what} {p} does not exist{missing_hint}")
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise UserError(f"LUT file {p} cannot be read ({exc.strerror or exc})") from None
+        raise UserError(f"{what} {p} cannot be read ({exc.strerror or exc})") from None
     try:
-        doc = json.loads(raw)
+        return raw, json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{p}: not valid JSON ({exc})") from None
-    return parse(doc, str(p), hashlib.sha256(raw).hexdigest())
 
 
 def manifest() -> dict:
