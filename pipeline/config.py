@@ -524,13 +524,14 @@ def dumps(cfg: PipelineConfig) -> str:
 
 
 def write_resolved(cfg: PipelineConfig, folder: str | os.PathLike, name: str = "config.resolved.yaml") -> Path:
-    """Write the resolved configuration next to an output (temporary name, then rename)."""
+    """Write the resolved configuration next to an output (``_fs.atomic_write_text``: a unique temporary
+    name, then one rename); returns its path."""
+    from edgenas_keras._fs import atomic_write_text
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(dumps(cfg), encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, dumps(cfg))
     return target
 
 

@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgenas_keras._fs import atomic_write_json
 from edgenas_keras.errors import UserError
 from edgenas_keras.lut import device_of
 from pipeline.config import PipelineConfig, runtime_values, write_resolved
@@ -152,9 +153,7 @@ def run(config: PipelineConfig, output: str | os.PathLike, runner: str = "local"
             raise user from None
         raise
     summary = build_summary(config, out, time.monotonic() - started)
-    tmp = summary_path.with_name(SUMMARY_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, summary_path)
+    atomic_write_json(summary_path, summary, indent=2, sort_keys=True)
     return summary
 
 
