@@ -1,8 +1,9 @@
 """What a model must meet on a device: the one ``Budgets`` type, and the TFLM runtime's flash per device.
 
 One shape and one meaning everywhere (the search, ``validate``, the pipeline's ``budgets:`` section and its
-run-time parameters): latency in milliseconds per inference, SRAM and flash in bytes, ``None`` for "no budget",
-and **flash counts the model file plus the TFLM runtime** linked beside it (code and read-only data). The
+run-time parameters): latency in milliseconds per inference, SRAM and flash in bytes, ``None`` for "no budget"
+(the pipeline and ``edgenas validate`` require all three; ``edgenas search`` takes latency alone), and
+**flash counts the model file plus the TFLM runtime** linked beside it (code and read-only data). The
 search prices the model file alone, so it designs for ``flash_bytes`` minus the runtime's footprint
 (``Budgets.model_flash_bytes``). Only the CLI speaks KiB (1 KiB = 1024 bytes) and converts at its edge.
 
@@ -18,6 +19,10 @@ from edgenas_keras.errors import UserError
 from edgenas_keras.lut.table import device_of
 
 HOST_DEVICE = "host-tflm"
+# The largest budgets the stack carries: the search's penalty computes in float32 (latency), and pipeline
+# run-time parameters are 64-bit integers (bytes).
+MAX_LATENCY_MS = 3.0e38
+MAX_BYTES = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -65,9 +70,14 @@ def runtime_footprint(device: str, override_bytes: int | None = None) -> Runtime
 
 
 def _positive(name: str, v, *, integer: bool):
-    """``v`` as a positive finite number (an int for byte counts, a whole number given as a float accepted)."""
+    """``v`` as a positive finite number up to the stack's limit (``MAX_BYTES`` for byte counts, given as an int
+    or a whole float; ``MAX_LATENCY_MS`` for latency)."""
     if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
         raise UserError(f"budget {name} must be a positive number, got {v!r}")
+    limit = MAX_BYTES if integer else MAX_LATENCY_MS
+    if v > limit:
+        raise UserError(f"budget {name} must be at most {limit:.3g} (the largest the search and the pipeline's "
+                        f"parameters carry), got {v:.3g}")
     if integer:
         if v != int(v):
             raise UserError(f"budget {name} must be a whole number of bytes, got {v!r}")
@@ -87,8 +97,8 @@ class Budgets:
         min_accuracy: the minimum int8 top-1 accuracy as a fraction in [0, 1] (0: report only). Checked by
             ``validate``; the search does not design for it.
 
-    Raises ``UserError`` (message naming the field) for a budget that is not a positive finite number, a
-    fractional byte count, or an accuracy outside [0, 1].
+    Raises ``UserError`` (message naming the field) for a budget that is not a positive finite number, above
+    ``MAX_LATENCY_MS`` / ``MAX_BYTES``, a fractional byte count, or an accuracy outside [0, 1].
     """
     latency_ms: float
     sram_bytes: int | None = None

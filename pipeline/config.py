@@ -305,6 +305,10 @@ LIBRARY_SECTIONS = ("search", "train")
 # (the old flat budget names too, so a config written for them is told where the budget went)
 SEARCH_SET_ELSEWHERE = {"budgets": "the budgets section", "latency_ms": "budgets.latency_ms",
                         "sram_kb": "budgets.sram_bytes", "flash_kb": "budgets.flash_bytes"}
+# SearchConfig fields the pipeline does not take, and why.
+SEARCH_NOT_IN_PIPELINE = {
+    "runtime_flash_bytes": "is not a pipeline setting: BudgetValidator counts lut.device's documented TFLM "
+                           "runtime (or the emulated core's linked image), so the search sets that one aside too"}
 # The prefix each library dataclass puts before the field it names in its UserError messages.
 _LIBRARY_PREFIXES = {"search": ("search config: ", "pipeline config search: "),
                      "train": ("training config: ", "pipeline config train: ")}
@@ -326,12 +330,15 @@ def _library_section(section: str, data, source: str) -> dict:
     data = _mapping(data, source, section)
     cls = library_class(section)
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)} - set(SEARCH_SET_ELSEWHERE if section == "search" else ())
+    known = {f.name for f in fields(cls)} - (set(SEARCH_SET_ELSEWHERE) | set(SEARCH_NOT_IN_PIPELINE)
+                                             if section == "search" else set())
     out = {}
     for name, value in data.items():
         where = f"{section}.{name}"
         if section == "search" and name in SEARCH_SET_ELSEWHERE:
             _fail(source, where, f"is set from {SEARCH_SET_ELSEWHERE[name]}; set the budget there")
+        if section == "search" and name in SEARCH_NOT_IN_PIPELINE:
+            _fail(source, where, SEARCH_NOT_IN_PIPELINE[name])
         if name not in known:
             _unknown(source, where, str(name), known)
         out[name] = _coerce(value, hints[name], source, where)
@@ -454,14 +461,16 @@ def validate(cfg: PipelineConfig) -> PipelineConfig:
         _positive(s, f"budgets.{name}", getattr(cfg.budgets, name))
     if not 0.0 <= cfg.budgets.min_accuracy <= 1.0:
         _fail(s, "budgets.min_accuracy", f"must be a fraction in [0, 1], got {cfg.budgets.min_accuracy}")
-    if not cfg.lut.file:  # a shipped device: its documented TFLM runtime shares the flash budget
-        from edgenas_keras.lut import device_of
-        from edgenas_keras.budgets import runtime_footprint
+    # the device's documented TFLM runtime shares the flash budget, in the search and in BudgetValidator
+    from edgenas_keras.budgets import RUNTIME_FLASH, runtime_footprint
+    from edgenas_keras.lut import device_of
 
-        try:
-            runtime = runtime_footprint(cfg.lut.device, cfg.search.get("runtime_flash_bytes")).bytes
-        except UserError:
-            runtime = 0
+    if device_of(cfg.lut.device) not in RUNTIME_FLASH:
+        _fail(s, "lut.device", f"{cfg.lut.device!r} has no documented TFLM runtime flash footprint (known: "
+              f"{', '.join(sorted(RUNTIME_FLASH))}), and the pipeline's flash budget counts model + runtime; for "
+              "another board use `edgenas search` and `edgenas validate` with --runtime-flash-kb from its link map")
+    else:
+        runtime = runtime_footprint(cfg.lut.device).bytes
         if cfg.budgets.flash_bytes <= runtime:
             _fail(s, "budgets.flash_bytes", f"{cfg.budgets.flash_bytes} leaves no room for the model next to "
                   f"the TFLM runtime ({runtime} bytes on {device_of(cfg.lut.device)}); it counts model + runtime")

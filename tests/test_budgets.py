@@ -1,6 +1,8 @@
 """The one budget type (issue 16, item 3): ms and bytes, None for none, flash = model + TFLM runtime in the
 search as in validate and the pipeline, KiB only at the CLI edge."""
 
+from pathlib import Path
+
 import pytest
 
 from edgenas_keras import lut as lutmod
@@ -74,3 +76,39 @@ def test_search_cli_budget_flags_exit_2(capsys, tmp_path, flags, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not (tmp_path / "out").exists()   # refused before anything is written
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--sram-kb", "1e308"], "--sram-kb 1e+308 KiB is more bytes than a 64-bit integer holds"),
+    (["--flash-kb", "0.0001"], "--flash-kb 0.0001 KiB is less than one byte"),
+    (["--runtime-flash-kb", "inf"], "--runtime-flash-kb must be a non-negative number of KiB"),
+    (["--out", "NOWHERE/blessing.json"], "does not exist"),
+])
+def test_validate_cli_budget_flags_exit_2_before_any_check(capsys, tmp_path, flags, needle):
+    model = Path(__file__).parent / "data" / "reference_models" / "tflm_person_detect.tflite"
+    argv = ["validate", str(model), "--device", "cortex-a53", "--latency-ms", "100", "--sram-kb", "512",
+            "--flash-kb", "2048", "--min-accuracy", "0"]
+    argv += [str(tmp_path / f) if f.startswith("NOWHERE") else f for f in flags]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+def test_search_budget_limits_and_old_config_fields(capsys, tmp_path):
+    """Budgets the search could not carry (float32 latency, int64 bytes) and a --config in the old flat form are
+    one error line each, before anything is written."""
+    with pytest.raises(UserError, match="latency_ms must be at most 3e"):
+        Budgets(1e308)
+    with pytest.raises(UserError, match="sram_bytes must be at most"):
+        Budgets(10, sram_bytes=10**40)
+    for text, needle in [("latency_ms: 30\n", "latency_ms is now budgets.latency_ms"),
+                         ("budgets: {latency_ms: 30}\nsram_kb: 128\n", "sram_kb is now budgets.sram_bytes (in bytes)"),
+                         ("budgets: fast\n", "budgets must be a mapping")]:
+        cfg = tmp_path / "search.yaml"
+        cfg.write_text(text)
+        argv = ["search", "--data", str(tmp_path), "--device", "cortex-m7", "--latency-ms", "1000",
+                "--config", str(cfg), "--out", str(tmp_path / "out")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert not (tmp_path / "out").exists()

@@ -21,6 +21,20 @@ PROXIES = ("lut", "macs")
 STRATEGIES = ("differentiable", "evolution")
 DERIVATIONS = ("argmax", "proxy")
 FITNESS = ("inherited", "trained")
+# Fields of SearchConfig before the one budget type (2026-12-02) and where each went.
+MOVED_FIELDS = {"latency_ms": "budgets.latency_ms", "sram_kb": "budgets.sram_bytes (in bytes)",
+                "flash_kb": "budgets.flash_bytes (in bytes, model + TFLM runtime)"}
+
+
+def refuse_moved_fields(d: dict, source: str) -> None:
+    """Raise ``UserError`` naming ``source`` when ``d`` uses a field of the old flat budget form
+    (``MOVED_FIELDS``), saying where it went; and when ``d["budgets"]`` is present but not a mapping."""
+    moved = [f"{k} is now {v}" for k, v in MOVED_FIELDS.items() if k in d]
+    if moved:
+        raise UserError(f"{source}: {'; '.join(moved)}")
+    if "budgets" in d and not isinstance(d["budgets"], (dict, Budgets)):
+        raise UserError(f"{source}: budgets must be a mapping of latency_ms, sram_bytes, flash_bytes, got "
+                        f"{d['budgets']!r}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +146,7 @@ class SearchConfig:
         """
         if not isinstance(d, dict):
             raise UserError(f"{source}: must be a mapping of search settings")
+        refuse_moved_fields(d, source)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -181,4 +181,9 @@ def kib_to_bytes(kib: float | None, flag: str, allow_zero: bool = False) -> int 
         return None
     if not math.isfinite(kib) or kib < 0 or (kib == 0 and not allow_zero):
         raise UserError(f"{flag} must be a {'non-negative' if allow_zero else 'positive'} number of KiB, got {kib:g}")
-    return int(round(kib * 1024))
+    if kib * 1024 >= 2**63:
+        raise UserError(f"{flag} {kib:g} KiB is more bytes than a 64-bit integer holds")
+    n = int(round(kib * 1024))
+    if n == 0 and not allow_zero:
+        raise UserError(f"{flag} {kib:g} KiB is less than one byte")
+    return n

@@ -45,7 +45,8 @@ def register(sub) -> None:
                    "documented per device)")
     p.add_argument("--epochs", type=int, metavar="E", help="search epochs (warm-up included)")
     p.add_argument("--seed", type=int, metavar="S", help="seed (same seed and inputs: same architecture)")
-    p.add_argument("--config", metavar="YAML", help="any SearchConfig field (README: Search)")
+    p.add_argument("--config", metavar="YAML", help="any SearchConfig field, budgets as a mapping "
+                   "(docs/guide/search.md)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=cmd_search)
 
@@ -55,6 +56,7 @@ def _config(args):
 
     from edgenas_keras.errors import UserError
     from edgenas_keras.search import SearchConfig
+    from edgenas_keras.search.config import refuse_moved_fields
 
     d = {}
     if args.config:
@@ -65,10 +67,12 @@ def _config(args):
             raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(d, dict):
             raise UserError(f"{path}: must be a mapping of SearchConfig fields")
+    source = args.config or "search flags"
+    refuse_moved_fields(d, source)
     for name in ("epochs", "seed"):
         if getattr(args, name) is not None:
             d[name] = getattr(args, name)
-    budgets = d.get("budgets") if isinstance(d.get("budgets"), dict) else {}
+    budgets = d.get("budgets") or {}
     given = {"latency_ms": args.latency_ms, "sram_bytes": kib_to_bytes(args.sram_kb, "--sram-kb"),
              "flash_bytes": kib_to_bytes(args.flash_kb, "--flash-kb")}
     d["budgets"] = {**budgets, **{k: v for k, v in given.items() if v is not None}}
@@ -76,7 +80,7 @@ def _config(args):
         raise UserError("give a latency budget: --latency-ms T (or budgets: {latency_ms: T} in --config)")
     if args.runtime_flash_kb is not None:
         d["runtime_flash_bytes"] = kib_to_bytes(args.runtime_flash_kb, "--runtime-flash-kb", allow_zero=True)
-    return SearchConfig.from_dict(d, source=args.config or "search flags")
+    return SearchConfig.from_dict(d, source=source)
 
 
 def cmd_search(args) -> int:

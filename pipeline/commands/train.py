@@ -3,6 +3,8 @@ and the blessing decision for an int8 model on a device)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgenas_keras import progress
 from pipeline.commands._util import (
     JSON_OUTPUT,
@@ -45,8 +47,9 @@ def register(sub) -> None:
     v = sub.add_parser(
         "validate", parents=[LUT_SOURCE, JSON_OUTPUT], help="check an int8 model against a device's budgets and decide its blessing",
         description="Check an int8 .tflite against latency (the device LUT; for host-tflm also measured), SRAM "
-        "(the larger of the predicted on-target arena and the arena TFLM needs on this host), flash (model + the "
-        "TFLM runtime's documented footprint) and int8 accuracy in the TFLM runtime: top-1 (the check), with "
+        "(the 32-bit arena on the device's emulated core where it has one, else the larger of the predicted "
+        "on-target arena and the arena TFLM needs on this host), flash (the linked image on an emulated core, else "
+        "model + the TFLM runtime's documented footprint) and int8 accuracy in the TFLM runtime: top-1 (the check), with "
         "per-class accuracy (share of each class's eval images labelled correctly, classes named from the data "
         "set's stats.json) and, for more than 5 classes, top-5 beside it. Exit status 0 if blessed, "
         "1 if not (the reasons name the failing checks), 2 on a usage error.")
@@ -61,7 +64,8 @@ def register(sub) -> None:
                    "the figure `edgenas train` recorded in metrics.json beside the model, if it is this model's)")
     v.add_argument("--eval-limit", type=int, help="measure accuracy on the first N eval images only")
     v.add_argument("--runtime-flash-kb", type=float,
-                   help="the TFLM runtime's flash footprint from your link map (default: documented per device)")
+                   help="the TFLM runtime's flash footprint from your link map (default: the emulated core's linked "
+                   "image where there is one, else documented per device)")
     v.add_argument("--out", metavar="FILE", help="also write the blessing JSON here")
     v.set_defaults(func=cmd_validate)
 
@@ -117,6 +121,8 @@ def cmd_validate(args) -> int:
     model = existing_file(args.model, "model file")
     if args.data is not None:
         existing_dir(args.data, "data folder")
+    if args.out and not Path(args.out).absolute().parent.is_dir():   # refused now, not after every check ran
+        raise UserError(f"--out {args.out}: its folder {Path(args.out).absolute().parent} does not exist")
     if args.eval_limit is not None and args.eval_limit < 1:
         raise UserError(f"--eval-limit must be >= 1, got {args.eval_limit}")
     budgets = Budgets(args.latency_ms, kib_to_bytes(args.sram_kb, "--sram-kb"),

@@ -63,7 +63,8 @@ CASES = [
     ({"search": {"weight_lr": -0.1}}, "search.weight_lr", "positive"),
     ({"search": {"latency_ms": 3.0}}, "search.latency_ms", "set from budgets.latency_ms"),
     ({"search": {"budgets": {"latency_ms": 3.0}}}, "search.budgets", "set from the budgets section"),
-    ({"search": {"runtime_flash_bytes": -1}}, "search.runtime_flash_bytes", "integer >= 0 (bytes)"),
+    ({"search": {"runtime_flash_bytes": 65536}}, "search.runtime_flash_bytes", "is not a pipeline setting"),
+    ({"lut": {"device": "my-board"}}, "lut.device", "has no documented TFLM runtime flash"),
     # train: the library's TrainConfig
     ({"train": {"learning_rate": 0.1}}, "train.learning_rate", "is not a field"),
     ({"train": {"augment": "yes please"}}, "train.augment", "must be true or false"),
