@@ -149,7 +149,10 @@ class Bench:
         trains children (``fitness: trained``: same steps and validation batches, at its resolution), else
         the schedule's ``proxy``."""
         if cfg.fitness == "trained":
-            return {"steps": cfg.fitness_steps, "val_batches": cfg.score_batches}
+            proxy = {"steps": cfg.fitness_steps, "val_batches": cfg.score_batches}
+            if cfg.fitness_lr_decay or cfg.fitness_bn_batches:   # keys of earlier runs stay as they were
+                proxy.update(lr_decay=cfg.fitness_lr_decay, recalibrate_bn=cfg.fitness_bn_batches)
+            return proxy
         return dict(self.s["proxy"])
 
     def train_config(self, seed: int) -> TrainConfig:
@@ -254,7 +257,8 @@ class Bench:
             key["proxy"] = proxy
             rs = self.store.random_search(pricer, data, cfg.train_resolution or self.space.resolution, key,
                                           s["cost"]["total_cpu_s"], RANDOM_WINDOW, proxy["steps"],
-                                          proxy["val_batches"], seed)
+                                          proxy["val_batches"], seed, lr_decay=proxy.get("lr_decay", False),
+                                          recalibrate_bn=proxy.get("recalibrate_bn", 0))
             archs[seed] = rs["best"]
             logs.append({"seed": seed, **rs})
         nets.append(self.network("random-search", "random-search", self.space, lut, budget_ms, archs,

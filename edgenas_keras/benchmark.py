@@ -366,9 +366,11 @@ class Store:
         return result, cost
 
     def random_search(self, pricer, data, resolution: int, key: dict, cpu_budget_s: float, lo: float,
-                      steps: int, val_batches: int, seed: int, max_candidates: int = 500) -> dict:
+                      steps: int, val_batches: int, seed: int, max_candidates: int = 500, lr_decay: bool = False,
+                      recalibrate_bn: int = 0) -> dict:
         """Equal-compute random search (module docstring), logged candidate by candidate in
-        ``random/<key>.json`` so an interrupted run continues: returns ``{"best", "best_score", "candidates",
+        ``random/<key>.json`` so an interrupted run continues; ``steps``, ``val_batches``, ``lr_decay`` and
+        ``recalibrate_bn`` are ``selection.train_and_score``'s. Returns ``{"best", "best_score", "candidates",
         "cpu_s", "priced", "cpu_budget_s"}``."""
         path = self.root / "random" / f"{digest(key)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +386,8 @@ class Store:
         while (spent < cpu_budget_s or not log["candidates"]) and len(log["candidates"]) < max_candidates:
             c0 = time.process_time()
             arch, priced = next(sampler)
-            score = train_and_score(pricer.space, arch, data, resolution, steps, val_batches, seed)["accuracy"]
+            score = train_and_score(pricer.space, arch, data, resolution, steps, val_batches, seed,
+                                    lr_decay=lr_decay, recalibrate_bn=recalibrate_bn)["accuracy"]
             dt = time.process_time() - c0
             spent += dt
             log["candidates"].append({"arch": str(arch), "score": score, "cpu_s": round(dt, 3),

@@ -84,6 +84,8 @@ class SearchConfig:
     score_batches: int = 8          # validation batches a child is scored on
     fitness: str = "inherited"      # evolution's score: "inherited" supernet weights or "trained" from scratch
     fitness_steps: int = 250        # fitness "trained": Adam steps of each child's stand-alone training
+    fitness_lr_decay: bool = False  # fitness "trained": cosine-decay the learning rate to 0 over those steps
+    fitness_bn_batches: int = 0     # fitness "trained": training batches BN statistics are recomputed on (0: moving)
 
     def __post_init__(self):
         def positive(name, allow_none=False):
@@ -125,6 +127,11 @@ class SearchConfig:
         if self.fitness == "trained" and self.strategy != "evolution":
             raise UserError("search config: fitness 'trained' needs strategy 'evolution' (the differentiable "
                             f"strategy scores alpha's candidates with the supernet's weights), got {self.strategy!r}")
+        if not isinstance(self.fitness_lr_decay, bool):
+            raise UserError(f"search config: fitness_lr_decay must be true or false, got {self.fitness_lr_decay!r}")
+        v = self.fitness_bn_batches
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise UserError(f"search config: fitness_bn_batches must be an integer >= 0, got {v!r}")
         if (isinstance(self.window_low, bool) or not isinstance(self.window_low, (int, float))
                 or not 0 <= self.window_low < 1):
             raise UserError(f"search config: window_low must be a number in [0, 1), got {self.window_low!r}")

@@ -454,7 +454,8 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
         seeds.append((fill(pricer, cheapest_indices(space), flat)[0], "fill-from-cheapest"))
     if config.fitness == "trained":
         scorer = TrainedScorer(space, data, config.train_resolution or space.resolution, config.fitness_steps,
-                               config.score_batches, config.seed, out / "fitness.jsonl", progress.stderr)
+                               config.score_batches, config.seed, out / "fitness.jsonl", progress.stderr,
+                               lr_decay=config.fitness_lr_decay, recalibrate_bn=config.fitness_bn_batches)
         how = f"trained {config.fitness_steps} steps each"
     else:
         calib, held = _scoring_batches(data, config)

@@ -158,48 +158,61 @@ class ChildScorer:
 
 
 def train_and_score(space: SearchSpace, arch: Arch, data, resolution: int, steps: int, val_batches: int,
-                    seed: int, lr: float = 3e-3) -> dict:
-    """Train ``arch`` from scratch for ``steps`` Adam steps (learning rate ``lr``) on the search's training
-    subset at ``resolution`` px (``data``: ``search.SearchData``; the training batches repeat as needed), then
-    score it on the first ``val_batches`` batches of the validation subset (which repeats: a subset smaller
-    than ``val_batches`` batches is scored more than once). Deterministic for ``seed``.
+                    seed: int, lr: float = 3e-3, lr_decay: bool = False, recalibrate_bn: int = 0) -> dict:
+    """Train ``arch`` from scratch for ``steps`` Adam steps (learning rate ``lr``, constant, or with
+    ``lr_decay`` cosine-decayed to 0 over the ``steps``) on the search's training subset at ``resolution`` px
+    (``data``: ``search.SearchData``; the training batches repeat as needed), then score it on the first
+    ``val_batches`` batches of the validation subset (which repeats: a subset smaller than ``val_batches``
+    batches is scored more than once). With ``recalibrate_bn`` > 0 the batch-norm statistics are first
+    recomputed on that many training batches (``train.recalibrate_batch_norm``); otherwise the score uses
+    Keras' moving averages, which at momentum 0.99 trail the weights by about a hundred steps. Deterministic
+    for ``seed``.
 
-    Returns ``{"accuracy": top-1 fraction, "ce": mean cross-entropy in nats, "images": images scored}``.
-    Raises ``UserError`` when the validation subset is empty."""
+    Returns ``{"accuracy": top-1 fraction, "ce": mean cross-entropy in nats, "images": images scored,
+    "batches": [[correct, summed cross-entropy, images] per validation batch]}`` (the per-batch sums give the
+    score on any prefix of the batches). Raises ``UserError`` when the validation subset is empty."""
     import tensorflow as tf
     import tf_keras as keras
 
     from edgenas_keras.model.builder import build_model
+    from edgenas_keras.train import recalibrate_batch_norm
 
     keras.utils.set_random_seed(seed)
     model = build_model(space, arch, resolution)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.SparseCategoricalCrossentropy())
+    schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, steps)) if lr_decay else lr
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=keras.losses.SparseCategoricalCrossentropy())
     model.fit(data.train(0).repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
-    correct = ce = 0.0
-    n = 0
+    if recalibrate_bn:
+        recalibrate_batch_norm(model, data.train(1).repeat(), recalibrate_bn)
+    batches = []
     for x, y in data.val(0).take(val_batches):
         p = model(x, training=False)
         y = tf.cast(y, tf.int64)
-        correct += float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(p, -1), y), tf.float32)))
-        ce += float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, p)))
-        n += int(y.shape[0])
+        batches.append([float(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(p, -1), y), tf.float32))),
+                        float(tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, p))),
+                        int(y.shape[0])])
+    n = sum(b[2] for b in batches)
     if not n:
         raise UserError("scoring a candidate needs a validation subset: use more data or a larger val_fraction")
-    return {"accuracy": correct / n, "ce": ce / n, "images": n}
+    return {"accuracy": sum(b[0] for b in batches) / n, "ce": sum(b[1] for b in batches) / n, "images": n,
+            "batches": batches}
 
 
 class TrainedScorer:
     """Scores architectures (index form) by ``train_and_score`` (module docstring, ``fitness: trained``).
 
+    ``lr_decay`` and ``recalibrate_bn`` are ``train_and_score``'s (``fitness_lr_decay``, ``fitness_bn_batches``).
     ``log_path``: a JSON-lines file of the scores so far (``{"arch", "accuracy", "ce", "images", "cpu_s"}``
     per line), read at start and appended to after every child, so a rerun reuses them; a truncated last line
     (an interrupted write) is dropped from the file. ``scored`` counts the distinct architectures scored. Raises ``UserError`` when the training
     subset yields no full batch."""
 
     def __init__(self, space: SearchSpace, data, resolution: int, steps: int, val_batches: int, seed: int,
-                 log_path: Path | None = None, log: Callable[[str], None] = lambda _m: None):
+                 log_path: Path | None = None, log: Callable[[str], None] = lambda _m: None,
+                 lr_decay: bool = False, recalibrate_bn: int = 0):
         self.space, self.data, self.resolution = space, data, resolution
         self.steps, self.val_batches, self.seed = steps, val_batches, seed
+        self.lr_decay, self.recalibrate_bn = lr_decay, recalibrate_bn
         self.log_path, self.log = (Path(log_path) if log_path else None), log
         self.cache: dict[bytes, dict] = {}
         if next(iter(data.train(0).take(1)), None) is None:
@@ -240,7 +253,8 @@ class TrainedScorer:
             arch = self.space.from_indices(idx)
             c0 = time.process_time()
             row = train_and_score(self.space, arch, self.data, self.resolution, self.steps, self.val_batches,
-                                  self.seed)
+                                  self.seed, lr_decay=self.lr_decay, recalibrate_bn=self.recalibrate_bn)
+            row.pop("batches")
             row["cpu_s"] = round(time.process_time() - c0, 3)
             self.cache[k] = row
             if self.log_path:

@@ -214,6 +214,31 @@ def test_trained_fitness_needs_the_evolution_strategy():
         SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="supernet")
     with pytest.raises(UserError, match="fitness_steps must be an integer >= 1"):
         SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_steps=0)
+    with pytest.raises(UserError, match="fitness_lr_decay must be true or false, got 'yes'"):
+        SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_lr_decay="yes")
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UserError, match="fitness_bn_batches must be an integer >= 0"):
+            SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_bn_batches=bad)
+
+
+def test_train_and_score_recomputes_bn_statistics_and_decays_the_learning_rate(space, lut, data_dir):
+    """With ``recalibrate_bn`` the score is taken with BN statistics recomputed on training batches (the
+    moving averages of a few steps at momentum 0.99 are mostly their initial 0/1), so it differs from the
+    moving-average score of the same training; with ``lr_decay`` the same seed trains to other weights; the
+    per-batch sums add up to the totals."""
+    from edgenas_keras.search.selection import train_and_score
+
+    cfg = small_config(latency_ms=_mid_budget(space, lut))
+    data = reader_data(data_dir, cfg, space.resolution, space.in_channels)
+    arch = space.sample(1, seed=2)[0]
+    moving = train_and_score(space, arch, data, space.resolution, 4, 2, 0)
+    recomputed = train_and_score(space, arch, data, space.resolution, 4, 2, 0, recalibrate_bn=2)
+    decayed = train_and_score(space, arch, data, space.resolution, 4, 2, 0, lr_decay=True)
+    assert recomputed["ce"] != pytest.approx(moving["ce"], abs=1e-6)
+    assert decayed["ce"] != pytest.approx(moving["ce"], abs=1e-6)
+    for r in (moving, recomputed, decayed):
+        assert len(r["batches"]) == 2 and sum(b[2] for b in r["batches"]) == r["images"]
+        assert sum(b[0] for b in r["batches"]) / r["images"] == pytest.approx(r["accuracy"])
 
 
 def test_trained_fitness_without_a_full_training_batch_is_a_user_error(space, lut, data_dir, tmp_path):
