@@ -86,6 +86,8 @@ class SearchConfig:
     fitness_steps: int = 250        # fitness "trained": Adam steps of each child's stand-alone training
     fitness_lr_decay: bool = False  # fitness "trained": cosine-decay the learning rate to 0 over those steps
     fitness_bn_batches: int = 0     # fitness "trained": training batches BN statistics are recomputed on (0: moving)
+    finalists: int = 0              # evolution: the best this many trained again for finalist_steps; that decides
+    finalist_steps: int = 600       # Adam steps of each finalist's stand-alone training
 
     def __post_init__(self):
         def positive(name, allow_none=False):
@@ -103,7 +105,7 @@ class SearchConfig:
         for name in ("mu0", "nu0", "flash_mult0", "weight_lr", "alpha_lr", "tau_start", "tau_end"):
             positive(name)
         for name in ("epochs", "batch_size", "check_every", "candidates", "population", "bn_batches",
-                     "score_batches", "fitness_steps"):
+                     "score_batches", "fitness_steps", "finalist_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"search config: {name} must be an integer >= 1, got {v!r}")
@@ -129,9 +131,13 @@ class SearchConfig:
                             f"strategy scores alpha's candidates with the supernet's weights), got {self.strategy!r}")
         if not isinstance(self.fitness_lr_decay, bool):
             raise UserError(f"search config: fitness_lr_decay must be true or false, got {self.fitness_lr_decay!r}")
-        v = self.fitness_bn_batches
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise UserError(f"search config: fitness_bn_batches must be an integer >= 0, got {v!r}")
+        for name in ("fitness_bn_batches", "finalists"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UserError(f"search config: {name} must be an integer >= 0, got {v!r}")
+        if self.finalists and self.strategy != "evolution" and self.derive != "proxy":
+            raise UserError("search config: finalists need strategy 'evolution' or derive 'proxy' (they are the "
+                            f"best of the scored candidates), got strategy {self.strategy!r}, derive {self.derive!r}")
         if (isinstance(self.window_low, bool) or not isinstance(self.window_low, (int, float))
                 or not 0 <= self.window_low < 1):
             raise UserError(f"search config: window_low must be a number in [0, 1), got {self.window_low!r}")

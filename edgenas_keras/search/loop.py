@@ -410,7 +410,9 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
     """Derivation by accuracy evidence (``derive: proxy`` or ``strategy: evolution``): children in the budget
     window scored with inherited weights, BN recomputed per child, or (``fitness: trained``, ``net`` None)
     each trained from scratch for ``fitness_steps`` steps (``edgenas_keras.search.selection``); the best scored one
-    is returned. Writes ``candidates.json`` (every scored child, best first)."""
+    is returned, or with ``finalists`` > 0 the best of the top ``finalists`` after each is trained again for
+    ``finalist_steps`` steps (``finalists.jsonl``, resumable like ``fitness.jsonl``). Writes ``candidates.json``
+    (every scored child, best by the fitness first, with ``finalist_accuracy``/``finalist_ce`` for finalists)."""
     from edgenas_keras.model.supernet import legal_mask
     from edgenas_keras.search.selection import (
         ChildScorer,
@@ -420,6 +422,7 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
         evolve,
         key_of,
         max_len,
+        rank_key,
     )
 
     t0 = time.time()
@@ -468,11 +471,22 @@ def _select(space, lut, config, pricer: Pricer, probs, net, data, out: Path, flo
         fallback = alpha_answer if alpha_answer is not None else seeds[0][0]
         scored = [{"idx": fallback, "score": scorer.score(fallback), "origin": "fallback", "generation": 0}]
     best = scored[0]
+    if config.finalists:   # the best few trained again, longer: the longer training decides
+        final = TrainedScorer(space, data, config.train_resolution or space.resolution, config.finalist_steps,
+                              config.score_batches, config.seed, out / "finalists.jsonl", progress.stderr,
+                              lr_decay=config.fitness_lr_decay, recalibrate_bn=config.fitness_bn_batches)
+        for r in scored[:config.finalists]:
+            r["finalist"] = final.score(r["idx"])
+        best = min(scored[:config.finalists], key=lambda r: rank_key(r["finalist"]))
+        extra.update({"finalists": min(config.finalists, len(scored)), "finalist_steps": config.finalist_steps,
+                      "finalist_accuracy": best["finalist"]["accuracy"], "finalist_ce": best["finalist"]["ce"],
+                      "fitness_rank_of_pick": next(n for n, r in enumerate(scored) if r is best)})
     idx = best["idx"]
     rows = []
     for r in scored:
         c = pricer.cost(r["idx"])
-        rows.append({"arch": str(space.from_indices(r["idx"])), **r["score"], "origin": r["origin"],
+        fin = {f"finalist_{k}": r["finalist"][k] for k in ("accuracy", "ce")} if "finalist" in r else {}
+        rows.append({"arch": str(space.from_indices(r["idx"])), **r["score"], **fin, "origin": r["origin"],
                      "generation": r["generation"], "latency_ms": round(c.latency_ms, 4),
                      "sram_bytes": c.sram_bytes, "flash_bytes": c.flash_bytes})
     _write_json(out / "candidates.json", rows)

@@ -30,7 +30,8 @@ def register(sub) -> None:
         "window are scored with the supernet's inherited weights (BN recomputed per child) and the best is "
         "returned; candidates.json lists them. With `strategy: evolution` and `fitness: trained` no supernet is "
         "trained: each candidate is trained from scratch for `fitness_steps` steps and scored (fitness.jsonl "
-        "keeps the scores, so a rerun resumes). The head has one output per class of --data (its stats.json "
+        "keeps the scores, so a rerun resumes); with `finalists: K` the best K are trained again for "
+        "`finalist_steps` steps and that longer training picks the answer (finalists.jsonl). The head has one output per class of --data (its stats.json "
         "names them): a --space that states another head.num_classes is overridden, with a warning. A LUT "
         "built for the 2-class head prices an N-class head from its own head entries (a warning names the "
         "estimated keys).")

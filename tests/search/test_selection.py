@@ -207,6 +207,36 @@ def test_trained_fitness_evolution_returns_the_best_trained_child_and_resumes(sp
     assert r2.arch == r.arch and log.read_text().splitlines() == lines   # nothing retrained; the stub dropped
 
 
+@pytest.mark.slow
+def test_finalists_are_trained_longer_and_the_longer_training_decides(space, lut, data_dir, tmp_path):
+    """With ``finalists: 2`` the two best by the fitness are trained again for ``finalist_steps`` (cosine decay,
+    BN recomputed, as the fitness switches say) and the pick is the better of those two scores, each of which
+    a stand-alone ``train_and_score`` reproduces; the rerun trains nothing."""
+    from edgenas_keras.search.selection import train_and_score
+
+    out = tmp_path / "f"
+    r, budget, cfg = _window_search(space, lut, data_dir, out, strategy="evolution", fitness="trained",
+                                    fitness_steps=2, candidates=4, population=2, score_batches=2, finalists=2,
+                                    finalist_steps=5, fitness_lr_decay=True, fitness_bn_batches=2)
+    rows = json.loads((out / "candidates.json").read_text())
+    finalists = [row for row in rows if "finalist_accuracy" in row]
+    assert [row["arch"] for row in finalists] == [row["arch"] for row in rows[:2]]
+    best = min(finalists, key=lambda row: (-row["finalist_accuracy"], row["finalist_ce"]))
+    assert r.arch == best["arch"] and r.extra["finalists"] == 2 and r.extra["finalist_steps"] == 5
+    assert r.extra["fitness_rank_of_pick"] == rows.index(best)
+    data = reader_data(data_dir, cfg, space.resolution, space.in_channels)
+    for row in finalists:
+        again = train_and_score(space, decode(row["arch"]), data, space.resolution, 5, 2, cfg.seed,
+                                lr_decay=True, recalibrate_bn=2)
+        assert again["accuracy"] == pytest.approx(row["finalist_accuracy"])
+        assert again["ce"] == pytest.approx(row["finalist_ce"])
+    lines = (out / "finalists.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    (out / "result.json").unlink()
+    assert run_search(data_dir, lut, cfg, out, space=space).arch == r.arch
+    assert (out / "finalists.jsonl").read_text().splitlines() == lines   # nothing retrained
+
+
 def test_trained_fitness_needs_the_evolution_strategy():
     with pytest.raises(UserError, match="fitness 'trained' needs strategy 'evolution'"):
         SearchConfig(budgets=Budgets(10.0), fitness="trained")
@@ -216,9 +246,14 @@ def test_trained_fitness_needs_the_evolution_strategy():
         SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_steps=0)
     with pytest.raises(UserError, match="fitness_lr_decay must be true or false, got 'yes'"):
         SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_lr_decay="yes")
-    for bad in (-1, 1.5, True):
-        with pytest.raises(UserError, match="fitness_bn_batches must be an integer >= 0"):
-            SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", fitness_bn_batches=bad)
+    for name in ("fitness_bn_batches", "finalists"):
+        for bad in (-1, 1.5, True):
+            with pytest.raises(UserError, match=f"{name} must be an integer >= 0"):
+                SearchConfig(budgets=Budgets(10.0), strategy="evolution", fitness="trained", **{name: bad})
+    with pytest.raises(UserError, match="finalist_steps must be an integer >= 1"):
+        SearchConfig(budgets=Budgets(10.0), strategy="evolution", finalists=2, finalist_steps=0)
+    with pytest.raises(UserError, match="finalists need strategy 'evolution' or derive 'proxy'"):
+        SearchConfig(budgets=Budgets(10.0), finalists=2)
 
 
 def test_train_and_score_recomputes_bn_statistics_and_decays_the_learning_rate(space, lut, data_dir):
