@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_tables import SCALES, Bench  # noqa: E402
 
 from edgenas_keras import benchmark as bm  # noqa: E402
-from edgenas_keras.search.loop import reader_data  # noqa: E402
 from edgenas_keras.arch.space import decode  # noqa: E402
+from edgenas_keras.search.loop import reader_data  # noqa: E402
 from edgenas_keras.search.selection import kendall, spearman, train_and_score  # noqa: E402
 
 VARIANTS = {   # name: keyword arguments of train_and_score beyond the search's own
@@ -68,6 +68,13 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")]
+        val_batches = [int(v) for v in args.val_batches.split(",")]
+    except ValueError:
+        print(f"error: --seeds and --val-batches take comma-separated integers, got {args.seeds!r} and "
+              f"{args.val_batches!r}", file=sys.stderr)
+        return 2
     names = [v for v in args.variants.split(",") if v]
     bad = [v for v in names if v not in VARIANTS]
     if bad or not names:
@@ -88,10 +95,9 @@ def main(argv=None) -> int:
     data = reader_data(bench.data_dir, cfg, bench.space.resolution, bench.space.in_channels)
     store = Path(args.work).expanduser() / "fidelity"
     store.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    val_batches = [int(v) for v in args.val_batches.split(",")]
+    archs = sorted(truth, key=truth.get, reverse=True)   # best first: rank_of_best is the rank of archs[0]
     scores: dict = {}
-    for arch in sorted(truth, key=truth.get, reverse=True):
+    for arch in archs:
         for name in names:
             for seed in seeds:
                 key = {"arch": arch, "variant": VARIANTS[name], "steps": args.steps, "seed": seed,
@@ -108,11 +114,9 @@ def main(argv=None) -> int:
                 scores.setdefault(name, {}).setdefault(arch, []).append(row)
                 print(f"{name} seed {seed} {arch}: accuracy {row['accuracy']:.4f} ce {row['ce']:.4f} "
                       f"({row['cpu_s']} CPU s)", file=sys.stderr, flush=True)
-    archs = sorted(truth, key=truth.get, reverse=True)
     out = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "load": bm.load_average(), "networks": len(archs), "min_seeds": args.min_seeds, "steps": args.steps,
-           "seeds": seeds,
-           "truth": {a: round(truth[a], 4) for a in archs}, "variants": {}}
+           "seeds": seeds, "truth": {a: round(truth[a], 4) for a in archs}, "variants": {}}
     for name in names:
         per = {}
         t = [truth[a] for a in archs]
